@@ -1,0 +1,165 @@
+"""Backend registry and dispatch.
+
+A backend is a module that implements the private driver interface below on
+already-validated arrays.  The public functions in :mod:`fastconv._ops` do all
+checking, dtype handling, layout conversion and output allocation, then call
+the chosen backend's driver, which fills ``out`` in place:
+
+``conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads, algorithm)``
+    ``x`` (N, H, W, C), ``w`` (KH, KW, C // groups, O), ``bias`` (O,) or None,
+    ``out`` (N, OH, OW, O); ``pads = (top, left)``, the bottom/right padding
+    being implied by OH/OW; every position outside the input reads as 0.
+``relu(x, out, num_threads)``
+    any shape; ``out`` may be ``x`` itself (in place).  NaN stays NaN.
+``max_pool2d(x, out, ksize, strides, dilations, pads, num_threads)``
+    ``x`` (N, H, W, C), ``out`` (N, OH, OW, C); positions outside the input
+    are never picked; NaN propagates.
+``im2col(x, out, ksize, strides, dilations, pads, num_threads)``
+    ``out`` (N, OH, OW, KH, KW, C), zeros where the window leaves the input.
+``info()``
+    a dict of facts for :func:`fastconv.show_config`.
+
+All arrays are C-contiguous and share one dtype, float32 or float64; ``out``
+never overlaps an input (except relu in place); ``num_threads >= 1``.
+"""
+import contextlib
+import contextvars
+import importlib
+import os
+from typing import NamedTuple
+
+_MODULES = {
+    "numpy": "fastconv._reference",
+    "cython": "fastconv._cython_backend",
+    "numba": "fastconv._numba_backend",
+}
+#: the order "auto" tries, fastest first
+AUTO_ORDER = ("cython", "numba", "numpy")
+OPS = ("conv2d", "relu", "max_pool2d", "im2col", "info")
+ENV_VAR = "FASTCONV_BACKEND"
+
+_loaded = {}
+_default = None
+_override = contextvars.ContextVar("fastconv_backend", default=None)
+
+
+class BackendUnavailableError(RuntimeError):
+    """Raised when a named backend cannot be used here (the message says why)."""
+
+
+class BackendStatus(NamedTuple):
+    """Whether a backend can be used, and if not, why."""
+    name: str
+    available: bool
+    reason: str
+
+
+def _load(name):
+    """Import a backend once; remember the module or the reason it failed."""
+    if name not in _loaded:
+        try:
+            module = importlib.import_module(_MODULES[name])
+            missing = [op for op in OPS if not hasattr(module, op)]
+            if missing:
+                raise ImportError(f"backend module lacks {', '.join(missing)}")
+            _loaded[name] = (module, "")
+        except ImportError as exc:
+            _loaded[name] = (None, _explain(name, exc))
+    return _loaded[name]
+
+
+def _explain(name, exc):
+    missing = getattr(exc, "name", None) or ""
+    if missing == "numba" or missing.startswith("numba."):
+        return "Numba is not installed (pip install numba)"
+    if missing.startswith("fastconv._") and name == "cython":
+        return ("the compiled extension is not built (install with `pip install .`, or "
+                "`python setup.py build_ext --inplace` in a source tree)")
+    if missing.startswith("fastconv._"):
+        return f"module {missing} is missing from this installation"
+    return f"import failed: {exc}"
+
+
+def _check_name(name, allow_auto=True):
+    names = tuple(_MODULES) + (("auto",) if allow_auto else ())
+    if not isinstance(name, str) or name not in names:
+        raise ValueError(f"backend must be one of {names}; got {name!r}.")
+    return name
+
+
+def backends():
+    """List every backend with whether it is available here and, if not, why.
+
+    Returns
+    -------
+    list of BackendStatus
+        ``(name, available, reason)`` tuples, in the order ``"auto"`` tries them.
+    """
+    out = []
+    for name in AUTO_ORDER:
+        module, reason = _load(name)
+        out.append(BackendStatus(name, module is not None, reason))
+    return out
+
+
+def available_backends():
+    """Names of the backends that can be used here, fastest first."""
+    return [s.name for s in backends() if s.available]
+
+
+def set_backend(name):
+    """Set the process-wide default backend ('auto', 'cython', 'numba' or 'numpy')."""
+    global _default
+    name = _check_name(name)
+    if name != "auto":
+        _require(name)
+    _default = name
+
+
+def get_backend():
+    """The backend a call with ``backend=None`` uses (the name, possibly 'auto')."""
+    override = _override.get()
+    if override is not None:
+        return override
+    if _default is not None:
+        return _default
+    env = os.environ.get(ENV_VAR, "").strip()
+    return _check_name(env) if env else "auto"
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Context manager: use backend ``name`` for calls with ``backend=None`` inside it.
+
+    Examples
+    --------
+    >>> import fastconv
+    >>> with fastconv.use_backend("numpy"):
+    ...     y = fastconv.relu([[-1.0, 2.0]])
+    """
+    name = _check_name(name)
+    if name != "auto":
+        _require(name)
+    token = _override.set(name)
+    try:
+        yield
+    finally:
+        _override.reset(token)
+
+
+def _require(name):
+    module, reason = _load(name)
+    if module is None:
+        raise BackendUnavailableError(f"backend {name!r} is not available: {reason}.")
+    return module
+
+
+def resolve(backend):
+    """Return ``(name, module)`` for a per-call ``backend`` argument."""
+    name = get_backend() if backend is None else _check_name(backend)
+    if name == "auto":
+        for candidate in AUTO_ORDER:
+            module, _ = _load(candidate)
+            if module is not None:
+                return candidate, module
+    return name, _require(name)

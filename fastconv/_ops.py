@@ -1,0 +1,278 @@
+"""The public operations: validation, dtype rules, layout, output allocation, threads.
+
+Each public function turns its arguments into one canonical problem -- NHWC,
+C-contiguous, float32 or float64, explicit geometry -- allocates (or checks)
+the output, and hands it to a backend driver (see :mod:`fastconv._backends`).
+"""
+import numpy as np
+
+from . import _backends
+from ._shapes import check_pool_windows, resolve_window
+from ._threads import resolve_num_threads
+from ._validation import (as_float_array, cast_operand, check_activation, check_algorithm,
+                          check_data_format, check_ndim, check_out, positive_int, spatial_pair)
+
+__all__ = ["conv2d", "relu", "max_pool2d", "im2col"]
+
+
+def _to_nhwc(x, data_format):
+    x = x.transpose(0, 2, 3, 1) if data_format == "NCHW" else x
+    return np.ascontiguousarray(x)
+
+
+def _split(x, data_format):
+    """(N, H, W, C) of a 4-D array in ``data_format``."""
+    if data_format == "NHWC":
+        return x.shape
+    N, C, H, W = x.shape
+    return N, H, W, C
+
+
+def _check_spatial(H, W, name="input"):
+    if H < 1 or W < 1:
+        raise ValueError(f"{name} height and width must be >= 1; got {H}x{W}.")
+
+
+def _layout_shape(N, H, W, C, data_format):
+    return (N, H, W, C) if data_format == "NHWC" else (N, C, H, W)
+
+
+def _prepare_out(out, shape_nhwc, dtype, data_format, inputs):
+    """Return ``(result, target)``: the array handed back and the NHWC array a driver fills."""
+    shape = _layout_shape(*shape_nhwc, data_format)
+    if out is None:
+        result = np.empty(shape, dtype=dtype)
+    else:
+        result = check_out(out, shape, dtype, inputs=inputs)
+    if data_format == "NHWC":
+        return result, result
+    return result, np.empty(shape_nhwc, dtype=dtype)
+
+
+def _finish(result, target, data_format):
+    if data_format == "NCHW":
+        result[...] = target.transpose(0, 3, 1, 2)
+    return result
+
+
+def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilations=1, *,
+           groups=1, bias=None, activation=None, out=None, backend=None, num_threads=None,
+           algorithm="auto"):
+    """2-D convolution with ``tf.nn.conv2d`` semantics, plus groups, bias and ReLU.
+
+    Like every deep-learning framework this computes the *cross-correlation*
+    (the kernel is not flipped)::
+
+        out[n, oh, ow, o] = bias[o] + sum_{kh, kw, c} x[n, oh*SH + kh*DH - top, ow*SW + kw*DW - left, g*Cg + c]
+                                                     * filters[kh, kw, c, o]
+
+    with ``g = o // (C_out / groups)``, ``Cg = C_in / groups`` and positions
+    outside the input read as zero.
+
+    Parameters
+    ----------
+    input : array_like, 4-D
+        NHWC ``(N, H, W, C_in)``, or NCHW with ``data_format="NCHW"``;
+        float32 or float64 (other dtypes raise ``TypeError``).
+    filters : array_like, 4-D
+        HWIO ``(KH, KW, C_in / groups, C_out)``; cast to the input's dtype.
+    strides, dilations : int or list of 1, 2 or 4 ints
+        As ``tf.nn.conv2d``; a 4-list is in ``data_format`` order with 1 for
+        batch and channels.
+    padding : {'VALID', 'SAME'} or list of 4 [before, after] pairs
+        TensorFlow's rules: ``'SAME'`` gives ``ceil(H / SH)`` rows and puts the
+        odd extra padding pixel at the bottom/right; explicit pairs are in
+        ``data_format`` order. See :func:`fastconv.output_shape`.
+    data_format : {'NHWC', 'NCHW'}
+    groups : int
+        Grouped convolution; ``groups == C_in`` with ``C_in / groups == 1`` is
+        depthwise.
+    bias : array_like (C_out,), optional
+        Added to every output pixel in the same pass.
+    activation : {None, 'relu'}
+        Applied after the bias in the same pass.
+    out : ndarray, optional
+        C-contiguous output of the right shape and dtype, not overlapping the
+        inputs; reusing one skips page-fault costs.
+    backend : str, optional
+        'auto', 'cython', 'numba' or 'numpy'; default: the process default
+        (:func:`fastconv.set_backend`).
+    num_threads : int, optional
+        Threads to use; default :func:`fastconv.get_num_threads`.
+    algorithm : {'auto', 'direct', 'im2col'}
+        Kernel family for backends that have both (direct register-blocked
+        convolution, or tiled im2col + GEMM).
+
+    Returns
+    -------
+    ndarray
+        ``(N, OH, OW, C_out)`` (or NCHW), the input's dtype.
+    """
+    x = as_float_array(input, "input")
+    check_ndim(x, 4, "input", "NHWC" if data_format != "NCHW" else "NCHW")
+    data_format = check_data_format(data_format)
+    w = cast_operand(filters, "filters", x.dtype)
+    check_ndim(w, 4, "filters", "HWIO: [KH, KW, C_in / groups, C_out]")
+    groups = positive_int(groups, "groups")
+    N, H, W, C = _split(x, data_format)
+    KH, KW, Cg, O = w.shape
+    if min(KH, KW, Cg, O) < 1:
+        raise ValueError(f"filters must have non-zero dimensions; got shape {w.shape}.")
+    if Cg * groups != C:
+        raise ValueError(
+            f"channel mismatch: input has C_in={C} channels, so filters.shape[2] must be "
+            f"C_in / groups = {C}/{groups}; got filters of shape {w.shape} "
+            f"(filters.shape[2]={Cg}).")
+    if O % groups:
+        raise ValueError(f"C_out={O} (filters.shape[3]) must be divisible by groups={groups}.")
+    _check_spatial(H, W)
+    SH, SW = spatial_pair(strides, "strides", data_format)
+    DH, DW = spatial_pair(dilations, "dilations", data_format)
+    win = resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding, data_format)
+    b = None
+    if bias is not None:
+        b = cast_operand(bias, "bias", x.dtype)
+        if b.shape != (O,):
+            raise ValueError(f"bias must have shape (C_out,) = ({O},); got {b.shape}.")
+    relu_fused = check_activation(activation)
+    algorithm = check_algorithm(algorithm)
+    n_threads = resolve_num_threads(num_threads)
+    _, module = _backends.resolve(backend)
+    result, target = _prepare_out(out, (N, win.OH, win.OW, O), x.dtype, data_format,
+                                  inputs=(x, w, b))
+    if target.size:
+        module.conv2d(_to_nhwc(x, data_format), w, b, target, (SH, SW), (DH, DW),
+                      (win.pad_top, win.pad_left), groups, relu_fused, n_threads, algorithm)
+    return _finish(result, target, data_format)
+
+
+def relu(features, *, out=None, backend=None, num_threads=None):
+    """Rectified linear unit, ``max(features, 0)``, elementwise.
+
+    NaN stays NaN and ``-inf`` becomes 0, as in ``tf.nn.relu`` and
+    ``torch.relu``.
+
+    Parameters
+    ----------
+    features : array_like
+        float32 or float64, any shape.
+    out : ndarray, optional
+        C-contiguous array of the same shape and dtype; may be ``features``
+        itself for an in-place ReLU.
+    backend, num_threads
+        As for :func:`conv2d`.
+    """
+    x = as_float_array(features, "features")
+    n_threads = resolve_num_threads(num_threads)
+    _, module = _backends.resolve(backend)
+    if out is None:
+        out = np.empty(x.shape, dtype=x.dtype)
+    else:
+        check_out(out, x.shape, x.dtype, inputs=(x,), allow_alias=x)
+    if out.size:
+        src = out if out is x else np.ascontiguousarray(x)
+        module.relu(src.reshape(-1), out.reshape(-1), n_threads)
+    return out
+
+
+def _pool_geometry(x, ksize, strides, data_format, dilations=1):
+    KH, KW = spatial_pair(ksize, "ksize", data_format)
+    if strides is None:
+        SH, SW = KH, KW
+    else:
+        SH, SW = spatial_pair(strides, "strides", data_format)
+    DH, DW = spatial_pair(dilations, "dilations", data_format)
+    return (KH, KW), (SH, SW), (DH, DW)
+
+
+def run_max_pool2d(x, data_format, ksize, strides, dilations, win, out, backend, num_threads):
+    """Validate ``out``, then run a backend's max pool on a resolved window."""
+    N, H, W, C = _split(x, data_format)
+    check_pool_windows(H, W, *ksize, *strides, *dilations, win)
+    n_threads = resolve_num_threads(num_threads)
+    _, module = _backends.resolve(backend)
+    result, target = _prepare_out(out, (N, win.OH, win.OW, C), x.dtype, data_format,
+                                  inputs=(x,))
+    if target.size:
+        module.max_pool2d(_to_nhwc(x, data_format), target, ksize, strides, dilations,
+                          (win.pad_top, win.pad_left), n_threads)
+    return _finish(result, target, data_format)
+
+
+def max_pool2d(input, ksize, strides=None, padding="VALID", data_format="NHWC", *, out=None,
+               backend=None, num_threads=None):
+    """2-D max pooling with ``tf.nn.max_pool2d`` semantics.
+
+    ``out[n, oh, ow, c]`` is the maximum of ``x[n, oh*SH + kh - top, ow*SW + kw - left, c]``
+    over the window positions inside the input; padding is never picked.
+
+    NaN propagates (a window holding NaN gives NaN), as in NumPy and PyTorch.
+    TensorFlow's CPU kernel instead skips NaN, so results differ there.
+
+    Parameters
+    ----------
+    input : array_like, 4-D
+        NHWC, or NCHW with ``data_format="NCHW"``; float32 or float64.
+    ksize : int or list of 1, 2 or 4 ints
+        Window size.
+    strides : int or list of 1, 2 or 4 ints, optional
+        Defaults to ``ksize`` (non-overlapping windows).
+    padding : {'VALID', 'SAME'} or list of 4 [before, after] pairs
+        TensorFlow's rules, as for :func:`conv2d`.
+    data_format : {'NHWC', 'NCHW'}
+    out, backend, num_threads
+        As for :func:`conv2d`.
+    """
+    x = as_float_array(input, "input")
+    check_ndim(x, 4, "input", data_format)
+    data_format = check_data_format(data_format)
+    ksize, strides, dilations = _pool_geometry(x, ksize, strides, data_format)
+    N, H, W, C = _split(x, data_format)
+    _check_spatial(H, W)
+    win = resolve_window(H, W, *ksize, *strides, *dilations, padding, data_format)
+    return run_max_pool2d(x, data_format, ksize, strides, dilations, win, out, backend,
+                          num_threads)
+
+
+def im2col(input, ksize, strides=1, padding="VALID", dilations=1, *, backend=None,
+           num_threads=None):
+    """Unfold NHWC patches into the rows of a matrix (image to columns).
+
+    Row ``(n * OH + oh) * OW + ow`` holds the window of output pixel
+    ``(n, oh, ow)``, its columns ordered ``(kh, kw, c)`` -- so that::
+
+        im2col(x, (KH, KW), s, p) @ filters.reshape(-1, C_out)
+            == conv2d(x, filters, s, p).reshape(-1, C_out)
+
+    Positions outside the input are zero.
+
+    Parameters
+    ----------
+    input : array_like (N, H, W, C)
+        float32 or float64.
+    ksize : int or (KH, KW)
+    strides, padding, dilations
+        As for :func:`conv2d` (NHWC).
+    backend, num_threads
+        As for :func:`conv2d`.
+
+    Returns
+    -------
+    ndarray of shape ``(N * OH * OW, KH * KW * C)``.
+    """
+    x = as_float_array(input, "input")
+    check_ndim(x, 4, "input", "NHWC")
+    KH, KW = spatial_pair(ksize, "ksize")
+    SH, SW = spatial_pair(strides, "strides")
+    DH, DW = spatial_pair(dilations, "dilations")
+    N, H, W, C = x.shape
+    _check_spatial(H, W)
+    win = resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding)
+    n_threads = resolve_num_threads(num_threads)
+    _, module = _backends.resolve(backend)
+    cols = np.empty((N, win.OH, win.OW, KH, KW, C), dtype=x.dtype)
+    if cols.size:
+        module.im2col(np.ascontiguousarray(x), cols, (KH, KW), (SH, SW), (DH, DW),
+                      (win.pad_top, win.pad_left), n_threads)
+    return cols.reshape(N * win.OH * win.OW, KH * KW * C)
+

@@ -1,0 +1,92 @@
+"""The NumPy reference backend: short, obviously right, and the judge of every other.
+
+Each driver follows the definition directly.  Convolution (really
+cross-correlation, as in every framework) is a sum over kernel taps::
+
+    out[n, oh, ow, o] = bias[o] + sum_{kh, kw, c} x_pad[n, oh*SH + kh*DH, ow*SW + kw*DW, g*Cg + c]
+                                                 * w[kh, kw, c, o],      g = o // (O // groups)
+
+computed tap by tap as a matrix product of a strided view of the zero-padded
+input with one ``(Cg, Og)`` slice of the filters.  Max pooling takes the
+maximum over the same strided views of an input padded with ``-inf``, so the
+padding is never picked; ``np.maximum`` propagates NaN.
+
+The driver signatures are described in :mod:`fastconv._backends`.
+"""
+import numpy as np
+
+
+def _padded(x, out_hw, ksize, strides, dilations, pads, fill):
+    """Pad ``x`` (N, H, W, C) so every tap of every output position is in range."""
+    (OH, OW), (KH, KW), (SH, SW), (DH, DW), (top, left) = out_hw, ksize, strides, dilations, pads
+    bottom = max((OH - 1) * SH + (KH - 1) * DH + 1 - x.shape[1] - top, 0)
+    right = max((OW - 1) * SW + (KW - 1) * DW + 1 - x.shape[2] - left, 0)
+    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=fill)
+
+
+def _taps(xp, out_hw, ksize, strides, dilations):
+    """Yield ``(kh, kw, view)``: the (N, OH, OW, C) input seen by each kernel tap."""
+    (OH, OW), (KH, KW), (SH, SW), (DH, DW) = out_hw, ksize, strides, dilations
+    for kh in range(KH):
+        for kw in range(KW):
+            h0, w0 = kh * DH, kw * DW
+            yield kh, kw, xp[:, h0:h0 + (OH - 1) * SH + 1:SH, w0:w0 + (OW - 1) * SW + 1:SW, :]
+
+
+def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
+           algorithm="auto"):
+    KH, KW, Cg, O = w.shape
+    Og = O // groups
+    out_hw = out.shape[1:3]
+    xp = _padded(x, out_hw, (KH, KW), strides, dilations, pads, 0)
+    out[...] = 0
+    for kh, kw, view in _taps(xp, out_hw, (KH, KW), strides, dilations):
+        for g in range(groups):
+            out[..., g * Og:(g + 1) * Og] += view[..., g * Cg:(g + 1) * Cg] @ w[kh, kw, :, g * Og:(g + 1) * Og]
+    if bias is not None:
+        out += bias
+    if relu:
+        np.maximum(out, 0, out=out)
+
+
+def relu(x, out, num_threads):
+    np.maximum(x, 0, out=out)
+
+
+def max_pool2d(x, out, ksize, strides, dilations, pads, num_threads):
+    out_hw = out.shape[1:3]
+    xp = _padded(x, out_hw, ksize, strides, dilations, pads, -np.inf)
+    out[...] = -np.inf
+    for _, _, view in _taps(xp, out_hw, ksize, strides, dilations):
+        np.maximum(out, view, out=out)
+
+
+def im2col(x, out, ksize, strides, dilations, pads, num_threads):
+    out_hw = out.shape[1:3]
+    xp = _padded(x, out_hw, ksize, strides, dilations, pads, 0)
+    for kh, kw, view in _taps(xp, out_hw, ksize, strides, dilations):
+        out[:, :, :, kh, kw, :] = view
+
+
+def info():
+    return {"numpy": np.__version__}
+
+
+def max_pool2d_argmax(x, out_hw, ksize, strides, dilations, pads):
+    """Flat input index ``h * W + w`` of each window's maximum, as PyTorch returns it.
+
+    Ties keep the first position in (kh, kw) order; a NaN always takes over,
+    as in PyTorch's CPU kernel.  Returns int64 (N, OH, OW, C).
+    """
+    N, H, W, C = x.shape
+    xp = _padded(x, out_hw, ksize, strides, dilations, pads, -np.inf)
+    grid = np.arange(H * W, dtype=np.int64).reshape(1, H, W, 1)
+    gp = _padded(grid, out_hw, ksize, strides, dilations, pads, -1)
+    best = np.full((N, *out_hw, C), -np.inf, dtype=x.dtype)
+    index = np.full((N, *out_hw, C), -1, dtype=np.int64)
+    for (_, _, v), (_, _, g) in zip(_taps(xp, out_hw, ksize, strides, dilations),
+                                    _taps(gp, out_hw, ksize, strides, dilations)):
+        take = (v > best) | np.isnan(v) | ((index < 0) & (g >= 0))
+        best = np.where(take, v, best)
+        index = np.where(take, g, index)
+    return index

@@ -1,0 +1,160 @@
+"""Every check on user input, in one place.
+
+Public functions call these helpers before any kernel runs, so a backend only
+ever receives C-contiguous float32/float64 arrays of consistent shapes.  Each
+helper raises ``TypeError`` or ``ValueError`` naming the parameter and what
+was expected.
+"""
+import numbers
+import operator
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+DATA_FORMATS = ("NHWC", "NCHW")
+ALGORITHMS = ("auto", "direct", "im2col")
+
+
+def as_float_array(value, name):
+    """Return ``value`` as an ndarray of dtype float32 or float64.
+
+    Array-likes (lists, framework tensors) go through ``np.asarray``.  Any
+    other dtype raises a ``TypeError`` that says how to convert.
+    """
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # a tensor that cannot be exported, a ragged list...
+        raise TypeError(f"{name} must be array-like (a NumPy array, a list or a CPU tensor); "
+                        f"np.asarray failed on {type(value).__name__}: {exc}") from exc
+    if arr.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"{name} has dtype {arr.dtype}; fastconv computes in float32 or float64 only. "
+            f"Convert first, e.g. {name}.astype(np.float32) (for a uint8 image: "
+            f"{name}.astype(np.float32) / 255)."
+        )
+    return arr
+
+
+def cast_operand(value, name, dtype):
+    """Return ``value`` (filters, bias) as an ndarray cast to ``dtype``.
+
+    Real numbers of any dtype are accepted and cast; complex, object, string
+    or boolean arrays raise ``TypeError``.
+    """
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:
+        raise TypeError(f"{name} must be array-like; np.asarray failed on "
+                        f"{type(value).__name__}: {exc}") from exc
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers "
+                        f"(it is cast to the input's dtype {np.dtype(dtype)}).")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def check_ndim(arr, ndim, name, layout):
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D ({layout}); got shape {arr.shape} "
+                         f"({arr.ndim}-D).")
+
+
+def check_data_format(data_format):
+    if not isinstance(data_format, str) or data_format.upper() not in DATA_FORMATS:
+        raise ValueError(f"data_format must be one of {DATA_FORMATS}; got {data_format!r}.")
+    return data_format.upper()
+
+
+def check_algorithm(algorithm):
+    if algorithm is None:
+        return "auto"
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}; got {algorithm!r}.")
+    return algorithm
+
+
+def positive_int(value, name):
+    """Return ``value`` as a Python int >= 1."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__}).")
+    value = operator.index(value)
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1; got {value}.")
+    return value
+
+
+def spatial_pair(value, name, data_format="NHWC", allow_none=False):
+    """Read a TF-style spatial parameter (strides, dilations, ksize).
+
+    Accepts an int, or a list of 1, 2 or 4 ints as ``tf.nn`` does; a 4-list
+    is in ``data_format`` order and its batch and channel entries must be 1.
+    Returns ``(along H, along W)``.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool):
+        v = positive_int(value, name)
+        return v, v
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a list of 1, 2 or 4 ints; "
+                        f"got {value!r}.") from None
+    if len(items) == 1:
+        v = positive_int(items[0], name)
+        return v, v
+    if len(items) == 2:
+        return positive_int(items[0], name), positive_int(items[1], name)
+    if len(items) == 4:
+        vals = [positive_int(v, name) for v in items]
+        if data_format == "NHWC":
+            n, h, w, c = vals
+        else:
+            n, c, h, w = vals
+        if n != 1 or c != 1:
+            raise ValueError(f"{name}={items!r}: the batch and channel entries of a 4-element "
+                             f"{name} must be 1 ({data_format} order).")
+        return h, w
+    raise ValueError(f"{name} must be an int or a list of 1, 2 or 4 ints; got {len(items)} "
+                     f"elements: {value!r}.")
+
+
+def check_out(out, shape, dtype, name="out", inputs=(), allow_alias=None):
+    """Check a user-supplied output array.
+
+    ``out`` must be an ndarray of exactly ``shape`` and ``dtype``, C-contiguous
+    and writeable, and must not overlap any array in ``inputs`` -- except that
+    it may *be* ``allow_alias`` (same memory, same layout) for in-place ops.
+    """
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray; got {type(out).__name__}.")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {out.shape}; expected {tuple(shape)}.")
+    if out.dtype != dtype:
+        raise ValueError(f"{name} has dtype {out.dtype}; expected {np.dtype(dtype)} "
+                         f"(the input's dtype).")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous; got strides {out.strides}. "
+                         f"Pass np.empty(shape, dtype) or use the returned array.")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only.")
+    for arr in inputs:
+        if arr is None:
+            continue
+        if allow_alias is not None and arr is allow_alias and _same_memory(out, arr):
+            continue
+        if np.may_share_memory(out, arr):
+            raise ValueError(f"{name} overlaps an input array; pass a separate buffer.")
+    return out
+
+
+def _same_memory(a, b):
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.strides == b.strides and a.shape == b.shape)
+
+
+def check_activation(activation):
+    if activation is None:
+        return False
+    if isinstance(activation, str) and activation.lower() == "relu":
+        return True
+    raise ValueError(f"activation must be None or 'relu'; got {activation!r}.")
