@@ -1,0 +1,273 @@
+"""The Numba backend: parallel, cached kernels behind the driver interface.
+
+Implements ``conv2d``, ``relu``, ``max_pool2d``, ``im2col`` and ``info`` as
+described in :mod:`fastconv._backends`, plus :func:`warmup`.  The kernels live
+in :mod:`fastconv._numba_kernels`; every compile option lives in
+:mod:`fastconv._numba_config`.  Importing this module without Numba raises
+``ImportError`` (``name == "numba"``), which the registry reports as
+"Numba is not installed".
+
+Convolution algorithms (``algorithm=``):
+
+* ``"im2col"`` -- tiled im2col + ``np.dot`` inside ``prange``, BLAS pinned to
+  one thread for the duration (two BLAS threads inside a two-thread parallel
+  region halved throughput in ``performance.md``).
+* ``"direct"`` -- direct convolution, vectorized across output channels
+  (:func:`~fastconv._numba_kernels.conv2d_direct_o`) or, when a group has few
+  output channels and is not depthwise, across output columns
+  (:func:`~fastconv._numba_kernels.conv2d_direct_w`).
+* ``"auto"`` -- :func:`choose_algorithm`: direct for depthwise convolutions
+  and when ``C_in / groups <= 4`` (the patch matrix is too thin for GEMM to
+  pay), im2col otherwise.
+
+Threads: ``num_threads`` becomes ``numba.set_num_threads`` for the call (the
+previous value, which Numba keeps per Python thread, is restored afterwards),
+capped at ``numba.config.NUMBA_NUM_THREADS``, the size of Numba's pool.  The
+work is cut into pieces whose boundaries never depend on the thread count, so
+results are bitwise identical for any ``num_threads``.
+"""
+import contextlib
+import threading
+import time
+
+import numba
+import numpy as np
+
+from . import _numba_config as _cfg
+from . import _numba_kernels as _k
+
+try:
+    from threadpoolctl import ThreadpoolController
+except ImportError:  # pragma: no cover - threadpoolctl is a test/runtime extra
+    ThreadpoolController = None
+
+__all__ = ["conv2d", "relu", "max_pool2d", "im2col", "info", "warmup", "choose_algorithm"]
+
+#: C_in / groups at or below which "auto" uses the direct kernel
+SMALL_CHANNELS = 4
+#: output channels per group below which the direct kernel runs across output columns
+FEW_OUTPUTS = 8
+#: bytes of patch matrix per im2col tile (kept well inside the 2 MB L2)
+TILE_BYTES = 512 * 1024
+#: elements per ReLU block
+RELU_BLOCK = 1 << 15
+
+
+# ----------------------------------------------------------------------------- threads and BLAS
+class _BlasPin:
+    """Hold BLAS to one thread while any im2col call runs (re-entrant across Python threads).
+
+    A counter under a lock makes overlapping calls from several Python threads
+    share one limit: the first call in sets it, the last call out restores the
+    previous thread counts.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._controller = None
+        self._limiter = None
+
+    def _get_controller(self):
+        if self._controller is None and ThreadpoolController is not None:
+            import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls)
+            self._controller = ThreadpoolController()
+        return self._controller
+
+    @contextlib.contextmanager
+    def __call__(self):
+        with self._lock:
+            if self._depth == 0:
+                controller = self._get_controller()
+                if controller is not None:
+                    self._limiter = controller.limit(limits=1, user_api="blas")
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and self._limiter is not None:
+                    self._limiter.restore_original_limits()
+                    self._limiter = None
+
+
+_blas_one_thread = _BlasPin()
+_workqueue_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _numba_threads(num_threads):
+    """Run with ``num_threads`` Numba threads (capped at the pool size); yield the count used."""
+    n = max(1, min(int(num_threads), numba.config.NUMBA_NUM_THREADS))
+    previous = numba.get_num_threads()  # launches the threading layer on first use
+    lock = _workqueue_lock if _cfg.needs_lock() else contextlib.nullcontext()
+    with lock:
+        numba.set_num_threads(n)
+        try:
+            yield n
+        finally:
+            numba.set_num_threads(previous)
+
+
+def _writable(a):
+    """Numba compiles a separate signature for read-only arrays; copy those instead."""
+    return a if a.flags.writeable else a.copy()
+
+
+# ----------------------------------------------------------------------------- conv2d
+def choose_algorithm(C, Cg, groups, Og, KH, KW):
+    """The ``algorithm="auto"`` rule: ``"direct"`` or ``"im2col"``.
+
+    Direct for depthwise convolution (``Cg == 1``, ``groups > 1``) and for
+    ``Cg <= SMALL_CHANNELS``: with a patch row of only ``KH*KW*Cg`` values the
+    GEMM is too thin to reach BLAS speed and the copy dominates.  im2col
+    otherwise.
+    """
+    if groups > 1 and Cg == 1:
+        return "direct"
+    if Cg <= SMALL_CHANNELS:
+        return "direct"
+    return "im2col"
+
+
+def _im2col_tile(P, K, itemsize):
+    """Output pixels per im2col tile: from the problem size only (never the thread count)."""
+    tile = TILE_BYTES // max(1, K * itemsize)
+    tile = max(16, min(1024, tile))
+    # at least ~8 tiles when the problem is small, so both threads get work
+    tile = min(tile, max(16, -(-P // 8)))
+    return int(tile)
+
+
+def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
+           algorithm="auto"):
+    """Driver: fill ``out`` (N, OH, OW, O) with the convolution of ``x`` by ``w``."""
+    N, H, W, C = x.shape
+    KH, KW, Cg, O = w.shape
+    groups = int(groups)
+    Og = O // groups
+    SH, SW = (int(s) for s in strides)
+    DH, DW = (int(d) for d in dilations)
+    top, left = (int(p) for p in pads)
+    x = _writable(x)
+    w = _writable(w)
+    b = np.zeros(O, dtype=x.dtype) if bias is None else _writable(bias)
+    relu = bool(relu)
+    if algorithm == "auto":
+        algorithm = choose_algorithm(C, Cg, groups, Og, KH, KW)
+    if algorithm == "im2col":
+        K = KH * KW * Cg
+        wmat = np.ascontiguousarray(w.reshape(K, groups, Og).transpose(1, 0, 2))
+        P = N * out.shape[1] * out.shape[2]
+        tile = _im2col_tile(P, K, x.itemsize)
+        with _blas_one_thread(), _numba_threads(num_threads) as n:
+            _k.conv2d_im2col(x, wmat, b, out, KH, KW, SH, SW, DH, DW, top, left, relu, tile, n)
+        return
+    if algorithm != "direct":
+        raise ValueError(f"algorithm must be 'auto', 'direct' or 'im2col'; got {algorithm!r}.")
+    depthwise = groups > 1 and Cg == 1
+    kernel = _k.conv2d_direct_w if Og < FEW_OUTPUTS and not depthwise else _k.conv2d_direct_o
+    with _numba_threads(num_threads) as n:
+        kernel(x, w, b, out, SH, SW, DH, DW, top, left, groups, relu, n)
+
+
+# ----------------------------------------------------------------------------- other ops
+def relu(x, out, num_threads):
+    """Driver: ``out = max(x, 0)`` elementwise on flat arrays (``out`` may be ``x``)."""
+    if out is not x:
+        x = _writable(x)
+    with _numba_threads(num_threads) as n:
+        _k.relu(x, out, RELU_BLOCK, n)
+
+
+def max_pool2d(x, out, ksize, strides, dilations, pads, num_threads):
+    """Driver: NHWC max pooling into ``out``; padding is never picked, NaN propagates."""
+    KH, KW = (int(k) for k in ksize)
+    SH, SW = (int(s) for s in strides)
+    DH, DW = (int(d) for d in dilations)
+    top, left = (int(p) for p in pads)
+    x = _writable(x)
+    with _numba_threads(num_threads) as n:
+        _k.max_pool2d(x, out, KH, KW, SH, SW, DH, DW, top, left, n)
+
+
+def im2col(x, out, ksize, strides, dilations, pads, num_threads):
+    """Driver: fill ``out`` (N, OH, OW, KH, KW, C) with input windows, zeros outside."""
+    SH, SW = (int(s) for s in strides)
+    DH, DW = (int(d) for d in dilations)
+    top, left = (int(p) for p in pads)
+    x = _writable(x)
+    with _numba_threads(num_threads) as n:
+        _k.im2col(x, out, SH, SW, DH, DW, top, left, n)
+
+
+# ----------------------------------------------------------------------------- warmup and info
+_KERNELS = ("conv2d_im2col", "conv2d_direct_o", "conv2d_direct_w", "relu", "max_pool2d",
+            "im2col")
+
+
+def warmup(dtypes=(np.float32, np.float64)):
+    """Compile, or load from Numba's cache, every kernel for float32 and float64.
+
+    After this the first real call of each operation does no compilation.
+    With a warm cache (a previous process compiled the kernels) this takes a
+    fraction of a second; with a cold cache, several tens of seconds.
+
+    Parameters
+    ----------
+    dtypes : sequence of dtypes
+        Which floating types to prepare.
+
+    Returns
+    -------
+    dict
+        Seconds spent per dtype name.
+    """
+    timings = {}
+    for dtype in dtypes:
+        dtype = np.dtype(dtype)
+        start = time.perf_counter()
+        x = np.ones((1, 4, 4, 8), dtype=dtype)
+        for algorithm, w in (("im2col", np.ones((3, 3, 8, 8), dtype=dtype)),
+                             ("direct", np.ones((3, 3, 8, 8), dtype=dtype)),
+                             ("direct", np.ones((3, 3, 8, 2), dtype=dtype))):
+            out = np.empty((1, 2, 2, w.shape[3]), dtype=dtype)
+            conv2d(x, w, None, out, (1, 1), (1, 1), (0, 0), 1, True, 1, algorithm)
+        flat = x.reshape(-1)
+        relu(flat, np.empty_like(flat), 1)
+        max_pool2d(x, np.empty((1, 2, 2, 8), dtype=dtype), (2, 2), (2, 2), (1, 1), (0, 0), 1)
+        im2col(x, np.empty((1, 2, 2, 3, 3, 8), dtype=dtype), (3, 3), (1, 1), (1, 1), (0, 0), 1)
+        timings[dtype.name] = time.perf_counter() - start
+    return timings
+
+
+def _cache_dir():
+    cache = getattr(_k.relu, "_cache", None)
+    path = getattr(cache, "_cache_path", None)
+    if path is None:
+        impl = getattr(cache, "_impl", None)
+        locator = getattr(impl, "_locator", None)
+        path = getattr(locator, "_cache_path", None)
+    return path or "unknown"
+
+
+def info():
+    """Facts for :func:`fastconv.show_config`: Numba version, threading layer, flags, cache."""
+    layer = _cfg.threading_layer()
+    blas = "threadpoolctl (1 BLAS thread inside parallel im2col)"
+    if ThreadpoolController is None:
+        blas = "not pinned: threadpoolctl is not installed"
+    return {
+        "numba": numba.__version__,
+        "threading layer": layer if layer is not None
+        else f"not started yet (will prefer {_cfg.REQUESTED_LAYER})",
+        "usable layers": ", ".join(_cfg.usable_layers()),
+        "max threads": numba.config.NUMBA_NUM_THREADS,
+        "fastmath": ", ".join(sorted(_cfg.FASTMATH)),
+        "cache": _cfg.CACHE,
+        "cache dir": _cache_dir(),
+        "blas threads": blas,
+        "compiled": ", ".join(f"{name}:{len(getattr(_k, name).signatures)}"
+                              for name in _KERNELS),
+    }

@@ -1,0 +1,399 @@
+"""Numba kernels for conv2d, ReLU, max pooling and im2col (NHWC, HWIO).
+
+Layout follows stumpy's: each operation has a ``parallel=True`` driver that
+splits the work into a fixed number of contiguous chunks handled by
+``prange``, and single-threaded helpers that do one piece (one output row, one
+tile of output pixels), so threads never write the same memory.  Chunk and
+tile boundaries depend only on the problem (and the chunk count), never on how
+many threads run, and every output element is reduced in one fixed order, so
+results are bitwise identical for any thread count.
+
+Notation: ``x`` (N, H, W, C), ``w`` (KH, KW, Cg, O) with ``Cg = C / groups``
+and ``Og = O / groups``, ``out`` (N, OH, OW, O); strides SH, SW; dilations DH,
+DW; ``top``/``left`` the padding before the first row/column.  Output pixel
+``(oh, ow)`` reads input row ``oh*SH + kh*DH - top`` and column
+``ow*SW + kw*DW - left``; positions outside the input read as 0 (convolution)
+or are skipped (max pooling).
+
+Convolution kernels
+-------------------
+* :func:`conv2d_im2col` -- tiled im2col + GEMM: each chunk owns a buffer of
+  ``tile`` output pixels x ``KH*KW*Cg`` patch values, fills it and multiplies
+  it by the packed filters with ``np.dot`` (Numba calls SciPy's BLAS
+  ``sgemm``/``dgemm``), writing straight into the output rows when
+  ``groups == 1``.  Per-thread tiles that fit in L2 are what made this reach
+  about 159 GFLOP/s in ``performance.md`` (vs 87 for one big im2col buffer);
+  the caller must pin BLAS to one thread around it.
+* :func:`conv2d_direct_o` -- direct convolution of one output row at a time,
+  accumulating into the output row with the innermost loop over output
+  channels (contiguous in HWIO filters and in NHWC output), so LLVM
+  vectorizes across ``O``; the input value is broadcast.  This is the
+  small-``C_in`` path (nothing to gain from GEMM when ``K = KH*KW*C_in`` is
+  tiny, where sgemm drops to 48 GFLOP/s) and the depthwise path (innermost
+  loop over channels).
+* :func:`conv2d_direct_w` -- direct convolution with the innermost loop over
+  output columns, for few output channels per group (e.g. a single-channel
+  edge filter), the way OpenCV's ``filter2D`` vectorizes a one-channel filter
+  across the row.
+
+Bias and ReLU are applied while the output row or tile is still in cache.
+"""
+import numpy as np
+from numba import prange
+
+from ._numba_config import jit
+
+
+@jit()
+def _col_range(OW, W, SW, off):
+    """Output columns ``ow`` with ``0 <= ow*SW + off < W``, as ``(lo, hi)``."""
+    lo = 0
+    if off < 0:
+        lo = (-off + SW - 1) // SW
+    last = W - 1 - off
+    if last < 0:
+        return 0, 0
+    hi = min(OW, last // SW + 1)
+    if lo > hi:
+        lo = hi
+    return lo, hi
+
+
+@jit()
+def _split(total, n_chunks, chunk):
+    """Bounds ``[start, stop)`` of chunk ``chunk`` when ``total`` items are split ``n_chunks`` ways."""
+    return chunk * total // n_chunks, (chunk + 1) * total // n_chunks
+
+
+@jit()
+def _bias_relu_rows(block, bias, relu):
+    """``block[p, o] = relu?(block[p, o] + bias[o])`` for a (P, O) block, in place."""
+    P, O = block.shape
+    for p in range(P):
+        for o in range(O):
+            v = block[p, o] + bias[o]
+            if relu and v < 0:
+                block[p, o] = 0
+            else:
+                block[p, o] = v
+
+
+# --------------------------------------------------------------------------- conv: direct, O inner
+@jit()
+def _direct_o_row(x, w, bias, orow, n, oh, SH, SW, DH, DW, top, left, groups, relu):
+    """One output row ``orow`` (OW, O) by direct convolution, vectorized across ``O``.
+
+    For every in-range tap ``(kh, kw)`` and input channel ``c`` the input value
+    ``x[n, ih, iw, g*Cg + c]`` is broadcast and multiplied by the contiguous
+    filter vector ``w[kh, kw, c, g*Og:(g+1)*Og]``; depthwise convolution
+    (``Cg == 1``) instead runs the innermost loop over all channels.
+    """
+    N, H, W, C = x.shape
+    KH, KW, Cg, O = w.shape
+    OW = orow.shape[0]
+    Og = O // groups
+    for ow in range(OW):
+        for o in range(O):
+            orow[ow, o] = bias[o]
+    for kh in range(KH):
+        ih = oh * SH + kh * DH - top
+        if ih < 0 or ih >= H:
+            continue
+        for kw in range(KW):
+            off = kw * DW - left
+            lo, hi = _col_range(OW, W, SW, off)
+            if Cg == 1 and Og == 1:
+                # depthwise, one filter per channel: contiguous over channels
+                for ow in range(lo, hi):
+                    iw = ow * SW + off
+                    for c in range(C):
+                        orow[ow, c] += x[n, ih, iw, c] * w[kh, kw, 0, c]
+            elif Cg == 1:
+                # depthwise with a channel multiplier
+                for ow in range(lo, hi):
+                    iw = ow * SW + off
+                    for c in range(C):
+                        xv = x[n, ih, iw, c]
+                        for j in range(Og):
+                            orow[ow, c * Og + j] += xv * w[kh, kw, 0, c * Og + j]
+            else:
+                for ow in range(lo, hi):
+                    iw = ow * SW + off
+                    for g in range(groups):
+                        for c in range(Cg):
+                            xv = x[n, ih, iw, g * Cg + c]
+                            o0 = g * Og
+                            for o in range(o0, o0 + Og):
+                                orow[ow, o] += xv * w[kh, kw, c, o]
+    if relu:
+        for ow in range(OW):
+            for o in range(O):
+                if orow[ow, o] < 0:
+                    orow[ow, o] = 0
+
+
+@jit(parallel=True)
+def conv2d_direct_o(x, w, bias, out, SH, SW, DH, DW, top, left, groups, relu, n_chunks):
+    """Direct convolution, innermost loop over output channels; rows ``N*OH`` split in chunks.
+
+    Parameters
+    ----------
+    x, w, bias, out : ndarray
+        NHWC input, HWIO filters, (O,) bias (zeros for none), NHWC output.
+    SH, SW, DH, DW, top, left : int
+        Strides, dilations and leading padding.
+    groups : int
+    relu : bool
+        Apply ``max(., 0)`` after the bias.
+    n_chunks : int
+        Number of contiguous row ranges (one per thread).
+    """
+    N, OH = out.shape[0], out.shape[1]
+    rows = N * OH
+    for chunk in prange(n_chunks):
+        r0, r1 = _split(rows, n_chunks, chunk)
+        for r in range(r0, r1):
+            n = r // OH
+            oh = r - n * OH
+            _direct_o_row(x, w, bias, out[n, oh], n, oh, SH, SW, DH, DW, top, left, groups,
+                          relu)
+
+
+# --------------------------------------------------------------------------- conv: direct, W inner
+@jit()
+def _direct_w_row(x, w, bias, out, acc, n, oh, SH, SW, DH, DW, top, left, groups, relu):
+    """One output row by direct convolution, vectorized across output columns.
+
+    ``acc`` (OW,) accumulates one output channel at a time; for each tap and
+    input channel the filter value is broadcast against a run of input
+    columns (contiguous when ``C == 1`` and ``SW == 1``).
+    """
+    N, H, W, C = x.shape
+    KH, KW, Cg, O = w.shape
+    OW = out.shape[2]
+    Og = O // groups
+    for o in range(O):
+        g = o // Og
+        b = bias[o]
+        for ow in range(OW):
+            acc[ow] = b
+        for kh in range(KH):
+            ih = oh * SH + kh * DH - top
+            if ih < 0 or ih >= H:
+                continue
+            for kw in range(KW):
+                off = kw * DW - left
+                lo, hi = _col_range(OW, W, SW, off)
+                for c in range(Cg):
+                    wv = w[kh, kw, c, o]
+                    ci = g * Cg + c
+                    for ow in range(lo, hi):
+                        acc[ow] += x[n, ih, ow * SW + off, ci] * wv
+        for ow in range(OW):
+            v = acc[ow]
+            if relu and v < 0:
+                out[n, oh, ow, o] = 0
+            else:
+                out[n, oh, ow, o] = v
+
+
+@jit(parallel=True)
+def conv2d_direct_w(x, w, bias, out, SH, SW, DH, DW, top, left, groups, relu, n_chunks):
+    """Direct convolution, innermost loop over output columns; rows ``N*OH`` split in chunks.
+
+    Parameters are those of :func:`conv2d_direct_o`.
+    """
+    N, OH, OW = out.shape[0], out.shape[1], out.shape[2]
+    rows = N * OH
+    for chunk in prange(n_chunks):
+        acc = np.empty(OW, dtype=out.dtype)
+        r0, r1 = _split(rows, n_chunks, chunk)
+        for r in range(r0, r1):
+            n = r // OH
+            oh = r - n * OH
+            _direct_w_row(x, w, bias, out, acc, n, oh, SH, SW, DH, DW, top, left, groups, relu)
+
+
+# --------------------------------------------------------------------------- conv: tiled im2col
+@jit()
+def _fill_patch(x, patch, p0, m, OH, OW, KH, KW, c0, Cg, SH, SW, DH, DW, top, left):
+    """Fill ``patch[:m]`` with the (KH, KW, Cg) windows of flat output pixels ``p0 .. p0+m-1``.
+
+    Channels ``c0 .. c0+Cg-1`` of the input are taken (one group); positions
+    outside the input are zero.
+    """
+    N, H, W, C = x.shape
+    n = p0 // (OH * OW)
+    rem = p0 - n * OH * OW
+    oh = rem // OW
+    ow = rem - oh * OW
+    for p in range(m):
+        k = 0
+        for kh in range(KH):
+            ih = oh * SH + kh * DH - top
+            inside_h = ih >= 0 and ih < H
+            for kw in range(KW):
+                iw = ow * SW + kw * DW - left
+                if inside_h and iw >= 0 and iw < W:
+                    for c in range(Cg):
+                        patch[p, k + c] = x[n, ih, iw, c0 + c]
+                else:
+                    for c in range(Cg):
+                        patch[p, k + c] = 0
+                k += Cg
+        ow += 1
+        if ow == OW:
+            ow = 0
+            oh += 1
+            if oh == OH:
+                oh = 0
+                n += 1
+
+
+@jit(parallel=True)
+def conv2d_im2col(x, wmat, bias, out, KH, KW, SH, SW, DH, DW, top, left, relu, tile,
+                  n_chunks):
+    """Tiled im2col + GEMM: ``tile`` output pixels at a time, each chunk with its own buffers.
+
+    Parameters
+    ----------
+    x : ndarray (N, H, W, C)
+    wmat : ndarray (groups, KH*KW*Cg, Og)
+        Filters packed per group, rows ordered ``(kh, kw, c)``.
+    bias : ndarray (O,)
+    out : ndarray (N, OH, OW, O)
+    KH, KW, SH, SW, DH, DW, top, left : int
+    relu : bool
+    tile : int
+        Output pixels per GEMM; the tiles are fixed by ``tile`` alone.
+    n_chunks : int
+        Number of contiguous tile ranges (one per thread).
+
+    Notes
+    -----
+    When ``KH == KW == 1``, both strides are 1, there is no padding and
+    ``groups == 1``, the input rows already are the patch matrix and no copy
+    is made.  BLAS must be limited to one thread by the caller.
+    """
+    N, H, W, C = x.shape
+    G, K, Og = wmat.shape
+    OH, OW, O = out.shape[1], out.shape[2], out.shape[3]
+    Cg = C // G
+    P = N * OH * OW
+    n_tiles = (P + tile - 1) // tile
+    out2 = out.reshape(P, O)
+    pointwise = (KH == 1 and KW == 1 and SH == 1 and SW == 1 and top == 0 and left == 0
+                 and OH == H and OW == W and G == 1)
+    x2 = x.reshape(N * H * W, C)
+    for chunk in prange(n_chunks):
+        patch = np.empty((tile, K), dtype=x.dtype)
+        res = np.empty((tile, Og), dtype=x.dtype)
+        t0, t1 = _split(n_tiles, n_chunks, chunk)
+        for t in range(t0, t1):
+            p0 = t * tile
+            p1 = min(P, p0 + tile)
+            m = p1 - p0
+            if pointwise:
+                np.dot(x2[p0:p1], wmat[0], out2[p0:p1])
+            elif G == 1:
+                _fill_patch(x, patch, p0, m, OH, OW, KH, KW, 0, Cg, SH, SW, DH, DW, top, left)
+                np.dot(patch[:m], wmat[0], out2[p0:p1])
+            else:
+                for g in range(G):
+                    _fill_patch(x, patch, p0, m, OH, OW, KH, KW, g * Cg, Cg, SH, SW, DH, DW,
+                                top, left)
+                    np.dot(patch[:m], wmat[g], res[:m])
+                    for p in range(m):
+                        for o in range(Og):
+                            out2[p0 + p, g * Og + o] = res[p, o]
+            _bias_relu_rows(out2[p0:p1], bias, relu)
+
+
+# --------------------------------------------------------------------------- im2col
+@jit(parallel=True)
+def im2col(x, out, SH, SW, DH, DW, top, left, n_chunks):
+    """``out[n, oh, ow, kh, kw, :] = x[n, oh*SH + kh*DH - top, ow*SW + kw*DW - left, :]`` or 0.
+
+    Rows ``N*OH`` are split into ``n_chunks`` contiguous ranges.
+    """
+    N, H, W, C = x.shape
+    OH, OW, KH, KW = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
+    rows = N * OH
+    for chunk in prange(n_chunks):
+        r0, r1 = _split(rows, n_chunks, chunk)
+        for r in range(r0, r1):
+            n = r // OH
+            oh = r - n * OH
+            for ow in range(OW):
+                for kh in range(KH):
+                    ih = oh * SH + kh * DH - top
+                    for kw in range(KW):
+                        iw = ow * SW + kw * DW - left
+                        if ih >= 0 and ih < H and iw >= 0 and iw < W:
+                            for c in range(C):
+                                out[n, oh, ow, kh, kw, c] = x[n, ih, iw, c]
+                        else:
+                            for c in range(C):
+                                out[n, oh, ow, kh, kw, c] = 0
+
+
+# --------------------------------------------------------------------------- relu
+@jit(parallel=True)
+def relu(x, out, block, n_chunks):
+    """``out[i] = 0 if x[i] < 0 else x[i]`` over flat arrays (NaN kept, -inf -> 0).
+
+    ``out`` may be ``x``.  Work is cut in blocks of ``block`` elements, split
+    into ``n_chunks`` contiguous ranges.
+    """
+    size = x.shape[0]
+    zero = np.zeros(1, dtype=x.dtype)[0]
+    n_blocks = (size + block - 1) // block
+    for chunk in prange(n_chunks):
+        b0, b1 = _split(n_blocks, n_chunks, chunk)
+        i0 = b0 * block
+        i1 = min(size, b1 * block)
+        for i in range(i0, i1):
+            v = x[i]
+            out[i] = zero if v < 0 else v
+
+
+# --------------------------------------------------------------------------- max pool
+@jit()
+def _pool_row(x, orow, n, oh, KH, KW, SH, SW, DH, DW, top, left):
+    """One output row (OW, C) of max pooling; taps outside the input are skipped, NaN wins."""
+    N, H, W, C = x.shape
+    OW = orow.shape[0]
+    for ow in range(OW):
+        for c in range(C):
+            orow[ow, c] = -np.inf
+    for kh in range(KH):
+        ih = oh * SH + kh * DH - top
+        if ih < 0 or ih >= H:
+            continue
+        for kw in range(KW):
+            off = kw * DW - left
+            lo, hi = _col_range(OW, W, SW, off)
+            for ow in range(lo, hi):
+                iw = ow * SW + off
+                for c in range(C):
+                    v = x[n, ih, iw, c]
+                    m = orow[ow, c]
+                    orow[ow, c] = v if (v > m or v != v) else m
+
+
+@jit(parallel=True)
+def max_pool2d(x, out, KH, KW, SH, SW, DH, DW, top, left, n_chunks):
+    """Max pooling (NHWC), rows ``N*OH`` split into ``n_chunks`` contiguous ranges.
+
+    Each output element starts at ``-inf`` and takes the maximum over the
+    window positions inside the input, so padding is never picked; a NaN in
+    the window makes the result NaN (``v > m or v != v`` keeps it).
+    """
+    N, OH = out.shape[0], out.shape[1]
+    rows = N * OH
+    for chunk in prange(n_chunks):
+        r0, r1 = _split(rows, n_chunks, chunk)
+        for r in range(r0, r1):
+            n = r // OH
+            oh = r - n * OH
+            _pool_row(x, out[n, oh], n, oh, KH, KW, SH, SW, DH, DW, top, left)
