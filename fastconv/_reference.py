@@ -40,11 +40,12 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
     out_hw = out.shape[1:3]
     xp = _padded(x, out_hw, (KH, KW), strides, dilations, pads, 0)
     out[...] = 0
-    for kh, kw, view in _taps(xp, out_hw, (KH, KW), strides, dilations):
-        for g in range(groups):
-            out[..., g * Og:(g + 1) * Og] += view[..., g * Cg:(g + 1) * Cg] @ w[kh, kw, :, g * Og:(g + 1) * Og]
-    if bias is not None:
-        out += bias
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN and inf follow IEEE arithmetic
+        for kh, kw, view in _taps(xp, out_hw, (KH, KW), strides, dilations):
+            for g in range(groups):
+                out[..., g * Og:(g + 1) * Og] += view[..., g * Cg:(g + 1) * Cg] @ w[kh, kw, :, g * Og:(g + 1) * Og]
+        if bias is not None:
+            out += bias
     if relu:
         np.maximum(out, 0, out=out)
 
