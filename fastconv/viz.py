@@ -300,7 +300,7 @@ def show_kernel(kernel, label=True, digits=None, *, cmap="Blues", title=None, ax
 
 
 def show_extraction(image=None, kernel="edge", *, pool_size=2, padding="SAME",
-                    include_kernel=False, cmap="magma", titles=("Input", "Filter", "Detect",
+                    include_kernel=False, kernel_title=None, cmap="magma", titles=("Input", "Filter", "Detect",
                                                                  "Condense"),
                     figsize=None, path=None, dpi=100, backend=None, num_threads=None):
     """Draw image, filter, detect and condense side by side (the lesson's picture).
@@ -314,6 +314,8 @@ def show_extraction(image=None, kernel="edge", *, pool_size=2, padding="SAME",
         As for :func:`extract`.
     include_kernel : bool
         Add the kernel (drawn as by :func:`show_kernel`) after the input.
+    kernel_title : str, optional
+        Title of that panel; default the kernel's name, or "kernel".
     cmap : str
         Colour map of the filter, detect and condense panels.
     titles : sequence of 4 str
@@ -340,8 +342,10 @@ def show_extraction(image=None, kernel="edge", *, pool_size=2, padding="SAME",
     order = list(range(n))
     if include_kernel:
         _draw_kernel(axes[1], steps.kernel, True, None, "Blues")
-        name = kernel if isinstance(kernel, str) and not kernel.endswith(".npy") else "kernel"
-        axes[1].set_title(name, fontsize=11)
+        if kernel_title is None:
+            named = isinstance(kernel, str) and not kernel.lower().endswith(".npy")
+            kernel_title = kernel if named else "kernel"
+        axes[1].set_title(kernel_title, fontsize=11)
         order = [0] + list(range(2, n))
     for ax_index, (title, arr, colormap) in zip(order, panels):
         ax = axes[ax_index]
