@@ -108,8 +108,15 @@ def available_backends():
 
 
 def set_backend(name):
-    """Set the process-wide default backend ('auto', 'cython', 'numba' or 'numpy')."""
+    """Set the process-wide default backend ('auto', 'cython', 'numba' or 'numpy').
+
+    ``None`` restores the start-up default: the environment variable
+    ``FASTCONV_BACKEND`` if set, else ``'auto'``.
+    """
     global _default
+    if name is None:
+        _default = None
+        return
     name = _check_name(name)
     if name != "auto":
         _require(name)
