@@ -1,0 +1,170 @@
+"""The compiled ("cython") backend: C/SIMD kernels with OpenMP, driven from Python.
+
+Implements the driver interface of :mod:`fastconv._backends` on arrays the
+public functions have already checked.  The kernels live in three compiled
+modules:
+
+``fastconv._conv_direct``
+    register-blocked direct convolution (AVX-512/AVX2 intrinsics).
+``fastconv._im2col_gemm``
+    tiled im2col + SciPy BLAS GEMM, bias and ReLU fused per L2-sized tile.
+``fastconv._relu_pool``
+    ReLU, NHWC max pooling and im2col, vectorized with C intrinsics.
+
+Every kernel receives the SIMD level to use (:func:`simd_level`): the best
+one this CPU supports, which the environment variable ``FASTCONV_SIMD``
+(``avx512``, ``avx2`` or ``generic``) may lower -- for testing every code
+path on one machine, or for comparing them.  The module imports only when the
+compiled modules are present; otherwise the ImportError makes the registry
+report "extension not built".
+"""
+import os
+
+from . import _build_info, _im2col_gemm, _relu_pool  # ImportError when not built
+
+try:
+    from . import _conv_direct
+except ImportError:  # built without the direct kernels: im2col serves every shape
+    _conv_direct = None
+
+SIMD_ENV_VAR = "FASTCONV_SIMD"
+#: level names, lowest first; the index is the FC_SIMD_* value of fc_cpu.h
+SIMD_LEVELS = ("generic", "avx2", "avx512")
+ALGORITHMS = ("direct", "im2col") if _conv_direct is not None else ("im2col",)
+
+_blas_controller = None
+
+
+def cpu_simd_level():
+    """The best SIMD level of this CPU: 'avx512', 'avx2' or 'generic'."""
+    return _build_info.cpu_simd_level()
+
+
+def simd_level():
+    """The SIMD level the kernels use, as an int (0 generic, 1 AVX2, 2 AVX-512).
+
+    The CPU's best level, lowered to ``FASTCONV_SIMD`` when that is set.  Read
+    at every call (it is cheap), so changing the variable takes effect at once.
+
+    Raises
+    ------
+    ValueError
+        When ``FASTCONV_SIMD`` names an unknown level, or a level above the CPU's.
+    """
+    best = SIMD_LEVELS.index(cpu_simd_level())
+    raw = os.environ.get(SIMD_ENV_VAR, "").strip().lower()
+    if not raw:
+        return best
+    if raw not in SIMD_LEVELS:
+        raise ValueError(f"environment variable {SIMD_ENV_VAR}={raw!r} must be one of "
+                         f"{', '.join(SIMD_LEVELS)} (or unset for the CPU's best, "
+                         f"{SIMD_LEVELS[best]!r}).")
+    level = SIMD_LEVELS.index(raw)
+    if level > best:
+        raise ValueError(f"environment variable {SIMD_ENV_VAR}={raw!r} asks for more than "
+                         f"this CPU supports: its best SIMD level is {SIMD_LEVELS[best]!r}.")
+    return level
+
+
+def _blas():
+    """A threadpoolctl controller for the BLAS libraries loaded (created once)."""
+    global _blas_controller
+    if _blas_controller is None:
+        from threadpoolctl import ThreadpoolController
+        _blas_controller = ThreadpoolController()
+    return _blas_controller
+
+
+def choose_algorithm(x_shape, w_shape, out_shape, strides, dilations, groups):
+    """The algorithm ``algorithm="auto"`` runs for one convolution: 'direct' or 'im2col'.
+
+    The rule, from timings of both kernels on the benchmark suite shapes in
+    one run (2 threads, float32; ``GFLOP/s`` count 2 x multiply-adds)::
+
+        shape (N, HxW, C->O, K, stride)       direct   im2col+GEMM
+        256, 28x28,   1->64, 3, 1              fast     slow (K=9 GEMM)
+        256, 13x13,  64->64, 3, 1              see below
+        8,   56x56,  64->64, 3, 1
+        1,  224x224, 64->64, 3, 1
+        8,  224x224,  3->64, 7, 2
+        1,  512x512,  1->1,  3, 1 (edge)       fast     slow (O=1 GEMM)
+
+    Without the direct module everything is im2col.
+    """
+    if _conv_direct is None:
+        return "im2col"
+    return "direct"
+
+
+def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
+           algorithm="auto"):
+    """Driver: ``out = relu?(conv2d(x, w) + bias)`` with the direct or im2col kernels.
+
+    See :mod:`fastconv._backends` for the arguments; ``algorithm`` is
+    'auto' (:func:`choose_algorithm`), 'direct' or 'im2col'.
+    """
+    level = simd_level()
+    if algorithm == "auto":
+        algorithm = choose_algorithm(x.shape, w.shape, out.shape, strides, dilations, groups)
+    if algorithm == "direct":
+        if _conv_direct is None:
+            raise ValueError("algorithm='direct' is not available: this build of fastconv "
+                             "lacks the compiled module fastconv._conv_direct; use "
+                             "algorithm='im2col' or 'auto'.")
+        _conv_direct.conv2d_direct(x, w, bias, out, strides[0], strides[1], dilations[0],
+                                   dilations[1], pads[0], pads[1], groups, bool(relu),
+                                   num_threads, level)
+        return
+    if algorithm != "im2col":
+        raise ValueError(f"algorithm must be one of ('auto',) + {ALGORITHMS}; "
+                         f"got {algorithm!r}.")
+    with _blas().limit(limits=1, user_api="blas"):
+        _im2col_gemm.conv2d_im2col(x, w, bias, out, strides[0], strides[1], dilations[0],
+                                   dilations[1], pads[0], pads[1], groups, bool(relu),
+                                   num_threads, level)
+
+
+def relu(x, out, num_threads):
+    """Driver: ``out = max(x, 0)``; ``out`` may be ``x``; NaN stays NaN."""
+    _relu_pool.relu(x.reshape(-1), out.reshape(-1), num_threads, simd_level())
+
+
+def max_pool2d(x, out, ksize, strides, dilations, pads, num_threads):
+    """Driver: NHWC max pooling; padding is never picked, NaN propagates."""
+    _relu_pool.max_pool2d(x, out, ksize[0], ksize[1], strides[0], strides[1], dilations[0],
+                          dilations[1], pads[0], pads[1], num_threads, simd_level())
+
+
+def im2col(x, out, ksize, strides, dilations, pads, num_threads):
+    """Driver: unfold ``x`` into ``out`` (N, OH, OW, KH, KW, C), zeros outside."""
+    _relu_pool.im2col(x, out, strides[0], strides[1], dilations[0], dilations[1], pads[0],
+                      pads[1], num_threads)
+
+
+def _blas_info():
+    """threadpoolctl's description of the BLAS SciPy's cython_blas calls."""
+    libs = [lib for lib in _blas().info() if lib.get("user_api") == "blas"]
+    scipy_libs = [lib for lib in libs if "scipy" in os.path.basename(
+        os.path.dirname(lib.get("filepath", "")))]
+    chosen = (scipy_libs or libs)[:1]
+    if not chosen:
+        return "unknown (threadpoolctl found no BLAS)"
+    lib = chosen[0]
+    return (f"{lib.get('internal_api')} {lib.get('version')} ({lib.get('architecture')}, "
+            f"{lib.get('threading_layer')}; held to 1 thread inside fastconv's own threads) "
+            f"{lib.get('filepath')}")
+
+
+def info():
+    """Facts for :func:`fastconv.show_config`."""
+    try:
+        simd = SIMD_LEVELS[simd_level()]
+    except ValueError as exc:
+        simd = f"invalid ({exc})"
+    return {
+        "openmp": _build_info.openmp_enabled(),
+        "simd": simd,
+        "cpu simd": cpu_simd_level(),
+        "blas": _blas_info(),
+        "algorithms": ", ".join(ALGORITHMS),
+    }
