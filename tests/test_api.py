@@ -208,3 +208,11 @@ def test_conv2d_is_cross_correlation():
     y = fastconv.conv2d(x, w, 1, "SAME")
     # correlation: out[1, 1] sees the impulse through the kernel's top-left tap w[0, 0]
     assert y[0, 1, 1, 0] == w[0, 0, 0, 0] and y[0, 0, 0, 0] == w[1, 1, 0, 0]
+
+
+def test_required_backends_are_available():
+    """CI sets FASTCONV_REQUIRE_BACKENDS so that a failed build cannot pass unnoticed."""
+    required = [b for b in os.environ.get("FASTCONV_REQUIRE_BACKENDS", "").split(",") if b]
+    statuses = {s.name: s for s in fastconv.backends()}
+    for name in required:
+        assert statuses[name].available, f"{name}: {statuses[name].reason}"
