@@ -1,0 +1,200 @@
+"""Direct 2-D convolution kernels for NHWC activations (compiled as ``fastconv._conv_direct``).
+
+One public entry point, :func:`conv2d_direct`, called by the Cython backend
+driver on already-validated arrays.  It computes::
+
+    out[n, oh, ow, o] = bias[o] + sum_{kh, kw, c} x[n, oh*SH - pad_top + kh*DH,
+                                                    ow*SW - pad_left + kw*DW, g*Cg + c]
+                                                  * w[kh, kw, c, o],     g = o // (O // groups)
+
+with zero outside the input, then ReLU when asked.  Three layers:
+
+1. :func:`conv2d_direct` (holds the GIL) chooses the kernel kind, packs the
+   filters into output-channel blocks when the HWIO layout does not fit the
+   vector width, and fills an ``fc_conv_args`` record;
+2. ``_run`` (``noexcept nogil``) splits the work items -- one output row
+   ``(n, oh)`` of one block of output channels -- over OpenMP threads with a
+   static ``prange``, with denormals flushed to zero in every thread;
+3. the ``static inline`` C micro-kernels of ``fc_conv_direct.h``: a
+   register-blocked tile of output pixels x output-channel vectors (the loop nest
+   of oneDNN's AVX-512 direct convolution and of Zhang et al., ICML 2018), a
+   depthwise kernel vectorized across channels, and a single-channel kernel
+   vectorized across the output width (as OpenCV's ``filter2D``), each for
+   AVX-512, AVX2+FMA and portable C.
+
+No output element's reduction is ever split between threads, so the result is
+bitwise identical for every thread count.
+"""
+import numpy as np
+
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+
+cdef extern from "fc_cpu.h" nogil:
+    int fc_cpu_simd_level()
+
+cdef extern from "fc_conv_direct.h" nogil:
+    ctypedef struct fc_conv_args:
+        const void *x
+        const void *w
+        const void *bias
+        void *out
+        int N, H, W, C, OH, OW, O, KH, KW, Cg, Og, groups
+        int SH, SW, DH, DW, pt, pl
+        int relu
+        int kind
+        int level
+        int is_double
+        int packed
+        int OB
+        int nb
+    int FC_KIND_GENERAL
+    int FC_KIND_DEPTHWISE
+    int FC_KIND_WIDTH
+    Py_ssize_t fc_conv_direct_items(const fc_conv_args *a)
+    void fc_conv_direct_item(const fc_conv_args *a, Py_ssize_t item)
+    int fc_conv_block_channels(int level, int is_double)
+    int fc_conv_vector_lanes(int level, int is_double)
+    unsigned int fc_ftz_enter()
+    void fc_ftz_leave(unsigned int saved)
+
+KIND_NAMES = {FC_KIND_GENERAL: "general", FC_KIND_DEPTHWISE: "depthwise",
+              FC_KIND_WIDTH: "width"}
+
+
+cdef void _run(const fc_conv_args *a, int num_threads) noexcept nogil:
+    """Run every work item of ``a``, split statically over ``num_threads`` OpenMP threads."""
+    cdef Py_ssize_t i
+    cdef Py_ssize_t n_items = fc_conv_direct_items(a)
+    cdef unsigned int saved
+    if num_threads > n_items:
+        num_threads = <int>n_items
+    if num_threads <= 1:
+        saved = fc_ftz_enter()
+        for i in range(n_items):
+            fc_conv_direct_item(a, i)
+        fc_ftz_leave(saved)
+        return
+    with parallel(num_threads=num_threads):
+        saved = fc_ftz_enter()
+        for i in prange(n_items, schedule="static"):
+            fc_conv_direct_item(a, i)
+        fc_ftz_leave(saved)
+
+
+def _pack_filters(w, int groups, int OB):
+    """Return HWIO filters ``w`` re-laid as ``[groups][nb][KH][KW][Cg][OB]`` (zero tail).
+
+    Block ``b`` of group ``g`` holds output channels ``g*Og + b*OB ... + OB - 1``,
+    so the micro-kernel reads each (kh, kw, c) as ``OB`` contiguous weights.
+    """
+    w = np.asarray(w)
+    KH, KW, Cg, O = w.shape
+    Og = O // groups
+    nb = -(-Og // OB)
+    packed = np.zeros((groups, nb * OB, KH, KW, Cg), dtype=w.dtype)
+    packed[:, :Og] = w.reshape(KH, KW, Cg, groups, Og).transpose(3, 4, 0, 1, 2)
+    packed = packed.reshape(groups, nb, OB, KH, KW, Cg).transpose(0, 1, 3, 4, 5, 2)
+    return np.ascontiguousarray(packed)
+
+
+def kernel_kind(int C, int O, int groups, int SW):
+    """Name of the kernel :func:`conv2d_direct` uses for these sizes.
+
+    ``"width"`` for a single-channel filter (C == O == 1, SW == 1), ``"depthwise"``
+    for one input and one output channel per group, ``"general"`` otherwise.
+    """
+    return KIND_NAMES[_kind(C, O, groups, SW)]
+
+
+cdef int _kind(int C, int O, int groups, int SW) noexcept:
+    if C == 1 and O == 1 and groups == 1 and SW == 1:
+        return FC_KIND_WIDTH
+    if C == groups and O == groups:
+        return FC_KIND_DEPTHWISE
+    return FC_KIND_GENERAL
+
+
+def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
+                  const floating[:, :, :, ::1] w,       # IN  (KH, KW, C // groups, O)
+                  const floating[::1] bias,             # IN  (O,) or None
+                  floating[:, :, :, ::1] out,           # OUT (N, OH, OW, O)
+                  int SH, int SW, int DH, int DW, int pad_top, int pad_left,
+                  int groups, bint relu, int num_threads, int simd_level):
+    """Direct convolution of NHWC ``x`` with HWIO ``w`` into ``out`` (fully overwritten).
+
+    Parameters
+    ----------
+    x : float32 or float64 array (N, H, W, C), C-contiguous
+    w : array (KH, KW, C // groups, O) of the same dtype, C-contiguous
+    bias : array (O,) of the same dtype, or None
+    out : array (N, OH, OW, O) of the same dtype, C-contiguous
+    SH, SW, DH, DW : int
+        Strides and dilations.
+    pad_top, pad_left : int
+        Zero padding before the first row/column; the bottom/right padding is
+        whatever OH/OW imply.
+    groups : int
+        Input and output channels split into ``groups`` independent convolutions.
+    relu : bool
+        Apply ``max(0, .)`` after the bias (NaN stays NaN).
+    num_threads : int
+        OpenMP threads (values below 1 mean 1).
+    simd_level : int
+        2 = AVX-512, 1 = AVX2 + FMA, 0 = portable C.  Levels above what this CPU
+        supports are lowered to the CPU's level (never a SIGILL).
+
+    Notes
+    -----
+    Shapes are assumed consistent (checked by :mod:`fastconv._ops`).  Results do
+    not depend on ``num_threads``.  Denormal numbers are flushed to zero during
+    the call (MXCSR FTZ/DAZ), as oneDNN does, to avoid their large slowdown.
+    """
+    cdef int N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef int KH = w.shape[0], KW = w.shape[1], Cg = w.shape[2], O = w.shape[3]
+    cdef int OH = out.shape[1], OW = out.shape[2]
+    cdef fc_conv_args a
+    cdef int level = simd_level
+    cdef int lanes
+    if N == 0 or OH == 0 or OW == 0 or O == 0:
+        return
+    if level > fc_cpu_simd_level():
+        level = fc_cpu_simd_level()
+    if level < 0:
+        level = 0
+    if num_threads < 1:
+        num_threads = 1
+
+    a.N, a.H, a.W, a.C, a.OH, a.OW, a.O = N, H, W, C, OH, OW, O
+    a.KH, a.KW, a.Cg, a.Og, a.groups = KH, KW, Cg, O // groups, groups
+    a.SH, a.SW, a.DH, a.DW, a.pt, a.pl = SH, SW, DH, DW, pad_top, pad_left
+    a.relu = relu
+    a.level = level
+    a.is_double = floating is double
+    a.kind = _kind(C, O, groups, SW)
+    a.OB = fc_conv_block_channels(level, a.is_double)
+    lanes = fc_conv_vector_lanes(level, a.is_double)
+    a.packed = 0
+    a.nb = 1
+    packed = None
+    if a.kind == FC_KIND_DEPTHWISE:
+        a.nb = (C + a.OB - 1) // a.OB
+    elif a.kind == FC_KIND_GENERAL:
+        a.nb = (a.Og + a.OB - 1) // a.OB
+        if a.Og % lanes != 0:
+            packed = _pack_filters(w, groups, a.OB)
+            a.packed = 1
+
+    cdef const floating[::1] w_flat
+    if packed is not None:
+        w_flat = packed.reshape(-1)
+        a.w = <const void *>&w_flat[0]
+    else:
+        a.w = <const void *>&w[0, 0, 0, 0]
+    a.x = <const void *>&x[0, 0, 0, 0]
+    a.bias = NULL
+    if bias is not None:
+        a.bias = <const void *>&bias[0]
+    a.out = <void *>&out[0, 0, 0, 0]
+    with nogil:
+        _run(&a, num_threads)

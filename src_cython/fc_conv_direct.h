@@ -1,0 +1,201 @@
+/* Direct 2-D convolution on NHWC activations: work items and dispatch.
+ *
+ * out[n, oh, ow, o] = bias[o] + sum_{kh, kw, c} x[n, oh*SH - pt + kh*DH, ow*SW - pl + kw*DW, g*Cg + c]
+ *                                              * w[kh, kw, c, o],        g = o / Og
+ * with every position outside the input reading as zero.
+ *
+ * Three kernels, each instantiated for float32/float64 at three SIMD levels
+ * (AVX-512, AVX2+FMA, portable C) from the template fc_conv_direct_impl.h:
+ *
+ *   FC_KIND_GENERAL   register-blocked tile of UR output pixels x NV vectors of
+ *                     output channels (6 x 4 zmm = 24 accumulators for 64 float32
+ *                     channels on AVX-512), inner loop kh -> kw -> c: one broadcast
+ *                     input value per pixel, NV weight vectors, UR*NV FMAs.  This is
+ *                     the loop nest of oneDNN's jit_avx512_common_conv_kernel and of
+ *                     Zhang et al., "High Performance Zero-Memory Overhead Direct
+ *                     Convolutions", ICML 2018.  Filters are read as HWIO when each
+ *                     group's Og is a multiple of the vector width, otherwise from a
+ *                     buffer packed once per call as [groups][Og/OB][KH][KW][Cg][OB]
+ *                     with a zero-padded tail block (packing is done by the caller).
+ *   FC_KIND_DEPTHWISE Cg == 1 and Og == 1: vectors run ACROSS channels, which are
+ *                     contiguous in NHWC; UR pixels x NV vectors per tile.
+ *   FC_KIND_WIDTH     C == O == 1 and SW == 1 (single-channel filter): vectors run
+ *                     ACROSS the output width, each tap broadcast against unaligned
+ *                     row loads, as OpenCV's filter2D does.
+ *
+ * Borders never cost a branch in the hot loop: per output row the valid kh range is
+ * computed once, and each row is split into an interior (all kw valid, full tiles) and
+ * border pixels, which run the same vectorized kernel one pixel at a time with their
+ * own kw range.  A work item is one output row (n, oh) of one output-channel block;
+ * the tiling inside a row never depends on the thread count, so every output element
+ * is reduced in a fixed order and results are bitwise identical for any thread count.
+ */
+#ifndef FASTCONV_FC_CONV_DIRECT_H
+#define FASTCONV_FC_CONV_DIRECT_H
+
+#include <stddef.h>
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#define FC_HAVE_X86 1
+#else
+#define FC_HAVE_X86 0
+#endif
+
+#define FC_KIND_GENERAL 0
+#define FC_KIND_DEPTHWISE 1
+#define FC_KIND_WIDTH 2
+
+typedef struct {
+    const void *x;     /* (N, H, W, C) */
+    const void *w;     /* HWIO (KH, KW, Cg, O), or packed [groups][nb][KH][KW][Cg][OB] */
+    const void *bias;  /* (O,) or NULL */
+    void *out;         /* (N, OH, OW, O) */
+    int N, H, W, C, OH, OW, O, KH, KW, Cg, Og, groups;
+    int SH, SW, DH, DW, pt, pl;
+    int relu;
+    int kind;          /* FC_KIND_* */
+    int level;         /* 0 generic, 1 AVX2, 2 AVX-512 */
+    int is_double;
+    int packed;        /* 1 when w is the packed buffer */
+    int OB;            /* output channels per block (general and depthwise kinds) */
+    int nb;            /* blocks per group */
+} fc_conv_args;
+
+/* Floor division that is right for negative numerators (d > 0). */
+static inline ptrdiff_t fc_floordiv(ptrdiff_t a, ptrdiff_t d) {
+    ptrdiff_t q = a / d;
+    return (q * d > a) ? q - 1 : q;
+}
+
+/* Valid tap range [lo, hi) with lo <= hi for one axis: taps k with
+ * 0 <= i0 + k*D < size, 0 <= k < K. */
+static inline void fc_tap_range(ptrdiff_t i0, int D, int K, ptrdiff_t size, int *lo, int *hi) {
+    ptrdiff_t l = i0 < 0 ? (-i0 + D - 1) / D : 0;
+    ptrdiff_t h = fc_floordiv(size - 1 - i0, D) + 1;
+    if (h > K) h = K;
+    if (l > K) l = K;
+    if (h < l) h = l;
+    *lo = (int)l;
+    *hi = (int)h;
+}
+
+/* Interior output range [a, b) of one axis: outputs whose every tap is inside. */
+static inline void fc_interior(int pad, int S, int D, int K, ptrdiff_t size, int out_size,
+                               int *a, int *b) {
+    ptrdiff_t lo = (pad + S - 1) / S;
+    ptrdiff_t num = size - 1 + pad - (ptrdiff_t)(K - 1) * D;
+    ptrdiff_t hi = num < 0 ? 0 : num / S + 1;
+    if (lo > out_size) lo = out_size;
+    if (hi > out_size) hi = out_size;
+    if (hi < lo) hi = lo;
+    *a = (int)lo;
+    *b = (int)hi;
+}
+
+/* Flush denormals to zero (FTZ) and treat denormal inputs as zero (DAZ) in the
+ * calling thread; returns the previous MXCSR to restore with fc_ftz_leave. */
+static inline unsigned int fc_ftz_enter(void) {
+#if FC_HAVE_X86
+    unsigned int saved = _mm_getcsr();
+    _mm_setcsr(saved | 0x8040u);
+    return saved;
+#else
+    return 0;
+#endif
+}
+
+static inline void fc_ftz_leave(unsigned int saved) {
+#if FC_HAVE_X86
+    _mm_setcsr(saved);
+#else
+    (void)saved;
+#endif
+}
+
+#define FC_GEN_NVMAX 8  /* "vectors" of one scalar in the portable kernel */
+#define FC_CAT_(a, b) a##b
+#define FC_CAT(a, b) FC_CAT_(a, b)
+
+/* ---- portable C, float32 and float64 ---- */
+#define FC_SUFFIX _f32_gen
+#define FC_DOUBLE 0
+#define FC_T float
+#define FC_LEVEL_GENERIC 1
+#include "fc_conv_direct_impl.h"
+#define FC_SUFFIX _f64_gen
+#define FC_DOUBLE 1
+#define FC_T double
+#define FC_LEVEL_GENERIC 1
+#include "fc_conv_direct_impl.h"
+
+#if FC_HAVE_X86
+/* ---- AVX-512 ---- */
+#define FC_SUFFIX _f32_avx512
+#define FC_DOUBLE 0
+#define FC_T float
+#define FC_LEVEL_AVX512 1
+#include "fc_conv_direct_impl.h"
+#define FC_SUFFIX _f64_avx512
+#define FC_DOUBLE 1
+#define FC_T double
+#define FC_LEVEL_AVX512 1
+#include "fc_conv_direct_impl.h"
+/* ---- AVX2 + FMA ---- */
+#define FC_SUFFIX _f32_avx2
+#define FC_DOUBLE 0
+#define FC_T float
+#define FC_LEVEL_AVX2 1
+#include "fc_conv_direct_impl.h"
+#define FC_SUFFIX _f64_avx2
+#define FC_DOUBLE 1
+#define FC_T double
+#define FC_LEVEL_AVX2 1
+#include "fc_conv_direct_impl.h"
+#endif
+
+/* Output channels per block and vector lanes of the general kernel at a level. */
+static inline int fc_conv_block_channels(int level, int is_double) {
+#if FC_HAVE_X86
+    if (level >= 2) return is_double ? 32 : 64;
+    if (level == 1) return is_double ? 8 : 16;
+#endif
+    (void)level;
+    return FC_GEN_NVMAX;
+}
+
+static inline int fc_conv_vector_lanes(int level, int is_double) {
+#if FC_HAVE_X86
+    if (level >= 2) return is_double ? 8 : 16;
+    if (level == 1) return is_double ? 4 : 8;
+#endif
+    (void)level; (void)is_double;
+    return 1;
+}
+
+/* Number of independent work items of a call. */
+static inline ptrdiff_t fc_conv_direct_items(const fc_conv_args *a) {
+    ptrdiff_t rows = (ptrdiff_t)a->N * a->OH;
+    if (a->kind == FC_KIND_WIDTH) return rows;
+    if (a->kind == FC_KIND_DEPTHWISE) return rows * a->nb;
+    return rows * a->groups * a->nb;
+}
+
+/* Run work item `item` (see fc_conv_direct_items) at the args' SIMD level and dtype. */
+static inline void fc_conv_direct_item(const fc_conv_args *a, ptrdiff_t item) {
+#if FC_HAVE_X86
+    if (a->level >= 2) {
+        if (a->is_double) fc_conv_item_f64_avx512(a, item);
+        else fc_conv_item_f32_avx512(a, item);
+        return;
+    }
+    if (a->level == 1) {
+        if (a->is_double) fc_conv_item_f64_avx2(a, item);
+        else fc_conv_item_f32_avx2(a, item);
+        return;
+    }
+#endif
+    if (a->is_double) fc_conv_item_f64_gen(a, item);
+    else fc_conv_item_f32_gen(a, item);
+}
+
+#endif

@@ -1,0 +1,470 @@
+/* Template body of fastconv's direct convolution kernels (see fc_conv_direct.h).
+ *
+ * Included once per (dtype, SIMD level) with FC_SUFFIX, FC_T, FC_DOUBLE and one of
+ * FC_LEVEL_GENERIC / FC_LEVEL_AVX2 / FC_LEVEL_AVX512 defined; it defines
+ * fc_conv_item<FC_SUFFIX>() and #undefs everything it was given.  The vector
+ * operations below are the only level-specific code: FCV_L lanes per vector,
+ * FCV_LOADN / FCV_STOREN touch only the first n lanes (AVX-512 masks, AVX2
+ * maskload/maskstore), FCV_RELU keeps NaN (max(0, v) with v as the second operand,
+ * which max returns when either operand is NaN).
+ */
+#define FN(name) FC_CAT(name, FC_SUFFIX)
+#define FC_UNROLL _Pragma("GCC unroll 16")
+
+#if defined(FC_LEVEL_AVX512)
+#define FC_ATTR __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
+#define FC_NVMAX 4
+#define FC_UR_FULL(nv) ((nv) == 4 ? 6 : (nv) == 3 ? 8 : 12)
+#define FC_URMAX 12
+#define FC_TILE_CASES FC_CASES12(1) FC_CASES12(2) FC_CASES8(3) FC_CASES6(4)
+#define FC_DW_CASES FC_CASES4(1) FC_CASES4(2) FC_CASES4(3) FC_CASES4(4)
+#if FC_DOUBLE
+#define FCV __m512d
+#define FCV_L 8
+#define FCV_MASK(n) ((__mmask8)((1u << (n)) - 1u))
+#define FCV_ZERO() _mm512_setzero_pd()
+#define FCV_SET1(s) _mm512_set1_pd(s)
+#define FCV_LOAD(p) _mm512_loadu_pd(p)
+#define FCV_LOADN(p, n) _mm512_maskz_loadu_pd(FCV_MASK(n), (p))
+#define FCV_STORE(p, v) _mm512_storeu_pd((p), (v))
+#define FCV_STOREN(p, v, n) _mm512_mask_storeu_pd((p), FCV_MASK(n), (v))
+#define FCV_FMA(a, b, c) _mm512_fmadd_pd((a), (b), (c))
+#define FCV_ADD(a, b) _mm512_add_pd((a), (b))
+#define FCV_RELU(v) _mm512_max_pd(_mm512_setzero_pd(), (v))
+#else
+#define FCV __m512
+#define FCV_L 16
+#define FCV_MASK(n) ((__mmask16)((1u << (n)) - 1u))
+#define FCV_ZERO() _mm512_setzero_ps()
+#define FCV_SET1(s) _mm512_set1_ps(s)
+#define FCV_LOAD(p) _mm512_loadu_ps(p)
+#define FCV_LOADN(p, n) _mm512_maskz_loadu_ps(FCV_MASK(n), (p))
+#define FCV_STORE(p, v) _mm512_storeu_ps((p), (v))
+#define FCV_STOREN(p, v, n) _mm512_mask_storeu_ps((p), FCV_MASK(n), (v))
+#define FCV_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
+#define FCV_ADD(a, b) _mm512_add_ps((a), (b))
+#define FCV_RELU(v) _mm512_max_ps(_mm512_setzero_ps(), (v))
+#endif
+
+#elif defined(FC_LEVEL_AVX2)
+#define FC_ATTR __attribute__((target("avx2,fma")))
+#define FC_NVMAX 2
+#define FC_UR_FULL(nv) ((nv) == 2 ? 6 : 12)
+#define FC_URMAX 12
+#define FC_TILE_CASES FC_CASES12(1) FC_CASES6(2)
+#define FC_DW_CASES FC_CASES4(1) FC_CASES4(2)
+#if FC_DOUBLE
+#define FCV __m256d
+#define FCV_L 4
+#define FCV_MASK(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))
+#define FCV_ZERO() _mm256_setzero_pd()
+#define FCV_SET1(s) _mm256_set1_pd(s)
+#define FCV_LOAD(p) _mm256_loadu_pd(p)
+#define FCV_LOADN(p, n) _mm256_maskload_pd((p), FCV_MASK(n))
+#define FCV_STORE(p, v) _mm256_storeu_pd((p), (v))
+#define FCV_STOREN(p, v, n) _mm256_maskstore_pd((p), FCV_MASK(n), (v))
+#define FCV_FMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
+#define FCV_ADD(a, b) _mm256_add_pd((a), (b))
+#define FCV_RELU(v) _mm256_max_pd(_mm256_setzero_pd(), (v))
+#else
+#define FCV __m256
+#define FCV_L 8
+#define FCV_MASK(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define FCV_ZERO() _mm256_setzero_ps()
+#define FCV_SET1(s) _mm256_set1_ps(s)
+#define FCV_LOAD(p) _mm256_loadu_ps(p)
+#define FCV_LOADN(p, n) _mm256_maskload_ps((p), FCV_MASK(n))
+#define FCV_STORE(p, v) _mm256_storeu_ps((p), (v))
+#define FCV_STOREN(p, v, n) _mm256_maskstore_ps((p), FCV_MASK(n), (v))
+#define FCV_FMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define FCV_ADD(a, b) _mm256_add_ps((a), (b))
+#define FCV_RELU(v) _mm256_max_ps(_mm256_setzero_ps(), (v))
+#endif
+
+#else /* portable C: a "vector" is one scalar */
+#define FC_ATTR
+#define FC_NVMAX FC_GEN_NVMAX
+#define FC_UR_FULL(nv) 4
+#define FC_URMAX 4
+#define FCV FC_T
+#define FCV_L 1
+#define FCV_ZERO() ((FC_T)0)
+#define FCV_SET1(s) ((FC_T)(s))
+#define FCV_LOAD(p) (*(p))
+#define FCV_LOADN(p, n) ((void)(n), *(p))
+#define FCV_STORE(p, v) (*(p) = (v))
+#define FCV_STOREN(p, v, n) ((void)(n), *(p) = (v))
+#define FCV_FMA(a, b, c) ((a) * (b) + (c))
+#define FCV_ADD(a, b) ((a) + (b))
+#define FCV_RELU(v) ((v) < 0 ? (FC_T)0 : (v))
+#endif
+
+#define FC_CASES4(NV) FC_CASE(1, NV) FC_CASE(2, NV) FC_CASE(3, NV) FC_CASE(4, NV)
+#define FC_CASES6(NV) FC_CASES4(NV) FC_CASE(5, NV) FC_CASE(6, NV)
+#define FC_CASES8(NV) FC_CASES6(NV) FC_CASE(7, NV) FC_CASE(8, NV)
+#define FC_CASES12(NV) FC_CASES8(NV) FC_CASE(9, NV) FC_CASE(10, NV) FC_CASE(11, NV) FC_CASE(12, NV)
+
+/* Bias, ReLU and store of one tile of ur pixels x nv vectors (last vector: tail lanes). */
+#define FC_STORE_TILE(acc, ur, nv)                                                        \
+    do {                                                                                  \
+        FCV bv_[FC_NVMAX];                                                                \
+        FC_UNROLL for (int v_ = 0; v_ < (nv); v_++)                                      \
+            bv_[v_] = bias == NULL ? FCV_ZERO()                                           \
+                      : (v_ == (nv) - 1 ? FCV_LOADN(bias + v_ * FCV_L, tail)              \
+                                        : FCV_LOAD(bias + v_ * FCV_L));                   \
+        FC_UNROLL for (int p_ = 0; p_ < (ur); p_++) {                                    \
+            FC_T *o_ = op + p_ * os_p;                                                    \
+            FC_UNROLL for (int v_ = 0; v_ < (nv); v_++) {                                \
+                FCV r_ = FCV_ADD(acc[p_][v_], bv_[v_]);                                   \
+                if (relu) r_ = FCV_RELU(r_);                                              \
+                if (v_ == (nv) - 1 && tail != FCV_L) FCV_STOREN(o_ + v_ * FCV_L, r_, tail); \
+                else FCV_STORE(o_ + v_ * FCV_L, r_);                                      \
+            }                                                                             \
+        }                                                                                 \
+    } while (0)
+
+/* General tile: ur output pixels (input stride xs_p) x nv vectors of output channels.
+ * xp: input at the first valid (kh, kw) of pixel 0, channel 0 of the group;
+ * wp: filters at that (kh, kw), c = 0, first channel of the block; ws_c is the
+ * distance between consecutive input channels in the filters. */
+static inline __attribute__((always_inline)) FC_ATTR void FN(fc_tile)(
+    const FC_T *xp, ptrdiff_t xs_p, ptrdiff_t xs_kh, ptrdiff_t xs_kw,
+    const FC_T *wp, ptrdiff_t ws_c, ptrdiff_t ws_kw, ptrdiff_t ws_kh,
+    int nkh, int nkw, int Cg, const FC_T *bias, FC_T *op, ptrdiff_t os_p,
+    int tail, int relu, const int ur, const int nv)
+{
+    FCV acc[FC_URMAX][FC_NVMAX];
+    if (ur < 1 || ur > FC_URMAX || nv < 1 || nv > FC_NVMAX) return;
+    FC_UNROLL for (int p = 0; p < ur; p++)
+        FC_UNROLL for (int v = 0; v < nv; v++) acc[p][v] = FCV_ZERO();
+    for (int kh = 0; kh < nkh; kh++) {
+        for (int kw = 0; kw < nkw; kw++) {
+            const FC_T *xc = xp + kh * xs_kh + kw * xs_kw;
+            const FC_T *wc = wp + kh * ws_kh + kw * ws_kw;
+            for (int c = 0; c < Cg; c++) {
+                FCV wv[FC_NVMAX];
+                FC_UNROLL for (int v = 0; v < nv; v++) wv[v] = FCV_LOAD(wc + v * FCV_L);
+                FC_UNROLL for (int p = 0; p < ur; p++) {
+                    FCV xb = FCV_SET1(xc[p * xs_p]);
+                    FC_UNROLL for (int v = 0; v < nv; v++) acc[p][v] = FCV_FMA(xb, wv[v], acc[p][v]);
+                }
+                xc += 1;
+                wc += ws_c;
+            }
+        }
+    }
+    FC_STORE_TILE(acc, ur, nv);
+}
+
+/* Dispatch to a tile specialised for constant (ur, nv), so its accumulators live in
+ * registers. */
+static __attribute__((noinline)) FC_ATTR void FN(fc_tile_any)(
+    const FC_T *xp, ptrdiff_t xs_p, ptrdiff_t xs_kh, ptrdiff_t xs_kw,
+    const FC_T *wp, ptrdiff_t ws_c, ptrdiff_t ws_kw, ptrdiff_t ws_kh,
+    int nkh, int nkw, int Cg, const FC_T *bias, FC_T *op, ptrdiff_t os_p,
+    int tail, int relu, int ur, int nv)
+{
+#if defined(FC_LEVEL_GENERIC)
+    FN(fc_tile)(xp, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, nkh, nkw, Cg, bias, op, os_p,
+                tail, relu, ur, nv);
+#else
+    switch (nv * 16 + ur) {
+#define FC_CASE(U, NV)                                                                   \
+    case (NV) * 16 + (U):                                                                \
+        FN(fc_tile)(xp, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, nkh, nkw, Cg, bias, op, \
+                    os_p, tail, relu, U, NV);                                            \
+        break;
+        FC_TILE_CASES
+#undef FC_CASE
+    default:
+        break;
+    }
+#endif
+}
+
+/* One output row (n, oh) of one output-channel block of one group. */
+static FC_ATTR void FN(fc_row_general)(const fc_conv_args *a, ptrdiff_t item)
+{
+    const ptrdiff_t H = a->H, W = a->W, C = a->C, O = a->O, OH = a->OH, OW = a->OW;
+    const int KH = a->KH, KW = a->KW, Cg = a->Cg, Og = a->Og, OB = a->OB, nb = a->nb;
+    const int b = (int)(item % nb);
+    ptrdiff_t r = item / nb;
+    const int g = (int)(r % a->groups);
+    r /= a->groups;
+    const ptrdiff_t oh = r % OH, n = r / OH;
+
+    const int ob = (Og - b * OB) < OB ? (Og - b * OB) : OB;
+    const int nv = (ob + FCV_L - 1) / FCV_L;
+    const int tail = ob - (nv - 1) * FCV_L;
+
+    const FC_T *w = (const FC_T *)a->w;
+    ptrdiff_t ws_c;
+    if (a->packed) {
+        w += ((ptrdiff_t)g * nb + b) * (ptrdiff_t)KH * KW * Cg * OB;
+        ws_c = OB;
+    } else {
+        w += (ptrdiff_t)g * Og + (ptrdiff_t)b * OB;
+        ws_c = O;
+    }
+    const ptrdiff_t ws_kw = Cg * ws_c, ws_kh = KW * ws_kw;
+
+    const ptrdiff_t ih0 = oh * a->SH - a->pt;
+    int kh_lo, kh_hi;
+    fc_tap_range(ih0, a->DH, KH, H, &kh_lo, &kh_hi);
+    const int nkh = kh_hi - kh_lo;
+    const ptrdiff_t xs_p = a->SW * C, xs_kh = a->DH * W * C, xs_kw = a->DW * C;
+    /* row of the first valid kh, channel 0 of the group; column offsets added below */
+    const FC_T *xrow = (const FC_T *)a->x + g * (ptrdiff_t)Cg;
+    if (nkh > 0) xrow += ((n * H + ih0 + (ptrdiff_t)kh_lo * a->DH) * W) * C;
+    const FC_T *wrow = w + kh_lo * ws_kh;
+    const ptrdiff_t o0 = (ptrdiff_t)g * Og + (ptrdiff_t)b * OB;
+    FC_T *orow = (FC_T *)a->out + ((n * OH + oh) * OW) * O + o0;
+    const FC_T *bias = a->bias == NULL ? NULL : (const FC_T *)a->bias + o0;
+    const int relu = a->relu;
+
+    int ow_a, ow_b;
+    fc_interior(a->pl, a->SW, a->DW, KW, W, (int)OW, &ow_a, &ow_b);
+    /* border pixels: one at a time, with their own kw range */
+    for (int ow = 0; ow < OW; ow++) {
+        if (ow == ow_a) ow = ow_b;
+        if (ow >= OW) break;
+        const ptrdiff_t iw0 = (ptrdiff_t)ow * a->SW - a->pl;
+        int kw_lo, kw_hi;
+        fc_tap_range(iw0, a->DW, KW, W, &kw_lo, &kw_hi);
+        const int nkw = kw_hi - kw_lo;
+        const ptrdiff_t xoff = (nkw > 0 && nkh > 0) ? (iw0 + (ptrdiff_t)kw_lo * a->DW) * C : 0;
+        FN(fc_tile_any)(xrow + xoff, xs_p, xs_kh, xs_kw, wrow + kw_lo * ws_kw, ws_c, ws_kw, ws_kh,
+                        nkh, nkw, Cg, bias, orow + ow * O, O, tail, relu, 1, nv);
+    }
+    /* interior: full tiles, then one narrower vectorized tile */
+    const int ur = FC_UR_FULL(nv);
+    int ow = ow_a;
+    for (; ow + ur <= ow_b; ow += ur)
+        FN(fc_tile_any)(xrow + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow, ws_c,
+                        ws_kw, ws_kh, nkh, KW, Cg, bias, orow + ow * O, O, tail, relu, ur, nv);
+    if (ow < ow_b)
+        FN(fc_tile_any)(xrow + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow, ws_c,
+                        ws_kw, ws_kh, nkh, KW, Cg, bias, orow + ow * O, O, tail, relu, ow_b - ow, nv);
+}
+
+/* Depthwise tile (one input channel per output channel): ur pixels x nv channel
+ * vectors; every tap loads the input vector of each pixel and FMAs it with the
+ * tap's weight vector.  The last vector touches only `tail` lanes. */
+static inline __attribute__((always_inline)) FC_ATTR void FN(fc_dw_tile)(
+    const FC_T *xp, ptrdiff_t xs_p, ptrdiff_t xs_kh, ptrdiff_t xs_kw,
+    const FC_T *wp, ptrdiff_t ws_kw, ptrdiff_t ws_kh, int nkh, int nkw,
+    const FC_T *bias, FC_T *op, ptrdiff_t os_p, int tail, int relu, const int ur, const int nv)
+{
+    FCV acc[FC_URMAX][FC_NVMAX];
+    if (ur < 1 || ur > FC_URMAX || nv < 1 || nv > FC_NVMAX) return;
+    FC_UNROLL for (int p = 0; p < ur; p++)
+        FC_UNROLL for (int v = 0; v < nv; v++) acc[p][v] = FCV_ZERO();
+    for (int kh = 0; kh < nkh; kh++) {
+        for (int kw = 0; kw < nkw; kw++) {
+            const FC_T *xc = xp + kh * xs_kh + kw * xs_kw;
+            const FC_T *wc = wp + kh * ws_kh + kw * ws_kw;
+            FCV wv[FC_NVMAX];
+            FC_UNROLL for (int v = 0; v < nv - 1; v++) wv[v] = FCV_LOAD(wc + v * FCV_L);
+            wv[nv - 1] = FCV_LOADN(wc + (nv - 1) * FCV_L, tail);
+            FC_UNROLL for (int p = 0; p < ur; p++) {
+                FC_UNROLL for (int v = 0; v < nv - 1; v++)
+                    acc[p][v] = FCV_FMA(FCV_LOAD(xc + p * xs_p + v * FCV_L), wv[v], acc[p][v]);
+                acc[p][nv - 1] = FCV_FMA(FCV_LOADN(xc + p * xs_p + (nv - 1) * FCV_L, tail),
+                                         wv[nv - 1], acc[p][nv - 1]);
+            }
+        }
+    }
+    FC_STORE_TILE(acc, ur, nv);
+}
+
+static __attribute__((noinline)) FC_ATTR void FN(fc_dw_tile_any)(
+    const FC_T *xp, ptrdiff_t xs_p, ptrdiff_t xs_kh, ptrdiff_t xs_kw,
+    const FC_T *wp, ptrdiff_t ws_kw, ptrdiff_t ws_kh, int nkh, int nkw,
+    const FC_T *bias, FC_T *op, ptrdiff_t os_p, int tail, int relu, int ur, int nv)
+{
+#if defined(FC_LEVEL_GENERIC)
+    FN(fc_dw_tile)(xp, xs_p, xs_kh, xs_kw, wp, ws_kw, ws_kh, nkh, nkw, bias, op, os_p, tail,
+                   relu, ur, nv);
+#else
+    switch (nv * 16 + ur) {
+#define FC_CASE(U, NV)                                                                    \
+    case (NV) * 16 + (U):                                                                 \
+        FN(fc_dw_tile)(xp, xs_p, xs_kh, xs_kw, wp, ws_kw, ws_kh, nkh, nkw, bias, op, os_p, \
+                       tail, relu, U, NV);                                                \
+        break;
+        FC_DW_CASES
+#undef FC_CASE
+    default:
+        break;
+    }
+#endif
+}
+
+/* One output row (n, oh) of one block of OB channels of a depthwise convolution
+ * (C == O == groups, filters HWIO (KH, KW, 1, O)). */
+static FC_ATTR void FN(fc_row_depthwise)(const fc_conv_args *a, ptrdiff_t item)
+{
+    const ptrdiff_t H = a->H, W = a->W, C = a->C, OH = a->OH, OW = a->OW;
+    const int KH = a->KH, KW = a->KW, OB = a->OB, nb = a->nb;
+    const int b = (int)(item % nb);
+    const ptrdiff_t r = item / nb, oh = r % OH, n = r / OH;
+    const int ob = (C - (ptrdiff_t)b * OB) < OB ? (int)(C - (ptrdiff_t)b * OB) : OB;
+    const int nv = (ob + FCV_L - 1) / FCV_L;
+    const int tail = ob - (nv - 1) * FCV_L;
+    const ptrdiff_t c0 = (ptrdiff_t)b * OB;
+
+    const ptrdiff_t ws_kw = C, ws_kh = KW * C;
+    const ptrdiff_t ih0 = oh * a->SH - a->pt;
+    int kh_lo, kh_hi;
+    fc_tap_range(ih0, a->DH, KH, H, &kh_lo, &kh_hi);
+    const int nkh = kh_hi - kh_lo;
+    const ptrdiff_t xs_p = a->SW * C, xs_kh = a->DH * W * C, xs_kw = a->DW * C;
+    const FC_T *xrow = (const FC_T *)a->x + c0;
+    if (nkh > 0) xrow += ((n * H + ih0 + (ptrdiff_t)kh_lo * a->DH) * W) * C;
+    const FC_T *wrow = (const FC_T *)a->w + c0 + kh_lo * ws_kh;
+    FC_T *orow = (FC_T *)a->out + ((n * OH + oh) * OW) * C + c0;
+    const FC_T *bias = a->bias == NULL ? NULL : (const FC_T *)a->bias + c0;
+    const int relu = a->relu;
+
+    int ow_a, ow_b;
+    fc_interior(a->pl, a->SW, a->DW, KW, W, (int)OW, &ow_a, &ow_b);
+    for (int ow = 0; ow < OW; ow++) {
+        if (ow == ow_a) ow = ow_b;
+        if (ow >= OW) break;
+        const ptrdiff_t iw0 = (ptrdiff_t)ow * a->SW - a->pl;
+        int kw_lo, kw_hi;
+        fc_tap_range(iw0, a->DW, KW, W, &kw_lo, &kw_hi);
+        const int nkw = kw_hi - kw_lo;
+        const ptrdiff_t xoff = (nkw > 0 && nkh > 0) ? (iw0 + (ptrdiff_t)kw_lo * a->DW) * C : 0;
+        FN(fc_dw_tile_any)(xrow + xoff, xs_p, xs_kh, xs_kw, wrow + kw_lo * ws_kw, ws_kw, ws_kh,
+                           nkh, nkw, bias, orow + ow * C, C, tail, relu, 1, nv);
+    }
+    int ow = ow_a;
+    for (; ow + 4 <= ow_b; ow += 4)
+        FN(fc_dw_tile_any)(xrow + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow,
+                           ws_kw, ws_kh, nkh, KW, bias, orow + ow * C, C, tail, relu, 4, nv);
+    if (ow < ow_b)
+        FN(fc_dw_tile_any)(xrow + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow,
+                           ws_kw, ws_kh, nkh, KW, bias, orow + ow * C, C, tail, relu, ow_b - ow, nv);
+}
+
+/* One output row of a single-channel filter (C == O == 1, SW == 1), vectorized
+ * across the output width: each tap's weight is broadcast and FMAed with
+ * unaligned loads of consecutive input pixels (the filter2D scheme). */
+static FC_ATTR void FN(fc_row_width)(const fc_conv_args *a, ptrdiff_t item)
+{
+    const ptrdiff_t H = a->H, W = a->W, OH = a->OH, OW = a->OW;
+    const int KH = a->KH, KW = a->KW, DW = a->DW;
+    const ptrdiff_t oh = item % OH, n = item / OH;
+    const ptrdiff_t ih0 = oh * a->SH - a->pt;
+    int kh_lo, kh_hi;
+    fc_tap_range(ih0, a->DH, KH, H, &kh_lo, &kh_hi);
+    const int nkh = kh_hi - kh_lo;
+    const ptrdiff_t xs_kh = a->DH * W;
+    const FC_T *xrow = (const FC_T *)a->x;
+    if (nkh > 0) xrow += (n * H + ih0 + (ptrdiff_t)kh_lo * a->DH) * W;
+    const FC_T *wrow = (const FC_T *)a->w + kh_lo * KW;
+    FC_T *orow = (FC_T *)a->out + (n * OH + oh) * OW;
+    const FC_T b0 = a->bias == NULL ? (FC_T)0 : *(const FC_T *)a->bias;
+    const int relu = a->relu;
+    const int pl = a->pl;
+
+    int ow_a, ow_b;
+    fc_interior(pl, 1, DW, KW, W, (int)OW, &ow_a, &ow_b);
+    for (int ow = 0; ow < OW; ow++) {
+        if (ow == ow_a) ow = ow_b;
+        if (ow >= OW) break;
+        const ptrdiff_t iw0 = ow - pl;
+        int kw_lo, kw_hi;
+        fc_tap_range(iw0, DW, KW, W, &kw_lo, &kw_hi);
+        FC_T s = 0;
+        for (int kh = 0; kh < nkh; kh++)
+            for (int kw = kw_lo; kw < kw_hi; kw++)
+                s += xrow[kh * xs_kh + iw0 + (ptrdiff_t)kw * DW] * wrow[kh * KW + kw];
+        s += b0;
+        if (relu) s = s < 0 ? (FC_T)0 : s;
+        orow[ow] = s;
+    }
+    const FCV bv = FCV_SET1(b0);
+    int ow = ow_a;
+    for (; ow + 4 * FCV_L <= ow_b; ow += 4 * FCV_L) {
+        FCV acc0 = FCV_ZERO(), acc1 = FCV_ZERO(), acc2 = FCV_ZERO(), acc3 = FCV_ZERO();
+        for (int kh = 0; kh < nkh; kh++) {
+            const FC_T *xk = xrow + kh * xs_kh + (ow - pl);
+            for (int kw = 0; kw < KW; kw++) {
+                const FCV wv = FCV_SET1(wrow[kh * KW + kw]);
+                const FC_T *xs = xk + (ptrdiff_t)kw * DW;
+                acc0 = FCV_FMA(FCV_LOAD(xs), wv, acc0);
+                acc1 = FCV_FMA(FCV_LOAD(xs + FCV_L), wv, acc1);
+                acc2 = FCV_FMA(FCV_LOAD(xs + 2 * FCV_L), wv, acc2);
+                acc3 = FCV_FMA(FCV_LOAD(xs + 3 * FCV_L), wv, acc3);
+            }
+        }
+        acc0 = FCV_ADD(acc0, bv);
+        acc1 = FCV_ADD(acc1, bv);
+        acc2 = FCV_ADD(acc2, bv);
+        acc3 = FCV_ADD(acc3, bv);
+        if (relu) {
+            acc0 = FCV_RELU(acc0);
+            acc1 = FCV_RELU(acc1);
+            acc2 = FCV_RELU(acc2);
+            acc3 = FCV_RELU(acc3);
+        }
+        FCV_STORE(orow + ow, acc0);
+        FCV_STORE(orow + ow + FCV_L, acc1);
+        FCV_STORE(orow + ow + 2 * FCV_L, acc2);
+        FCV_STORE(orow + ow + 3 * FCV_L, acc3);
+    }
+    for (; ow < ow_b; ow += FCV_L) {
+        const int cnt = (ow_b - ow) < FCV_L ? (ow_b - ow) : FCV_L;
+        FCV acc = FCV_ZERO();
+        for (int kh = 0; kh < nkh; kh++) {
+            const FC_T *xk = xrow + kh * xs_kh + (ow - pl);
+            for (int kw = 0; kw < KW; kw++)
+                acc = FCV_FMA(FCV_LOADN(xk + (ptrdiff_t)kw * DW, cnt), FCV_SET1(wrow[kh * KW + kw]),
+                              acc);
+        }
+        acc = FCV_ADD(acc, bv);
+        if (relu) acc = FCV_RELU(acc);
+        FCV_STOREN(orow + ow, acc, cnt);
+    }
+}
+
+static void FN(fc_conv_item)(const fc_conv_args *a, ptrdiff_t item)
+{
+    if (a->kind == FC_KIND_WIDTH) FN(fc_row_width)(a, item);
+    else if (a->kind == FC_KIND_DEPTHWISE) FN(fc_row_depthwise)(a, item);
+    else FN(fc_row_general)(a, item);
+}
+
+#undef FN
+#undef FC_UNROLL
+#undef FC_ATTR
+#undef FC_NVMAX
+#undef FC_UR_FULL
+#undef FC_URMAX
+#undef FC_TILE_CASES
+#undef FC_DW_CASES
+#undef FCV
+#undef FCV_L
+#undef FCV_MASK
+#undef FCV_ZERO
+#undef FCV_SET1
+#undef FCV_LOAD
+#undef FCV_LOADN
+#undef FCV_STORE
+#undef FCV_STOREN
+#undef FCV_FMA
+#undef FCV_ADD
+#undef FCV_RELU
+#undef FC_CASES4
+#undef FC_CASES6
+#undef FC_CASES8
+#undef FC_CASES12
+#undef FC_STORE_TILE
+#undef FC_SUFFIX
+#undef FC_T
+#undef FC_DOUBLE
+#undef FC_LEVEL_GENERIC
+#undef FC_LEVEL_AVX2
+#undef FC_LEVEL_AVX512
