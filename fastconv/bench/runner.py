@@ -1,0 +1,325 @@
+"""Timing: interleaved rounds, medians, the same thread count for every engine.
+
+For one thread count, :func:`run` does, in one process:
+
+1. set every engine's thread count (fastconv ``num_threads=``, OpenMP/BLAS via
+   threadpoolctl, TensorFlow intra-op/inter-op, ``torch.set_num_threads``,
+   ``cv2.setNumThreads``); an engine that cannot be set up is listed with the
+   reason, never an error;
+2. measure the machine's peak: a large float32 matrix product (``N^3``,
+   default 2048) through NumPy's BLAS at the same thread count, median of
+   several runs;
+3. for each case: make seeded float32 inputs, compute the NumPy reference,
+   and for each engine that supports the case run one warm-up call, check its
+   result against the reference (a wrong setup must not produce a fast
+   number), then measure the resident-memory rise of one call;
+4. time ``repeat`` rounds; each round visits every engine once (round-robin,
+   the starting engine rotating), so drift in machine load affects all
+   engines alike.  A sample is the mean over enough back-to-back calls to
+   last ``min_time`` seconds; the reported time is the median of the samples.
+"""
+import math
+import statistics
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+from .peers import Unavailable, model_reference, model_weights
+
+__all__ = ["run", "measure_peak", "make_data", "reference", "check_result", "Progress"]
+
+#: float32 relative tolerance of the result check (scaled by the output's magnitude)
+RTOL = 2e-3
+
+
+class Progress:
+    """A one-line progress bar on stderr (only drawn when stderr is a terminal)."""
+
+    def __init__(self, total, enabled=None, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = (self.stream.isatty() if enabled is None else enabled) and total > 0
+        self.total, self.done, self.label = total, 0, ""
+        self._last = 0.0
+
+    def step(self, label="", n=1):
+        """Advance by ``n`` and redraw at most ten times a second."""
+        self.done += n
+        self.label = label or self.label
+        now = time.perf_counter()
+        if self.enabled and (now - self._last > 0.1 or self.done >= self.total):
+            self._last = now
+            frac = min(self.done / self.total, 1.0)
+            bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
+            self.stream.write(f"\r[{bar}] {100 * frac:3.0f}% {self.label[:40]:40s}")
+            self.stream.flush()
+
+    def close(self):
+        """Erase the bar."""
+        if self.enabled:
+            self.stream.write("\r" + " " * 80 + "\r")
+            self.stream.flush()
+
+
+def measure_peak(size=2048, repeat=5):
+    """Peak GFLOP/s of a ``size``-cubed float32 matmul (NumPy's BLAS), median of ``repeat``.
+
+    The caller holds BLAS to the wanted thread count (threadpoolctl).
+    """
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    c = np.empty((size, size), np.float32)
+    np.matmul(a, b, out=c)  # warm-up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        np.matmul(a, b, out=c)
+        times.append(time.perf_counter() - t0)
+    return 2.0 * size ** 3 / statistics.median(times) / 1e9
+
+
+def make_data(case, seed=0):
+    """Seeded float32 inputs for ``case``: ``x`` (NHWC) and ``w`` (HWIO) or model weights."""
+    rng = np.random.default_rng(seed)
+    data = {"x": rng.standard_normal(case.input_shape, dtype=np.float32)}
+    if case.op == "conv2d":
+        fan_in = case.KH * case.KW * (case.C // case.groups)
+        w = rng.standard_normal(case.filter_shape, dtype=np.float32) / np.float32(np.sqrt(fan_in))
+        data["w"] = w
+    if case.op == "model":
+        data["x"] = rng.random(case.input_shape, dtype=np.float32)
+        data["weights"] = model_weights(seed)
+    return data
+
+
+def reference(case, data):
+    """The expected output, from fastconv's NumPy reference backend."""
+    import fastconv as fc
+    x = data["x"]
+    if case.op == "conv2d":
+        return fc.conv2d(x, data["w"], (case.SH, case.SW), case.padding, groups=case.groups,
+                         backend="numpy")
+    if case.op == "relu":
+        return fc.relu(x, backend="numpy")
+    if case.op == "max_pool2d":
+        return fc.max_pool2d(x, (case.KH, case.KW), (case.SH, case.SW), case.padding,
+                             backend="numpy")
+    if case.op == "im2col":
+        return fc.im2col(x, (case.KH, case.KW), (case.SH, case.SW), case.padding,
+                         backend="numpy")
+    if case.op == "model":
+        return model_reference(x, data["weights"])
+    raise ValueError(f"unknown op {case.op!r}")
+
+
+def check_result(got, expected, rtol=RTOL):
+    """Return ``(ok, detail)``: whether ``got`` matches ``expected`` within float32 rounding."""
+    got = np.asarray(got)
+    if got.shape != expected.shape:
+        return False, f"shape {got.shape}, expected {expected.shape}"
+    if not np.all(np.isfinite(got)):
+        return False, "non-finite values"
+    scale = max(float(np.max(np.abs(expected))) if expected.size else 0.0, 1e-30)
+    err = float(np.max(np.abs(got.astype(np.float64) - expected))) if got.size else 0.0
+    if err > rtol * scale:
+        return False, f"max error {err:.3g} > {rtol:g} x max|ref| {scale:.3g}"
+    return True, f"max error {err:.2g}"
+
+
+def _rss_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def memory_method():
+    """How extra memory is measured here: 'rss-hwm' (Linux) or 'tracemalloc'."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _rss_kib("VmHWM")
+        return "rss-hwm"
+    except OSError:
+        return "tracemalloc"
+
+
+def extra_memory(fn, method):
+    """Bytes of memory one call of ``fn`` adds at its peak.
+
+    ``'rss-hwm'``: reset the kernel's resident-set high-water mark
+    (``/proc/self/clear_refs``), call, and report ``VmHWM`` minus the resident
+    size before the call -- every library's allocations count, but memory an
+    allocator had already touched and cached does not.  ``'tracemalloc'``:
+    the peak of Python-visible allocations (NumPy's included, not those of
+    PyTorch or TensorFlow).
+    """
+    if method == "rss-hwm":
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _rss_kib("VmRSS")
+        fn()
+        return max(_rss_kib("VmHWM") - before, 0) * 1024
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def _time_calls(fn, inner):
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        fn()
+    return (time.perf_counter() - t0) / inner
+
+
+def setup_engines(engines, threads):
+    """Set up each engine for ``threads``; return ``(ready, unavailable)``."""
+    ready, unavailable = [], {}
+    for engine in engines:
+        try:
+            engine.setup(threads)
+        except Unavailable as exc:
+            unavailable[engine.name] = str(exc)
+            continue
+        except Exception as exc:  # a broken install: list it, keep going
+            unavailable[engine.name] = f"setup failed: {type(exc).__name__}: {exc}"
+            continue
+        ready.append(engine)
+    return ready, unavailable
+
+
+def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progress=None):
+    """Benchmark ``cases`` on ``engines`` at ``threads`` threads, all in this process.
+
+    Parameters
+    ----------
+    cases : list of Case
+    engines : list of Engine
+        Not yet set up; unavailable ones are listed in the result.
+    threads : int
+    repeat : int
+        Rounds (samples per engine and case); the median is reported.
+    min_time : float
+        Minimum seconds per sample; fast calls are repeated back to back.
+    peak_size : int
+        Matrix size of the peak sgemm measurement (0 skips it).
+    progress : bool, optional
+        Draw a progress bar on stderr (default: when stderr is a terminal).
+
+    Returns
+    -------
+    dict
+        ``threads``, ``peak_gflops``, ``peak_size``, ``memory_method``,
+        ``unavailable`` {engine: reason}, ``engines`` {engine: version} and
+        ``results``: one dict per (case, engine) with ``case``, ``op``,
+        ``engine``, ``kind``, ``median_s``, ``times_s``, ``gflops``,
+        ``gbytes_s``, ``pct_peak``, ``extra_bytes``, ``check`` ('ok',
+        'MISMATCH' or 'ERROR'), ``detail`` -- plus ``vs_best_peer`` filled in
+        by :func:`add_ratios`.
+    """
+    import fastconv
+    from threadpoolctl import threadpool_limits
+
+    ready, unavailable = setup_engines(engines, threads)
+    versions = {}
+    for e in ready:
+        try:
+            versions[e.name] = e.version()
+        except Exception:
+            versions[e.name] = "?"
+    old_threads = fastconv._threads._default
+    fastconv.set_num_threads(threads)
+    method = memory_method()
+    results = []
+    try:
+        with threadpool_limits(limits=threads):
+            peak = measure_peak(peak_size) if peak_size else None
+            plan = [(c, [e for e in ready if e.supports(c)]) for c in cases]
+            bar = Progress(sum(len(es) * (repeat + 1) for _, es in plan), progress)
+            for case, case_engines in plan:
+                results.extend(_run_case(case, case_engines, repeat, min_time, peak, method,
+                                         bar))
+            bar.close()
+    finally:
+        fastconv._threads._default = old_threads
+    add_ratios(results)
+    return {"threads": threads, "peak_gflops": peak, "peak_size": peak_size,
+            "memory_method": method, "repeat": repeat, "min_time_s": min_time,
+            "unavailable": unavailable, "engines": versions, "results": results}
+
+
+def _row(case, engine, check="ok", detail=""):
+    return {"case": case.name, "op": case.op, "shape": case.description,
+            "engine": engine.name, "kind": engine.kind, "flops": case.flops,
+            "bytes": case.bytes_moved, "median_s": None, "times_s": [], "gflops": None,
+            "gbytes_s": None, "pct_peak": None, "extra_bytes": None, "check": check,
+            "detail": detail, "vs_best_peer": None}
+
+
+def _run_case(case, engines, repeat, min_time, peak, method, bar):
+    data = make_data(case)
+    expected = reference(case, data)
+    rows, live = [], []
+    for engine in engines:
+        row = _row(case, engine)
+        try:
+            prepared = engine.prepare(case, data)
+            t0 = time.perf_counter()
+            prepared()
+            first = time.perf_counter() - t0
+            ok, detail = check_result(prepared.result(), expected)
+            prepared.last = None
+            row["check"], row["detail"] = ("ok" if ok else "MISMATCH"), detail
+            first = min(first, _time_calls(prepared, 1))  # second call: steady state
+            row["extra_bytes"] = extra_memory(prepared, method)
+            prepared.last = None
+        except Unavailable as exc:
+            row["check"], row["detail"] = "n/a", str(exc)
+            bar.step(f"{case.name} {engine.name}", repeat + 1)
+            rows.append(row)
+            continue
+        except Exception as exc:
+            row["check"], row["detail"] = "ERROR", f"{type(exc).__name__}: {exc}"
+            bar.step(f"{case.name} {engine.name}", repeat + 1)
+            rows.append(row)
+            continue
+        inner = 1 if first >= min_time else min(max(math.ceil(min_time / max(first, 1e-7)), 1),
+                                                10000)
+        rows.append(row)
+        live.append((row, prepared, inner))
+        bar.step(f"{case.name} {engine.name}")
+    for r in range(repeat):
+        k = r % len(live) if live else 0
+        for row, prepared, inner in live[k:] + live[:k]:
+            row["times_s"].append(_time_calls(prepared, inner))
+            bar.step(f"{case.name} round {r + 1}/{repeat}")
+    for row, prepared, inner in live:
+        prepared.last = None
+        t = statistics.median(row["times_s"])
+        row["median_s"], row["inner"] = t, inner
+        if case.flops:
+            row["gflops"] = case.flops / t / 1e9
+            if peak:
+                row["pct_peak"] = 100.0 * row["gflops"] / peak
+        row["gbytes_s"] = case.bytes_moved / t / 1e9
+    return rows
+
+
+def add_ratios(results):
+    """Fill ``vs_best_peer`` = best correct peer's median / this row's median, per case."""
+    best = {}
+    for r in results:
+        if r["kind"] == "peer" and r["check"] == "ok" and r["median_s"]:
+            b = best.get(r["case"])
+            best[r["case"]] = r["median_s"] if b is None else min(b, r["median_s"])
+    for r in results:
+        b = best.get(r["case"])
+        if b and r["median_s"]:
+            r["vs_best_peer"] = b / r["median_s"]
+    return results

@@ -1,0 +1,226 @@
+"""The benchmark shapes (all float32, NHWC) and the suites that group them.
+
+Every case is one call of one operation on fixed-size inputs.  FLOPs follow the
+**2 x multiply-add** convention: a convolution producing ``N * OH * OW * O``
+outputs, each a sum of ``KH * KW * C_in / groups`` products, costs
+``2 * N * OH * OW * O * KH * KW * C_in / groups`` floating-point operations.
+ReLU, max pooling and im2col are memory-bound; for them the figure of merit is
+bytes moved (input read once plus output written once), reported as GB/s.
+
+Suites
+------
+``quick`` (the default)
+    A few representative shapes at small repeat counts; under a minute.
+``lesson``
+    The Fashion-MNIST, edge-filter and cars shapes, relu, pool and the lesson
+    model's whole forward pass.
+``full``
+    Everything.
+``tiny``
+    Hidden: small shapes that run in a fraction of a second, for the tests.
+"""
+from dataclasses import dataclass, field
+
+from .._shapes import resolve_window
+
+__all__ = ["Case", "CASES", "SUITES", "get_suite", "suite_names"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark row: an operation on inputs of a fixed shape.
+
+    Attributes
+    ----------
+    name : str
+        Row label, unique within :data:`CASES` (an op prefix for non-conv ops).
+    op : {'conv2d', 'relu', 'max_pool2d', 'im2col', 'model'}
+    N, H, W, C : int
+        Input batch, height, width and channels (C_in).
+    O : int
+        Output channels (C_out) for conv2d; ``C`` otherwise.
+    KH, KW, SH, SW : int
+        Kernel (or pooling window) and strides.
+    padding : {'SAME', 'VALID'}
+    groups : int
+        Grouped convolution (``groups == C`` is depthwise).
+    shape : str
+        The conv shape this im2col case unfolds (informational).
+    """
+    name: str
+    op: str
+    N: int
+    H: int
+    W: int
+    C: int
+    O: int = 0
+    KH: int = 1
+    KW: int = 1
+    SH: int = 1
+    SW: int = 1
+    padding: str = "VALID"
+    groups: int = 1
+    tags: tuple = field(default=())
+
+    @property
+    def window(self):
+        """Output size and padding, by TensorFlow's rules."""
+        return resolve_window(self.H, self.W, self.KH, self.KW, self.SH, self.SW, 1, 1,
+                              self.padding)
+
+    @property
+    def input_shape(self):
+        """``(N, H, W, C)``."""
+        return (self.N, self.H, self.W, self.C)
+
+    @property
+    def filter_shape(self):
+        """HWIO ``(KH, KW, C // groups, O)``."""
+        return (self.KH, self.KW, self.C // self.groups, self.O)
+
+    @property
+    def output_shape(self):
+        """NHWC output shape (im2col: the ``(rows, KH*KW*C)`` matrix)."""
+        if self.op == "relu":
+            return self.input_shape
+        if self.op == "model":
+            return (self.N, 10)
+        win = self.window
+        if self.op == "im2col":
+            return (self.N * win.OH * win.OW, self.KH * self.KW * self.C)
+        if self.op == "max_pool2d":
+            return (self.N, win.OH, win.OW, self.C)
+        return (self.N, win.OH, win.OW, self.O)
+
+    @property
+    def flops(self):
+        """Floating-point operations, 2 x multiply-adds (0 for memory-bound ops)."""
+        if self.op == "conv2d":
+            win = self.window
+            macs = (self.N * win.OH * win.OW * self.O * self.KH * self.KW
+                    * (self.C // self.groups))
+            return 2 * macs
+        if self.op == "model":
+            return _lesson_model_flops(self.N)
+        return 0
+
+    @property
+    def bytes_moved(self):
+        """Bytes read plus bytes written by one call (float32)."""
+        n_in = self.N * self.H * self.W * self.C
+        n_out = 1
+        for s in self.output_shape:
+            n_out *= s
+        return 4 * (n_in + n_out)
+
+    @property
+    def description(self):
+        """A short human-readable shape, e.g. ``8x56x56 64->64 k3 s1 SAME``."""
+        if self.op == "conv2d":
+            extra = f" g{self.groups}" if self.groups > 1 else ""
+            return (f"{self.N}x{self.H}x{self.W} {self.C}->{self.O} k{self.KH} "
+                    f"s{self.SH} {self.padding}{extra}")
+        if self.op == "model":
+            return f"batch {self.N}, 28x28x1 -> 10"
+        if self.op == "relu":
+            return f"{self.N}x{self.H}x{self.W}x{self.C}"
+        return (f"{self.N}x{self.H}x{self.W}x{self.C} k{self.KH} s{self.SH} "
+                f"{self.padding}")
+
+
+def _lesson_model_flops(N):
+    """FLOPs (2 x MAC) of the Fashion-MNIST model's forward pass for a batch of N."""
+    c1 = 26 * 26 * 64 * 9 * 1
+    c2 = 11 * 11 * 64 * 9 * 64
+    d1 = 1600 * 128
+    d2 = 128 * 10
+    return 2 * N * (c1 + c2 + d1 + d2)
+
+
+def _conv(name, N, H, W, C, O, K, S, pad, groups=1, tags=()):
+    return Case(name, "conv2d", N, H, W, C, O, K, K, S, S, pad, groups, tuple(tags))
+
+
+_CONV = [
+    _conv("fmnist_c1", 256, 28, 28, 1, 64, 3, 1, "VALID", tags=("small_cin",)),
+    _conv("fmnist_c2", 256, 13, 13, 64, 64, 3, 1, "VALID", tags=("c64_3x3", "compute")),
+    _conv("edge_1ch", 1, 512, 512, 1, 1, 3, 1, "SAME", tags=("small_cin", "edge")),
+    _conv("cars_c1", 16, 192, 192, 3, 16, 3, 1, "SAME", tags=("small_cin",)),
+    _conv("cars_c2", 16, 192, 192, 16, 30, 3, 1, "SAME", tags=("compute",)),
+    _conv("cars_c4", 16, 48, 48, 60, 90, 3, 1, "SAME", tags=("compute",)),
+    _conv("cars_1x1", 16, 12, 12, 130, 40, 1, 1, "SAME", tags=("compute",)),
+    _conv("resnet_3x3", 8, 56, 56, 64, 64, 3, 1, "SAME", tags=("c64_3x3", "compute")),
+    _conv("resnet_s2", 8, 56, 56, 128, 128, 3, 2, "SAME", tags=("compute",)),
+    _conv("vgg_c12", 1, 224, 224, 64, 64, 3, 1, "SAME", tags=("c64_3x3", "compute")),
+    _conv("stem_7x7", 8, 224, 224, 3, 64, 7, 2, "SAME", tags=("small_cin",)),
+    _conv("dw_3x3", 8, 56, 56, 128, 128, 3, 1, "SAME", groups=128, tags=("depthwise",)),
+]
+_OTHER = [
+    Case("relu", "relu", 256, 26, 26, 64, 64),
+    Case("max_pool2d", "max_pool2d", 256, 26, 26, 64, 64, 2, 2, 2, 2, "VALID"),
+    Case("im2col:fmnist_c2", "im2col", 256, 13, 13, 64, 64, 3, 3, 1, 1, "VALID"),
+    Case("im2col:resnet_3x3", "im2col", 8, 56, 56, 64, 64, 3, 3, 1, 1, "SAME"),
+    Case("model:fmnist", "model", 256, 28, 28, 1, 10),
+]
+_TINY = [
+    _conv("tiny_conv", 2, 12, 12, 4, 8, 3, 1, "SAME", tags=("compute",)),
+    _conv("tiny_1ch", 1, 32, 32, 1, 1, 3, 1, "SAME", tags=("small_cin", "edge")),
+    _conv("tiny_s2", 2, 11, 11, 8, 8, 3, 2, "SAME", tags=("compute",)),
+    _conv("tiny_dw", 2, 10, 10, 8, 8, 3, 1, "SAME", groups=8, tags=("depthwise",)),
+    Case("tiny_relu", "relu", 2, 8, 8, 16, 16),
+    Case("tiny_pool", "max_pool2d", 2, 8, 8, 16, 16, 2, 2, 2, 2, "VALID"),
+    Case("tiny_im2col", "im2col", 2, 9, 9, 4, 4, 3, 3, 1, 1, "SAME"),
+]
+
+#: every case by name (the tiny ones included)
+CASES = {c.name: c for c in _CONV + _OTHER + _TINY}
+
+#: suite name -> (case names, default repeat count, default minimum seconds per sample)
+SUITES = {
+    "quick": (("fmnist_c2", "edge_1ch", "resnet_3x3", "cars_c1", "relu", "max_pool2d"),
+              5, 0.005),
+    "lesson": (("fmnist_c1", "fmnist_c2", "edge_1ch", "cars_c1", "cars_c2", "cars_c4",
+                "cars_1x1", "relu", "max_pool2d", "model:fmnist"), 9, 0.01),
+    "full": (tuple(c.name for c in _CONV + _OTHER), 11, 0.01),
+    "tiny": (tuple(c.name for c in _TINY), 3, 0.0),
+}
+#: suites listed in ``--help`` (``tiny`` is for the tests)
+PUBLIC_SUITES = ("quick", "lesson", "full")
+
+
+def suite_names():
+    """Names accepted by ``--suite`` (``tiny`` included, though not advertised)."""
+    return tuple(SUITES)
+
+
+def get_suite(name, ops=None, shapes=None):
+    """Return the cases of suite ``name``, optionally filtered.
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`suite_names`.
+    ops : sequence of str, optional
+        Keep only cases of these operations.
+    shapes : sequence of str, optional
+        Case names to run instead of the suite's own list (any of
+        :data:`CASES`).
+
+    Returns
+    -------
+    list of Case
+    """
+    if name not in SUITES:
+        raise ValueError(f"suite must be one of {', '.join(SUITES)}; got {name!r}.")
+    names = SUITES[name][0] if not shapes else tuple(shapes)
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        raise ValueError(f"unknown shape(s) {', '.join(unknown)}; known: {', '.join(CASES)}.")
+    cases = [CASES[n] for n in names]
+    if ops:
+        known = {"conv2d", "relu", "max_pool2d", "im2col", "model"}
+        bad = [o for o in ops if o not in known]
+        if bad:
+            raise ValueError(f"unknown op(s) {', '.join(bad)}; known: {', '.join(sorted(known))}.")
+        cases = [c for c in cases if c.op in ops]
+    return cases
