@@ -10,7 +10,21 @@ output element is computed by the same code whatever the thread count, so
 results are bitwise identical for any ``num_threads``.
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int fc_team_size(void) { return omp_get_num_threads(); }
+    static int fc_thread_num(void) { return omp_get_thread_num(); }
+    #else
+    static int fc_team_size(void) { return 1; }
+    static int fc_thread_num(void) { return 0; }
+    #endif
+    """
+    int fc_team_size() nogil
+    int fc_thread_num() nogil
 
 cdef extern from "fc_relu.h" nogil:
     void fc_relu_f32(const float *x, float *y, Py_ssize_t n, int simd)
@@ -34,6 +48,20 @@ cdef extern from "fc_im2col.h" nogil:
 #: scheduling cost, small enough to balance two threads on 1 MB tensors.
 RELU_CHUNK = 32768
 cdef Py_ssize_t _RELU_CHUNK = RELU_CHUNK
+
+
+def parallel_team_size(int num_threads):
+    """Threads OpenMP actually starts for ``parallel(num_threads=num_threads)``.
+
+    The kernels above open their regions the same way, so this tells whether
+    a requested thread count is honoured (1 in a build without OpenMP).
+    """
+    cdef int size = 0
+    cdef int *p = &size
+    with nogil, parallel(num_threads=num_threads):
+        if fc_thread_num() == 0:
+            p[0] = fc_team_size()
+    return size
 
 
 def relu(const floating[::1] x,   # IN

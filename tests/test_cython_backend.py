@@ -1,0 +1,319 @@
+"""The compiled ("cython") backend against the NumPy reference.
+
+Every op goes through the public API with ``backend="cython"`` and is compared
+with ``backend="numpy"`` (:mod:`fastconv._reference`, the judge) for every
+SIMD path this CPU has (selected with ``FASTCONV_SIMD``), 1-3 threads,
+float32 and float64, odd sizes (channel tails of every vector width), NaN and
+infinities.  ReLU, pooling and im2col must match exactly; convolutions within
+a tolerance scaled by the reduction length.  Results must be bitwise
+identical for every thread count.
+"""
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import fastconv
+
+_relu_pool = pytest.importorskip("fastconv._relu_pool", reason="Cython extension not built")
+from fastconv import _build_info, _cython_backend, _im2col_gemm  # noqa: E402
+
+LEVELS = _cython_backend.SIMD_LEVELS
+CPU_LEVEL = _build_info.cpu_simd_level()
+USABLE_LEVELS = LEVELS[:LEVELS.index(CPU_LEVEL) + 1]
+THREADS = (1, 2, 3)
+DTYPES = (np.float32, np.float64)
+HAVE_DIRECT = "direct" in _cython_backend.ALGORITHMS
+
+
+@pytest.fixture(params=LEVELS)
+def simd(request, monkeypatch):
+    """Run the test with each SIMD path; skip the ones this CPU lacks."""
+    if request.param not in USABLE_LEVELS:
+        pytest.skip(f"CPU lacks {request.param} (best: {CPU_LEVEL})")
+    monkeypatch.setenv("FASTCONV_SIMD", request.param)
+    return request.param
+
+
+def _data(shape, dtype, seed=0, specials=False):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    if specials and x.size >= 8:
+        flat = x.reshape(-1)
+        idx = rng.choice(flat.size, size=max(flat.size // 50, 4), replace=False)
+        flat[idx[0::4]] = np.nan
+        flat[idx[1::4]] = np.inf
+        flat[idx[2::4]] = -np.inf
+        flat[idx[3::4]] = -0.0
+    return x
+
+
+def _conv_tol(dtype, reduction):
+    eps = np.finfo(dtype).eps
+    return dict(rtol=64 * eps, atol=16 * eps * np.sqrt(reduction) * 4)
+
+
+# ---------------------------------------------------------------- relu
+
+RELU_SIZES = ((1,), (7,), (15,), (17,), (33,), (3, 5, 7, 11), (70001,))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_threads", THREADS)
+@pytest.mark.parametrize("shape", RELU_SIZES)
+def test_relu_matches_reference(simd, dtype, num_threads, shape):
+    x = _data(shape, dtype, specials=True)
+    got = fastconv.relu(x, backend="cython", num_threads=num_threads)
+    np.testing.assert_array_equal(got, fastconv.relu(x, backend="numpy"))
+    assert np.isnan(got[np.isnan(x)]).all()
+    assert (got[x == -np.inf] == 0).all()
+    assert (got[x == np.inf] == np.inf).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_threads", THREADS)
+def test_relu_in_place(simd, dtype, num_threads):
+    x = _data((5, 13, 17, 31), dtype, specials=True)
+    expected = fastconv.relu(x, backend="numpy")
+    got = fastconv.relu(x, out=x, backend="cython", num_threads=num_threads)
+    assert got is x
+    np.testing.assert_array_equal(x, expected)
+
+
+def test_relu_read_only_input_and_out_buffer():
+    x = _data((1000,), np.float32)
+    x.flags.writeable = False
+    out = np.full_like(x, 7.0)
+    fastconv.relu(x, out=out, backend="cython")
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+
+
+# ---------------------------------------------------------------- max pool
+
+# (ksize, strides, padding, dilations)
+POOLS = (
+    ((2, 2), (2, 2), "VALID", 1),
+    ((2, 2), (2, 2), "SAME", 1),
+    ((3, 3), (2, 2), "SAME", 1),
+    ((3, 2), (1, 2), "VALID", 1),
+    ((1, 1), (1, 1), "VALID", 1),
+    ((2, 3), (3, 1), [[0, 0], [1, 1], [2, 0], [0, 0]], 1),
+    ((3, 3), (1, 1), "SAME", (2, 1)),
+)
+POOL_INPUTS = ((2, 9, 11, 1), (1, 7, 8, 3), (2, 6, 9, 17), (1, 5, 5, 35))
+
+
+def _pool(x, ksize, strides, padding, dilations, backend, num_threads=None):
+    if dilations == 1:
+        return fastconv.max_pool2d(x, ksize, strides, padding, backend=backend,
+                                   num_threads=num_threads)
+    # dilated pooling is reached through tf.nn.pool-style fastconv.nn
+    from fastconv import _ops
+    from fastconv._shapes import resolve_window
+    N, H, W, C = x.shape
+    win = resolve_window(H, W, *ksize, *strides, *dilations, padding, "NHWC")
+    return _ops.run_max_pool2d(x, "NHWC", ksize, strides, dilations, win, None, backend,
+                               num_threads)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_threads", THREADS)
+@pytest.mark.parametrize("geometry", POOLS)
+def test_max_pool_matches_reference(simd, dtype, num_threads, geometry):
+    for i, shape in enumerate(POOL_INPUTS):
+        x = _data(shape, dtype, seed=i, specials=True)
+        got = _pool(x, *geometry, backend="cython", num_threads=num_threads)
+        np.testing.assert_array_equal(got, _pool(x, *geometry, backend="numpy"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_nan_and_padding(simd, dtype):
+    # every value negative: a picked zero would mean the padding was picked
+    x = -1.0 - np.abs(_data((1, 5, 7, 19), dtype))
+    x[0, 0, 0, :] = np.nan      # NaN in the first tap of a window
+    x[0, 3, 4, 5] = np.nan      # NaN in a later tap
+    x[0, 4, 6, 2] = -np.inf
+    got = fastconv.max_pool2d(x, 3, 2, "SAME", backend="cython")
+    np.testing.assert_array_equal(got, fastconv.max_pool2d(x, 3, 2, "SAME", backend="numpy"))
+    assert np.isnan(got[0, 0, 0, :]).all()
+    assert np.isnan(got[0, 1:3, 2, 5]).all()
+    assert (got[~np.isnan(got)] < 0).all()
+    only_inf = np.full((1, 2, 2, 17), -np.inf, dtype)
+    np.testing.assert_array_equal(fastconv.max_pool2d(only_inf, 2, 1, "SAME", backend="cython"),
+                                  np.full((1, 2, 2, 17), -np.inf, dtype))
+
+
+# ---------------------------------------------------------------- im2col
+
+IM2COL = (
+    ((3, 3), 1, "SAME", 1),
+    ((3, 2), (2, 1), "SAME", (1, 2)),
+    ((1, 4), 3, "VALID", 1),
+    ((2, 2), 1, [[0, 0], [2, 1], [0, 3], [0, 0]], (2, 2)),
+)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_threads", THREADS)
+@pytest.mark.parametrize("geometry", IM2COL)
+def test_im2col_matches_reference(dtype, num_threads, geometry):
+    ksize, strides, padding, dilations = geometry
+    x = _data((2, 7, 9, 5), dtype, specials=True)
+    got = fastconv.im2col(x, ksize, strides, padding, dilations, backend="cython",
+                          num_threads=num_threads)
+    ref = fastconv.im2col(x, ksize, strides, padding, dilations, backend="numpy")
+    np.testing.assert_array_equal(got, ref)
+
+
+# ---------------------------------------------------------------- conv2d
+
+# (x shape, KH, KW, O, strides, padding, dilations, groups)
+CONVS = (
+    ((2, 9, 11, 5), 3, 2, 7, 1, "SAME", 1, 1),
+    ((1, 13, 10, 3), 3, 3, 16, 2, "VALID", 1, 1),
+    ((2, 8, 8, 16), 1, 1, 33, 1, "VALID", 1, 1),              # 1x1: no unfolding
+    ((1, 12, 12, 8), 3, 3, 12, 1, "SAME", 2, 4),              # grouped, dilated
+    ((1, 9, 9, 6), 3, 3, 6, (2, 1), "SAME", 1, 6),            # depthwise
+    ((3, 7, 7, 1), 5, 5, 1, 1, [[0, 0], [2, 3], [1, 0], [0, 0]], 1, 1),
+    ((1, 6, 7, 4), 2, 3, 4, 1, "VALID", (2, 2), 2),
+)
+
+
+def _conv_case(case, dtype, seed=0):
+    shape, KH, KW, O, strides, padding, dilations, groups = case
+    x = _data(shape, dtype, seed)
+    w = _data((KH, KW, shape[3] // groups, O), dtype, seed + 1)
+    b = _data((O,), dtype, seed + 2)
+    kwargs = dict(strides=strides, padding=padding, dilations=dilations, groups=groups, bias=b)
+    return x, w, kwargs, KH * KW * shape[3] // groups
+
+
+ALGOS = ("im2col", "direct", "auto")
+
+
+@pytest.mark.parametrize("activation", (None, "relu"))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm", ALGOS)
+@pytest.mark.parametrize("case", CONVS)
+def test_conv2d_matches_reference(simd, case, algorithm, dtype, activation):
+    if algorithm == "direct" and not HAVE_DIRECT:
+        pytest.skip("fastconv._conv_direct is not built")
+    x, w, kwargs, K = _conv_case(case, dtype)
+    ref = fastconv.conv2d(x, w, activation=activation, backend="numpy", **kwargs)
+    results = [fastconv.conv2d(x, w, activation=activation, backend="cython",
+                               algorithm=algorithm, num_threads=n, **kwargs) for n in THREADS]
+    np.testing.assert_allclose(results[0], ref, **_conv_tol(dtype, K))
+    for other in results[1:]:
+        np.testing.assert_array_equal(other, results[0])  # bitwise, any thread count
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tile", (1, 5, 16, 1000))
+def test_im2col_gemm_tiles_and_remainders(dtype, tile):
+    """Forced tile sizes, including tiles that straddle images and a short last tile."""
+    x, w, kwargs, K = _conv_case(((3, 7, 5, 6), 3, 2, 10, 1, "SAME", 1, 2), dtype)
+    ref = fastconv.conv2d(x, w, activation="relu", backend="numpy", **kwargs)
+    out = np.full(ref.shape, np.nan, dtype)
+    _im2col_gemm.conv2d_im2col(x, w, kwargs["bias"], out, 1, 1, 1, 1, 1, 0, 2, True, 2,
+                               _cython_backend.simd_level(), tile)
+    np.testing.assert_allclose(out, ref, **_conv_tol(dtype, K))
+
+
+def test_tile_pixels_rule():
+    assert _im2col_gemm.tile_pixels(25088, 576, 4) == (1 << 20) // (576 * 4)
+    assert _im2col_gemm.tile_pixels(10**6, 10**6, 4) == _im2col_gemm.MIN_TILE
+    assert _im2col_gemm.tile_pixels(10**6, 1, 4) == _im2col_gemm.MAX_TILE
+    assert _im2col_gemm.tile_pixels(40, 64, 4) == 16          # small: >= MIN_TILES tiles
+    assert _im2col_gemm.tile_pixels(3, 64, 4) == 3
+
+
+def test_conv2d_nan_inf_propagate():
+    x, w, kwargs, _ = _conv_case(((1, 6, 6, 4), 3, 3, 5, 1, "SAME", 1, 1), np.float32)
+    x[0, 2, 2, 1] = np.nan
+    x[0, 5, 0, 0] = np.inf
+    ref = fastconv.conv2d(x, w, backend="numpy", **kwargs)
+    for algorithm in ALGOS if HAVE_DIRECT else ("im2col",):
+        got = fastconv.conv2d(x, w, backend="cython", algorithm=algorithm, **kwargs)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        finite = np.isfinite(ref)
+        np.testing.assert_allclose(got[finite], ref[finite], rtol=1e-4, atol=1e-4)
+
+
+def test_direct_unavailable_message(monkeypatch):
+    monkeypatch.setattr(_cython_backend, "_conv_direct", None)
+    x, w, kwargs, _ = _conv_case(CONVS[0], np.float32)
+    with pytest.raises(ValueError, match="algorithm='direct'.*_conv_direct"):
+        fastconv.conv2d(x, w, backend="cython", algorithm="direct", **kwargs)
+    assert _cython_backend.choose_algorithm(x.shape, w.shape, None, (1, 1), (1, 1), 1) == \
+        "im2col"
+
+
+# ---------------------------------------------------------------- SIMD selection
+
+def test_simd_env_bad_values(monkeypatch):
+    monkeypatch.setenv("FASTCONV_SIMD", "sse9")
+    with pytest.raises(ValueError, match="FASTCONV_SIMD.*sse9"):
+        _cython_backend.simd_level()
+    with pytest.raises(ValueError, match="FASTCONV_SIMD"):
+        fastconv.relu(np.ones(3), backend="cython")
+    monkeypatch.setattr(_cython_backend, "cpu_simd_level", lambda: "avx2")
+    monkeypatch.setenv("FASTCONV_SIMD", "avx512")
+    with pytest.raises(ValueError, match="FASTCONV_SIMD.*'avx2'"):
+        _cython_backend.simd_level()
+    monkeypatch.setenv("FASTCONV_SIMD", "generic")
+    assert _cython_backend.simd_level() == 0
+
+
+def test_simd_env_default_and_levels(monkeypatch):
+    monkeypatch.delenv("FASTCONV_SIMD", raising=False)
+    assert _cython_backend.simd_level() == LEVELS.index(CPU_LEVEL)
+    for name in USABLE_LEVELS:
+        monkeypatch.setenv("FASTCONV_SIMD", f" {name.upper()} ")
+        assert _cython_backend.simd_level() == LEVELS.index(name)
+        assert _cython_backend.info()["simd"] == name
+
+
+def test_info():
+    info = _cython_backend.info()
+    assert set(info) == {"openmp", "simd", "cpu simd", "blas", "algorithms"}
+    assert info["cpu simd"] == CPU_LEVEL
+    assert "openblas" in info["blas"].lower() or "mkl" in info["blas"].lower()
+
+
+# ---------------------------------------------------------------- OpenMP and threads
+
+def _gcc_has_openmp(tmp_path):
+    cc = shutil.which("gcc")
+    if cc is None:
+        return False
+    src = tmp_path / "omp.c"
+    src.write_text("#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n")
+    res = subprocess.run([cc, "-fopenmp", str(src), "-o", str(tmp_path / "omp")],
+                         capture_output=True)
+    return res.returncode == 0
+
+
+def test_build_has_openmp(tmp_path):
+    if not _gcc_has_openmp(tmp_path):
+        pytest.skip("gcc with -fopenmp is not available here")
+    assert _build_info.openmp_enabled()
+    assert _cython_backend.info()["openmp"] is True
+
+
+@pytest.mark.parametrize("num_threads", (1, 2, 3, 4))
+def test_num_threads_honoured(num_threads):
+    if not _build_info.openmp_enabled():
+        pytest.skip("serial build")
+    assert _relu_pool.parallel_team_size(num_threads) == num_threads
+
+
+def test_blas_restored_after_im2col_conv():
+    from threadpoolctl import threadpool_info
+    before = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()
+              if lib["user_api"] == "blas"]
+    x, w, kwargs, _ = _conv_case(CONVS[0], np.float32)
+    fastconv.conv2d(x, w, backend="cython", algorithm="im2col", num_threads=2, **kwargs)
+    after = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()
+             if lib["user_api"] == "blas"]
+    assert after == before
