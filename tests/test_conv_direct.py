@@ -1,0 +1,228 @@
+"""The Cython direct-convolution kernels (``fastconv._conv_direct``) against the NumPy judge.
+
+Every SIMD level this CPU has (0 = portable C, 1 = AVX2, 2 = AVX-512) is forced in
+turn, for float32 and float64, over shapes chosen to hit every tile tail, every
+border case, groups, depthwise and the single-channel kernels; results must also be
+bitwise identical for 1, 2 and 3 threads.
+"""
+import math
+
+import numpy as np
+import pytest
+
+from fastconv import _reference
+
+_conv_direct = pytest.importorskip(
+    "fastconv._conv_direct", reason="compiled extension not built")
+conv2d_direct = _conv_direct.conv2d_direct
+
+from fastconv._build_info import cpu_simd_level  # noqa: E402  (after the skip)
+
+_CPU_LEVEL = {"generic": 0, "avx2": 1, "avx512": 2}[cpu_simd_level()]
+LEVELS = [pytest.param(level, id=name) for level, name in enumerate(("c", "avx2", "avx512"))
+          if level <= _CPU_LEVEL]
+DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
+
+
+def _out_size(size, k, s, d, before, after):
+    return (size + before + after - ((k - 1) * d + 1)) // s + 1
+
+
+def _make(case, dtype, rng, bias=True):
+    """Random x, w, bias and a NaN-filled out for ``case`` (a dict of sizes)."""
+    N, H, W, C, O, KH, KW = (case[k] for k in ("N", "H", "W", "C", "O", "KH", "KW"))
+    groups = case.get("groups", 1)
+    x = rng.standard_normal((N, H, W, C)).astype(dtype)
+    w = rng.standard_normal((KH, KW, C // groups, O)).astype(dtype)
+    b = rng.standard_normal(O).astype(dtype) if bias else None
+    SH, SW = case.get("S", (1, 1))
+    DH, DW = case.get("D", (1, 1))
+    top, bottom, left, right = case.get("P", (0, 0, 0, 0))
+    OH = _out_size(H, KH, SH, DH, top, bottom)
+    OW = _out_size(W, KW, SW, DW, left, right)
+    out = np.full((N, OH, OW, O), np.nan, dtype)
+    return x, w, b, out
+
+
+def _run(case, x, w, b, out, relu, num_threads, level):
+    SH, SW = case.get("S", (1, 1))
+    DH, DW = case.get("D", (1, 1))
+    top, _, left, _ = case.get("P", (0, 0, 0, 0))
+    conv2d_direct(x, w, b, out, SH, SW, DH, DW, top, left, case.get("groups", 1), relu,
+                  num_threads, level)
+    return out
+
+
+def _reference_out(case, x, w, b, out, relu):
+    ref = np.empty_like(out)
+    top, _, left, _ = case.get("P", (0, 0, 0, 0))
+    _reference.conv2d(x, w, b, ref, case.get("S", (1, 1)), case.get("D", (1, 1)),
+                      (top, left), case.get("groups", 1), relu, 1)
+    return ref
+
+
+def _check(case, dtype, level, num_threads=2, relu=False, bias=True, seed=0):
+    rng = np.random.default_rng(seed)
+    x, w, b, out = _make(case, dtype, rng, bias)
+    got = _run(case, x, w, b, out, relu, num_threads, level)
+    ref = _reference_out(case, x, w, b, out, relu)
+    K = w.shape[0] * w.shape[1] * w.shape[2]
+    tol = (1e-5 if dtype == np.float32 else 1e-12) * math.sqrt(K)
+    np.testing.assert_allclose(got, ref, rtol=tol, atol=tol)
+    return got
+
+
+def _case(N, H, W, C, O, KH, KW, **kw):
+    return dict(N=N, H=H, W=W, C=C, O=O, KH=KH, KW=KW, **kw)
+
+
+def _case_id(case):
+    extra = "".join(f"_{k}{'x'.join(map(str, v)) if isinstance(v, tuple) else v}"
+                    for k, v in case.items() if k not in ("N", "H", "W", "C", "O", "KH", "KW"))
+    return (f"n{case['N']}_{case['H']}x{case['W']}_c{case['C']}o{case['O']}"
+            f"_k{case['KH']}x{case['KW']}{extra}")
+
+
+# OW % 6 (and % 8, % 12, % 4 for the narrower tiles) over 0..5, with O % 16 != 0,
+# C_in % 16 != 0 and C_in in 1..4; 1x1 VALID keeps every pixel in the interior.
+TAIL_CASES = [
+    _case(2, 3, W, C, O, KH, KW, P=P)
+    for W, (C, O) in zip(range(12, 18), [(5, 64), (17, 20), (1, 37), (3, 130), (2, 16), (4, 7)])
+    for KH, KW, P in [(1, 1, (0, 0, 0, 0)), (3, 3, (1, 1, 1, 1))]
+]
+
+BORDER_CASES = [
+    _case(1, 9, 10, 6, 33, 3, 3, P=(1, 1, 1, 1)),                 # SAME
+    _case(2, 10, 10, 5, 24, 3, 3, S=(2, 2), P=(0, 1, 0, 1)),      # SAME, stride 2, asymmetric
+    _case(1, 8, 9, 4, 17, 4, 4, P=(1, 2, 2, 1)),                  # even kernel SAME-like
+    _case(1, 6, 7, 3, 19, 3, 3, P=(3, 4, 2, 5)),                  # large explicit pads
+    _case(1, 3, 4, 2, 5, 3, 3, P=(4, 4, 3, 3)),                   # rows of pure padding
+    _case(2, 11, 13, 7, 20, 3, 3, S=(2, 3)),                      # odd sizes, strides 2 and 3
+    _case(1, 13, 15, 6, 70, 3, 3, S=(2, 2), P=(1, 1, 1, 1)),
+    _case(1, 12, 14, 5, 18, 3, 3, D=(2, 2), P=(2, 2, 2, 2)),      # dilation 2
+    _case(1, 12, 17, 4, 40, 2, 3, D=(1, 3), P=(0, 1, 3, 3)),      # dilation (1, 3)
+    _case(2, 9, 8, 5, 21, 3, 2, P=(1, 1, 0, 1)),                  # non-square 3x2
+    _case(1, 7, 20, 3, 66, 1, 5, P=(0, 0, 2, 2)),                 # 1x5
+    _case(1, 20, 7, 8, 16, 5, 1, S=(2, 1), P=(2, 2, 0, 0)),       # 5x1
+    _case(2, 4, 4, 3, 10, 6, 6, P=(1, 1, 1, 1)),                  # kernel = padded input
+    _case(1, 5, 5, 4, 65, 7, 7, P=(1, 1, 1, 1)),
+    _case(1, 3, 2, 2, 9, 3, 3, P=(2, 2, 2, 2), S=(2, 2)),         # input smaller than kernel
+    _case(3, 23, 22, 3, 64, 7, 7, S=(2, 2), P=(2, 3, 2, 3)),      # stem-like 7x7 / 2
+    _case(2, 9, 9, 1, 64, 3, 3),                                  # Fashion-MNIST-like C=1
+    _case(1, 6, 30, 130, 96, 3, 3, P=(1, 1, 1, 1)),               # C > 64, O > 64
+]
+
+GROUP_CASES = [
+    _case(2, 7, 9, 8, 6, 3, 3, groups=2, P=(1, 1, 1, 1)),
+    _case(1, 8, 9, 9, 12, 3, 2, groups=3, S=(2, 1), P=(1, 0, 0, 1)),
+    _case(1, 6, 13, 8, 64, 3, 3, groups=4, P=(1, 1, 1, 1)),       # Og = 16: HWIO as is
+    _case(1, 6, 13, 12, 96, 3, 3, groups=3, D=(2, 1), P=(2, 2, 1, 1)),  # Og = 32
+    _case(2, 7, 11, 24, 24, 3, 3, groups=24, P=(1, 1, 1, 1)),     # depthwise
+    _case(1, 9, 14, 70, 70, 3, 3, groups=70, S=(2, 2), P=(0, 1, 1, 1)),  # depthwise, tail
+    _case(1, 8, 10, 130, 130, 5, 5, groups=130, D=(2, 2), P=(4, 4, 4, 4)),
+    _case(2, 7, 9, 10, 20, 3, 3, groups=10, P=(1, 1, 1, 1)),      # depthwise, multiplier 2
+    _case(1, 6, 8, 3, 9, 2, 2, groups=3, P=(0, 1, 0, 1)),         # multiplier 3
+]
+
+SINGLE_CHANNEL_CASES = [
+    _case(1, 40, 150, 1, 1, 3, 3, P=(1, 1, 1, 1)),                # edge filter (width kernel)
+    _case(2, 9, 70, 1, 1, 5, 3, D=(1, 2), P=(2, 2, 2, 2)),
+    _case(1, 7, 37, 1, 1, 1, 4, P=(0, 0, 1, 2)),
+    _case(1, 5, 3, 1, 1, 3, 5, P=(1, 1, 2, 2)),                   # no interior at all
+    _case(1, 21, 33, 1, 1, 3, 3, S=(2, 2), P=(1, 1, 1, 1)),       # stride 2: not the width kernel
+    _case(1, 10, 19, 1, 5, 3, 3, P=(1, 1, 1, 1)),                 # 1 -> 5
+    _case(1, 10, 19, 2, 1, 3, 3, P=(1, 1, 1, 1)),                 # 2 -> 1
+]
+
+ALL_CASES = TAIL_CASES + BORDER_CASES + GROUP_CASES + SINGLE_CHANNEL_CASES
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("case", ALL_CASES, ids=_case_id)
+def test_matches_reference(case, level, dtype):
+    _check(case, dtype, level)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("case", [TAIL_CASES[1], BORDER_CASES[0], GROUP_CASES[4],
+                                  SINGLE_CHANNEL_CASES[0]], ids=_case_id)
+def test_without_bias_and_with_relu(case, level, dtype):
+    _check(case, dtype, level, relu=False, bias=False, seed=1)
+    got = _check(case, dtype, level, relu=True, bias=True, seed=2)
+    assert (got >= 0).all()
+    assert (got == 0).any()
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("case", [BORDER_CASES[0], GROUP_CASES[4], SINGLE_CHANNEL_CASES[0],
+                                  TAIL_CASES[3]], ids=_case_id)
+def test_nan_propagates_through_relu(case, level):
+    rng = np.random.default_rng(3)
+    x, w, b, out = _make(case, np.float32, rng)
+    x[0, x.shape[1] // 2, x.shape[2] // 2, 0] = np.nan
+    got = _run(case, x, w, b, out, True, 2, level)
+    ref = _reference_out(case, x, w, b, out, True)
+    assert np.isnan(ref).any()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    K = w.shape[0] * w.shape[1] * w.shape[2]
+    np.testing.assert_allclose(got, ref, rtol=1e-5 * math.sqrt(K), atol=1e-5 * math.sqrt(K))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("case", [
+    _case(3, 13, 17, 5, 70, 3, 3, P=(1, 1, 1, 1)),
+    _case(2, 11, 10, 64, 64, 3, 3, S=(2, 2), P=(0, 1, 0, 1)),
+    GROUP_CASES[1], GROUP_CASES[5], GROUP_CASES[7], SINGLE_CHANNEL_CASES[0],
+], ids=_case_id)
+def test_bitwise_identical_across_thread_counts(case, level, dtype):
+    rng = np.random.default_rng(4)
+    x, w, b, out = _make(case, dtype, rng)
+    results = [_run(case, x, w, b, out.copy(), True, nt, level) for nt in (1, 2, 3)]
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_read_only_inputs_and_large_thread_count(level):
+    case = BORDER_CASES[1]
+    rng = np.random.default_rng(5)
+    x, w, b, out = _make(case, np.float64, rng)
+    for a in (x, w, b):
+        a.setflags(write=False)
+    got = _run(case, x, w, b, out, False, 64, level)
+    np.testing.assert_allclose(got, _reference_out(case, x, w, b, out, False), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_simd_level_above_cpu_is_lowered_not_fatal():
+    case = BORDER_CASES[0]
+    rng = np.random.default_rng(6)
+    x, w, b, out = _make(case, np.float32, rng)
+    got = _run(case, x, w, b, out, False, 1, 7)
+    np.testing.assert_allclose(got, _reference_out(case, x, w, b, out, False), rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_kernel_kind():
+    kind = _conv_direct.kernel_kind
+    assert kind(1, 1, 1, 1) == "width"
+    assert kind(1, 1, 1, 2) == "depthwise"
+    assert kind(32, 32, 32, 1) == "depthwise"
+    assert kind(32, 64, 32, 1) == "general"
+    assert kind(3, 64, 1, 2) == "general"
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_matches_torch(level):
+    torch = pytest.importorskip("torch")
+    case = _case(2, 15, 14, 7, 40, 3, 3, S=(2, 1), D=(1, 2), P=(1, 1, 2, 2))
+    rng = np.random.default_rng(7)
+    x, w, b, out = _make(case, np.float32, rng)
+    got = _run(case, x, w, b, out, True, 2, level)
+    expected = torch.relu(torch.nn.functional.conv2d(
+        torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(w).permute(3, 2, 0, 1),
+        torch.from_numpy(b), stride=(2, 1), padding=(1, 2), dilation=(1, 2)))
+    np.testing.assert_allclose(got, expected.permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-4)
