@@ -142,7 +142,8 @@ class FastconvEngine(Engine):
             return Prepared(lambda: fc.im2col(x, k, s, case.padding, backend=b, num_threads=n))
         if case.op == "model":
             model = build_fastconv_model(data["weights"])
-            return Prepared(_predict_function(model, case.N, b, n))
+            predict = _predict_function(model, case.N, b, n)
+            return Prepared(lambda: predict(x))
         raise ValueError(f"unknown op {case.op!r}")
 
 
@@ -313,13 +314,15 @@ class TensorFlowEngine(Engine):
     def setup(self, threads):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         already = "tensorflow" in sys.modules
-        tf = _import("tensorflow")
-        try:
-            # must precede the runtime's initialisation, hence the lazy import above
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:
-            pass
+        with _quiet_native_stderr():  # TF's C++ start-up banner ignores TF_CPP_MIN_LOG_LEVEL
+            tf = _import("tensorflow")
+            try:
+                # must precede the runtime's initialisation, hence the lazy import above
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(1)
+            except RuntimeError:
+                pass
+            tf.constant(1.0) + 1.0  # initialise the runtime now, while stderr is quiet
         got = tf.config.threading.get_intra_op_parallelism_threads()
         if got != threads:
             why = "was imported and initialised earlier" if already else "refused the setting"
@@ -335,11 +338,8 @@ class TensorFlowEngine(Engine):
         if case.op == "conv2d":
             return case.groups in (1, case.C)
         if case.op == "model":
-            try:
-                importlib.import_module("keras")
-            except ImportError:
-                return False
-            return True
+            import importlib.util  # find, do not import: TF must not start before setup()
+            return importlib.util.find_spec("keras") is not None
         return case.op in ("relu", "max_pool2d", "im2col")
 
     def prepare(self, case, data):
@@ -365,6 +365,30 @@ class TensorFlowEngine(Engine):
             model = keras_model(data["weights"])
             return Prepared(lambda: model(x, training=False), _tf_numpy)
         raise ValueError(f"unknown op {case.op!r}")
+
+
+class _quiet_native_stderr:
+    """Send file descriptor 2 (C/C++ logging included) to /dev/null inside the block.
+
+    Python exceptions still propagate; only text written to stderr is lost.
+    """
+
+    def __enter__(self):
+        try:
+            sys.stderr.flush()
+            self.saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except (OSError, ValueError):  # no real fd 2 (e.g. captured): leave it alone
+            self.saved = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+        return False
 
 
 def _tf_numpy(t):
