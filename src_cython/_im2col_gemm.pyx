@@ -22,7 +22,13 @@ Grouped convolution: the tile's columns are laid out ``(g, kh, kw, c')`` (see
 ``fc_im2col.h``), so group ``g`` is one GEMM on the contiguous column slice
 ``[g*Kg, (g+1)*Kg)`` with the filters' column slice ``[g*Og, (g+1)*Og)``,
 both reached through leading dimensions.  A 1x1, stride-1, unpadded
-convolution needs no unfolding at all: the input already is ``cols``.
+convolution needs no unfolding at all: the input already is ``cols``.  When
+there are too few pixel tiles to keep the threads busy (a 7x7 layer of one
+image), each tile's output channels are also split into blocks, one GEMM per
+(tile, block) task, so that threads share the work without cutting the GEMM's
+n below ``MIN_TILE`` (measured: a 1x7x7 512->2048 1x1 layer cut into 16-pixel
+tiles ran 7x slower than the direct kernel, repacking the 4 MB of filters for
+every tiny tile).
 
 BLAS is column-major: the row-major product ``C = A @ B`` is computed as
 ``C^T = B^T @ A^T``, i.e. ``gemm('N', 'N', m=O, n=rows, k=K, B, A, C)``, as in
@@ -35,7 +41,7 @@ identical for any ``num_threads``.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdlib cimport free
+from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 cdef extern from "stdlib.h" nogil:
@@ -56,25 +62,45 @@ cdef extern from "fc_im2col.h" nogil:
 #: bytes of unfolded columns per tile: half the 2 MB L2, leaving room for the
 #: GEMM's packed filter panel and the output rows.
 TILE_BYTES = 1 << 20
-#: bounds on the pixels per tile (below 32 the GEMM's n is too small to
+#: bounds on the pixels per tile (below 64 the GEMM's n is too small to
 #: amortize packing the filters; above 1024 nothing more is gained).
-MIN_TILE, MAX_TILE = 32, 1024
-#: a small problem is cut into at least this many tiles so threads share it.
-MIN_TILES = 8
+MIN_TILE, MAX_TILE = 64, 1024
+#: a problem is cut into at least this many tasks (when it is large enough),
+#: so that threads share it and a slow thread does not hold up the others.
+MIN_TASKS = 8
+#: fewest output channels per task when the channels are split.
+MIN_O_BLOCK = 64
 
 
 def tile_pixels(Py_ssize_t P, Py_ssize_t K, Py_ssize_t itemsize):
     """Output pixels per tile for ``P`` pixels of ``K`` columns of ``itemsize`` bytes.
 
     ``TILE_BYTES / (K * itemsize)`` clipped to ``[MIN_TILE, MAX_TILE]``, then
-    lowered (not below 16) so that there are at least ``MIN_TILES`` tiles.
-    Depends on the shape only, never on the thread count.
+    lowered (not below ``MIN_TILE``) so that there are ``MIN_TASKS`` tiles
+    when ``P`` allows.  Depends on the shape only, never on the thread count.
     """
     cdef Py_ssize_t tp = TILE_BYTES // max(K * itemsize, 1)
     tp = min(max(tp, MIN_TILE), MAX_TILE)
-    if P < MIN_TILES * tp:
-        tp = max((P + MIN_TILES - 1) // MIN_TILES, 16)
+    if P < MIN_TASKS * tp:
+        tp = max((P + MIN_TASKS - 1) // MIN_TASKS, MIN_TILE)
     return max(min(tp, P), 1)
+
+
+def o_block(Py_ssize_t n_tiles, Py_ssize_t O, int groups):
+    """Output channels per task: all ``O`` unless there are too few tiles to share.
+
+    With fewer than ``MIN_TASKS`` pixel tiles (few output pixels, e.g. a late
+    7x7 layer with N=1) and ``groups == 1``, the channels are split into
+    blocks of at least ``MIN_O_BLOCK`` (a multiple of 16) so that threads
+    still share the work; each block is its own GEMM.  Shape-only, like
+    :func:`tile_pixels`.
+    """
+    if groups != 1 or n_tiles >= MIN_TASKS:
+        return O
+    cdef Py_ssize_t want = (MIN_TASKS + n_tiles - 1) // n_tiles
+    cdef Py_ssize_t size = (O + want - 1) // want
+    size = (size + 15) // 16 * 16
+    return min(max(size, MIN_O_BLOCK), O)
 
 
 cdef inline void _gemm_rowmajor(int rows, int O, int K, const floating *A, int lda,
@@ -114,6 +140,8 @@ def conv2d_im2col(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
         return
     cdef Py_ssize_t tp = tile if tile > 0 else tile_pixels(P, K, sizeof(floating))
     cdef Py_ssize_t n_tiles = (P + tp - 1) // tp
+    cdef Py_ssize_t ob = o_block(n_tiles, O, groups)
+    cdef Py_ssize_t n_ob = (O + ob - 1) // ob
     # a 1x1, stride-1, unpadded window reads x itself as the column matrix
     cdef bint identity = (KH == 1 and KW == 1 and SH == 1 and SW == 1 and pad_top == 0
                           and pad_left == 0 and OH == H and OW == W)
@@ -128,17 +156,28 @@ def conv2d_im2col(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
     cdef int failed = 0
     cdef int *failed_ptr = &failed
     cdef floating *col
+    cdef Py_ssize_t *held          # per thread: which tile its buffer holds
     cdef const floating *A
-    cdef Py_ssize_t t, p0, rows
+    cdef Py_ssize_t task, t, p0, rows, o0, on
     cdef int g
     with nogil, parallel(num_threads=num_threads):
         col = NULL
+        held = <Py_ssize_t *> malloc(sizeof(Py_ssize_t))
+        if held != NULL:
+            held[0] = -1
         if not identity:
             col = <floating *> aligned_alloc(64, buf_bytes)
-        for t in prange(n_tiles, schedule="dynamic"):
-            if not identity and col == NULL:
+        # task = (pixel tile, channel block), tile-major so that a thread
+        # usually finds the tile it needs already unfolded in its buffer
+        for task in prange(n_tiles * n_ob, schedule="dynamic"):
+            if held == NULL or (not identity and col == NULL):
                 failed_ptr[0] = 1
                 continue
+            t = task // n_ob
+            o0 = (task % n_ob) * ob
+            on = O - o0
+            if on > ob:
+                on = ob
             p0 = t * tp
             rows = P - p0
             if rows > tp:
@@ -146,18 +185,26 @@ def conv2d_im2col(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
             if identity:
                 A = px + p0 * C
             else:
-                fc_im2col_rows(px, col, sizeof(floating), H, W, C, KH, KW, SH, SW, DH, DW,
-                               pad_top, pad_left, OH, OW, groups, p0, p0 + rows, K)
+                if held[0] != t:
+                    fc_im2col_rows(px, col, sizeof(floating), H, W, C, KH, KW, SH, SW, DH,
+                                   DW, pad_top, pad_left, OH, OW, groups, p0, p0 + rows, K)
+                    held[0] = t
                 A = col
-            for g in range(groups):
-                _gemm_rowmajor(<int> rows, Og, Kg, A + g * Kg, K, pw + g * Og, O,
-                               po + p0 * O + g * Og, O)
+            if n_ob > 1:
+                _gemm_rowmajor(<int> rows, <int> on, K, A, K, pw + o0, O, po + p0 * O + o0, O)
+            else:
+                for g in range(groups):
+                    _gemm_rowmajor(<int> rows, Og, Kg, A + g * Kg, K, pw + g * Og, O,
+                                   po + p0 * O + g * Og, O)
             if pb != NULL or relu:
                 if floating is float:
-                    fc_bias_relu_f32(po + p0 * O, rows, O, O, pb, relu, simd_level)
+                    fc_bias_relu_f32(po + p0 * O + o0, rows, on, O,
+                                     pb + o0 if pb != NULL else NULL, relu, simd_level)
                 else:
-                    fc_bias_relu_f64(po + p0 * O, rows, O, O, pb, relu, simd_level)
+                    fc_bias_relu_f64(po + p0 * O + o0, rows, on, O,
+                                     pb + o0 if pb != NULL else NULL, relu, simd_level)
         free(col)
+        free(held)
     if failed:
         raise MemoryError(f"conv2d (im2col): could not allocate a {buf_bytes}-byte column "
                           f"buffer per thread.")

@@ -224,8 +224,29 @@ def test_tile_pixels_rule():
     assert _im2col_gemm.tile_pixels(25088, 576, 4) == (1 << 20) // (576 * 4)
     assert _im2col_gemm.tile_pixels(10**6, 10**6, 4) == _im2col_gemm.MIN_TILE
     assert _im2col_gemm.tile_pixels(10**6, 1, 4) == _im2col_gemm.MAX_TILE
-    assert _im2col_gemm.tile_pixels(40, 64, 4) == 16          # small: >= MIN_TILES tiles
-    assert _im2col_gemm.tile_pixels(3, 64, 4) == 3
+    assert _im2col_gemm.tile_pixels(40, 64, 4) == 40          # small: one tile
+    assert _im2col_gemm.tile_pixels(64 * 20, 64, 4) == 160    # >= MIN_TASKS tiles
+    assert _im2col_gemm.o_block(1, 2048, 1) == 256
+    assert _im2col_gemm.o_block(1, 100, 1) == 64
+    assert _im2col_gemm.o_block(1, 50, 1) == 50
+    assert _im2col_gemm.o_block(8, 2048, 1) == 2048
+    assert _im2col_gemm.o_block(1, 2048, 2) == 2048
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_threads", THREADS)
+@pytest.mark.parametrize("case", (((1, 3, 3, 8), 1, 1, 256, 1, "VALID", 1, 1),
+                                  ((1, 4, 3, 5), 3, 3, 200, 1, "SAME", 1, 1)))
+def test_im2col_gemm_channel_blocks(simd, dtype, num_threads, case):
+    """Few output pixels: the channels are split into blocks (last one short)."""
+    x, w, kwargs, K = _conv_case(case, dtype)
+    ref = fastconv.conv2d(x, w, activation="relu", backend="numpy", **kwargs)
+    got = fastconv.conv2d(x, w, activation="relu", backend="cython", algorithm="im2col",
+                          num_threads=num_threads, **kwargs)
+    np.testing.assert_allclose(got, ref, **_conv_tol(dtype, K))
+    one = fastconv.conv2d(x, w, activation="relu", backend="cython", algorithm="im2col",
+                          num_threads=1, **kwargs)
+    np.testing.assert_array_equal(got, one)
 
 
 def test_conv2d_nan_inf_propagate():
