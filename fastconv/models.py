@@ -242,7 +242,11 @@ class Sequential:
         return arr
 
     def _plan(self):
-        """Layers to run, with a plain ReLU/Activation('relu') fused into a preceding linear Conv2D."""
+        """``(layer, fuse_relu)`` pairs to run.
+
+        A plain ReLU or Activation('relu') right after a linear Conv2D is fused
+        into that convolution; Dropout (identity at inference) is skipped.
+        """
         plan = []
         i = 0
         layers = self.layers

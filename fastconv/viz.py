@@ -300,8 +300,8 @@ def show_kernel(kernel, label=True, digits=None, *, cmap="Blues", title=None, ax
 
 
 def show_extraction(image=None, kernel="edge", *, pool_size=2, padding="SAME",
-                    include_kernel=False, kernel_title=None, cmap="magma", titles=("Input", "Filter", "Detect",
-                                                                 "Condense"),
+                    include_kernel=False, kernel_title=None, cmap="magma",
+                    titles=("Input", "Filter", "Detect", "Condense"),
                     figsize=None, path=None, dpi=100, backend=None, num_threads=None):
     """Draw image, filter, detect and condense side by side (the lesson's picture).
 

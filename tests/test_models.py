@@ -12,7 +12,7 @@ import pytest
 
 import fastconv
 from fastconv import models
-from fastconv.models import (Activation, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
+from fastconv.models import (Activation, Conv2D, Dense, Flatten, GlobalAveragePooling2D,
                              Input, MaxPooling2D, ReLU, Sequential, Softmax)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -135,8 +135,9 @@ def test_fashion_summary_matches_the_lesson():
 
 
 def test_build_with_batch_axis_and_input_layer():
-    m = Sequential([Conv2D(64, 3, activation="relu"), MaxPooling2D(2), Conv2D(64, 3, activation="relu"),
-                    MaxPooling2D(2), Flatten(), Dense(128, activation="relu"), Dense(10, "softmax")])
+    m = Sequential([Conv2D(64, 3, activation="relu"), MaxPooling2D(2),
+                    Conv2D(64, 3, activation="relu"), MaxPooling2D(2), Flatten(),
+                    Dense(128, activation="relu"), Dense(10, "softmax")])
     assert not m.built
     with pytest.raises(ValueError, match="build"):
         m.summary()
