@@ -34,6 +34,23 @@ def _cpu_model():
     return platform.processor() or platform.machine()
 
 
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512dq", "avx512bw", "avx512vl",
+              "avx512_vnni", "avx512_bf16", "amx_tile", "neon", "asimd")
+
+
+def _cpu_flags():
+    """The SIMD-related flags of the first CPU in /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return [fl for fl in SIMD_FLAGS if fl in have]
+    except OSError:
+        pass
+    return []
+
+
 def git_commit(path=None):
     """``(commit, dirty)`` of the git work tree holding ``path`` (default: cwd), or (None, None)."""
     cwd = path or os.getcwd()
@@ -55,7 +72,7 @@ def machine_info():
     cfg = fastconv.config()
     simd = {name: {k: v for k, v in entry.items() if k != "available"}
             for name, entry in cfg["backends"].items()}
-    return {"cpu": _cpu_model(), "logical_cpus": os.cpu_count(),
+    return {"cpu": _cpu_model(), "cpu_flags": _cpu_flags(), "logical_cpus": os.cpu_count(),
             "available_cores": cfg["available cores"], "python": cfg["python"],
             "platform": cfg["platform"], "fastconv": cfg["fastconv"], "numpy": cfg["numpy"],
             "backends": simd}
@@ -407,6 +424,7 @@ def markdown(doc, command):
              "## Machine", "",
              f"- CPU: {m['cpu']} ({m['logical_cpus']} logical CPUs, {m['available_cores']} "
              f"available to this process)",
+             f"- SIMD flags: {' '.join(m.get('cpu_flags', [])) or 'unknown'}",
              f"- Python {m['python']}, {m['platform']}",
              f"- fastconv {m['fastconv']}; backends:"]
     for name, entry in m["backends"].items():

@@ -17,6 +17,8 @@ For one thread count, :func:`run` does, in one process:
    the starting engine rotating), so drift in machine load affects all
    engines alike.  A sample is the mean over enough back-to-back calls to
    last ``min_time`` seconds; the reported time is the median of the samples.
+   Each sample starts after a short pause (:data:`SETTLE_S`) so that worker
+   threads another library left spinning do not run against it.
 """
 import math
 import statistics
@@ -30,6 +32,9 @@ from .peers import Unavailable, model_reference, model_weights
 
 __all__ = ["run", "measure_peak", "make_data", "reference", "check_result", "Progress"]
 
+#: pause before each sample, so the previous engine's spinning worker threads (OpenMP,
+#: OpenBLAS, Eigen) have gone to sleep and do not steal cores from the next engine
+SETTLE_S = 0.002
 #: float32 relative tolerance of the result check (scaled by the output's magnitude)
 RTOL = 2e-3
 
@@ -297,6 +302,7 @@ def _run_case(case, engines, repeat, min_time, peak, method, bar):
     for r in range(repeat):
         k = r % len(live) if live else 0
         for row, prepared, inner in live[k:] + live[:k]:
+            time.sleep(SETTLE_S)
             row["times_s"].append(_time_calls(prepared, inner))
             bar.step(f"{case.name} round {r + 1}/{repeat}")
     for row, prepared, inner in live:
