@@ -75,23 +75,55 @@ def _blas():
     return _blas_controller
 
 
+#: "auto" picks im2col + GEMM for at most this many output pixels (N*OH*OW) ...
+AUTO_IM2COL_MAX_PIXELS = 256
+#: ... when the filters hold at least this many elements (KH*KW*C_in*C_out).
+AUTO_IM2COL_MIN_FILTER = 65536
+
+
 def choose_algorithm(x_shape, w_shape, out_shape, strides, dilations, groups):
-    """The algorithm ``algorithm="auto"`` runs for one convolution: 'direct' or 'im2col'.
+    """The kernel ``algorithm="auto"`` runs for one convolution: 'direct' or 'im2col'.
 
-    The rule, from timings of both kernels on the benchmark suite shapes in
-    one run (2 threads, float32; ``GFLOP/s`` count 2 x multiply-adds)::
+    Rule: tiled im2col + GEMM when ``groups == 1``, the output has at most
+    ``AUTO_IM2COL_MAX_PIXELS`` pixels (``N*OH*OW``) and the filters at least
+    ``AUTO_IM2COL_MIN_FILTER`` elements; the direct kernel otherwise.  It
+    depends on the shapes only (never on the thread count), so "auto" gives
+    bitwise identical results for any ``num_threads``.
 
-        shape (N, HxW, C->O, K, stride)       direct   im2col+GEMM
-        256, 28x28,   1->64, 3, 1              fast     slow (K=9 GEMM)
-        256, 13x13,  64->64, 3, 1              see below
-        8,   56x56,  64->64, 3, 1
-        1,  224x224, 64->64, 3, 1
-        8,  224x224,  3->64, 7, 2
-        1,  512x512,  1->1,  3, 1 (edge)       fast     slow (O=1 GEMM)
+    Why: the direct kernel streams the whole filter once per output row, so
+    it wins wherever many pixels share each filter element -- every shape of
+    the benchmark suite -- and the small-channel and grouped/depthwise layers
+    where a GEMM's K or N is tiny; BLAS's cache blocking wins for large filters
+    applied to few pixels (late layers, batch 1).  Measured here, float32, one
+    thread, CPU time (the machine was shared, so CPU time rather than wall time),
+    direct time / im2col time (< 1: direct faster)::
 
-    Without the direct module everything is im2col.
+        N, HxW,      C_in->C_out, K, s   filter   direct/im2col
+        256, 28x28,    1->64,   3, 1       576     0.49
+        256, 13x13,   64->64,   3, 1       37K     0.77
+        8,   56x56,   64->64,   3, 1       37K     0.77
+        1,  224x224,  64->64,   3, 1       37K     0.75
+        8,  224x224,   3->64,   7, 2        9K     0.76
+        1,  512x512,   1->1,    3, 1         9     0.04
+        8,   56x56,   64->64,   3, 1  (depthwise)  0.03
+        32,  32x32,    3->32,   3, 1      864      0.57
+        8,   28x28,  256->256,  3, 1      590K     0.66
+        8,   14x14,  256->256,  3, 1      590K     0.80
+        8,   28x28,  512->512,  1, 1      262K     0.86
+        8,   56x56,   64->256,  1, 1       16K     1.08
+        8,    7x7,   512->512,  3, 1      2.4M     1.01   (392 pixels)
+        1,   14x14,  128->1024, 1, 1      131K     1.15   (196 pixels)
+        1,   14x14,  512->512,  3, 1      2.4M     1.40   (196 pixels)
+        1,    7x7,   512->2048, 1, 1      1.0M     3.46   (49 pixels)
+
+    Without the compiled direct module everything is im2col.
     """
     if _conv_direct is None:
+        return "im2col"
+    KH, KW, Cg, O = w_shape
+    N, OH, OW = out_shape[0], out_shape[1], out_shape[2]
+    if (groups == 1 and N * OH * OW <= AUTO_IM2COL_MAX_PIXELS
+            and KH * KW * Cg * O >= AUTO_IM2COL_MIN_FILTER):
         return "im2col"
     return "direct"
 

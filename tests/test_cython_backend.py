@@ -266,8 +266,23 @@ def test_direct_unavailable_message(monkeypatch):
     x, w, kwargs, _ = _conv_case(CONVS[0], np.float32)
     with pytest.raises(ValueError, match="algorithm='direct'.*_conv_direct"):
         fastconv.conv2d(x, w, backend="cython", algorithm="direct", **kwargs)
-    assert _cython_backend.choose_algorithm(x.shape, w.shape, None, (1, 1), (1, 1), 1) == \
+    assert _cython_backend.choose_algorithm(x.shape, w.shape, (2, 9, 11, 7), (1, 1), (1, 1),
+                                            1) == "im2col"
+
+
+@pytest.mark.skipif(not HAVE_DIRECT, reason="fastconv._conv_direct is not built")
+def test_auto_rule():
+    choose = _cython_backend.choose_algorithm
+    # suite shapes: direct
+    assert choose((8, 56, 56, 64), (3, 3, 64, 64), (8, 56, 56, 64), (1, 1), (1, 1), 1) == "direct"
+    assert choose((8, 56, 56, 64), (3, 3, 1, 64), (8, 56, 56, 64), (1, 1), (1, 1), 64) == "direct"
+    # big filters on few pixels: im2col + GEMM
+    assert choose((1, 14, 14, 512), (3, 3, 512, 512), (1, 14, 14, 512), (1, 1), (1, 1), 1) == \
         "im2col"
+    assert choose((1, 7, 7, 512), (1, 1, 512, 2048), (1, 7, 7, 2048), (1, 1), (1, 1), 1) == \
+        "im2col"
+    assert choose((1, 7, 7, 512), (1, 1, 256, 2048), (1, 7, 7, 2048), (1, 1), (1, 1), 2) == \
+        "direct"
 
 
 # ---------------------------------------------------------------- SIMD selection
