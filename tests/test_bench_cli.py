@@ -75,6 +75,8 @@ def test_table_and_json(capsys, tmp_path):
     ("--threads", "0", "positive"),
     ("--threads", "a,b", "integers"),
     ("--repeat", "0", "positive"),
+    ("--peak-size", "-1", "non-negative"),
+    ("--min-time", "x", "seconds"),
     ("--shapes", "nope", "unknown shape"),
     ("--ops", "conv3d", "unknown op"),
     ("--peers", "matlab", "unknown peer"),

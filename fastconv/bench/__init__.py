@@ -48,6 +48,16 @@ def _positive(text):
     return v
 
 
+def _nonneg_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return v
+
+
 def _nonneg_float(text):
     try:
         v = float(text)
@@ -86,7 +96,7 @@ def _parser():
                    help="interleaved rounds; the median is reported (suite default)")
     p.add_argument("--min-time", type=_nonneg_float, default=None, metavar="S",
                    help="minimum seconds per sample; fast calls are looped (suite default)")
-    p.add_argument("--peak-size", type=int, default=None, metavar="N",
+    p.add_argument("--peak-size", type=_nonneg_int, default=None, metavar="N",
                    help="size of the N^3 sgemm that measures the peak (default 2048; 0 skips)")
     p.add_argument("--json", metavar="FILE", help="save all results as JSON")
     p.add_argument("--compare", metavar="FILE",
