@@ -51,6 +51,21 @@ FC_ATTR static inline void FC_FN(fc_maxpool_row)(
             }
             continue;
         }
+#if FC_L == 1
+        /* portable path: accumulate in the output row, tap by tap, so the
+         * inner loop runs over contiguous channels (auto-vectorizable) */
+        for (ptrdiff_t c = 0; c < C; c++) yp[c] = base[c];
+        for (int kh = kh_lo; kh < kh_hi; kh++) {
+            for (int kw = kw_lo; kw < kw_hi; kw++) {
+                const FC_T *tap = base + (kh - kh_lo) * sh + (kw - kw_lo) * sw;
+                for (ptrdiff_t c = 0; c < C; c++) {
+                    FC_T v = tap[c], m = yp[c];
+                    yp[c] = (m == m && (v > m || v != v)) ? v : m;
+                }
+            }
+        }
+        continue;
+#endif
         ptrdiff_t c = 0;
         for (; c < CV; c += FC_L) {
             FC_V acc = FC_LD(base + c);
