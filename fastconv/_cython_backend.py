@@ -18,7 +18,9 @@ path on one machine, or for comparing them.  The module imports only when the
 compiled modules are present; otherwise the ImportError makes the registry
 report "extension not built".
 """
+import contextlib
 import os
+import threading
 
 from . import _build_info, _im2col_gemm, _relu_pool  # ImportError when not built
 
@@ -33,6 +35,9 @@ SIMD_LEVELS = ("generic", "avx2", "avx512")
 ALGORITHMS = ("direct", "im2col") if _conv_direct is not None else ("im2col",)
 
 _blas_controller = None
+_blas_lock = threading.Lock()
+_blas_users = 0          # im2col convolutions running now (from any Python thread)
+_blas_limiter = None
 
 
 def cpu_simd_level():
@@ -73,6 +78,30 @@ def _blas():
         from threadpoolctl import ThreadpoolController
         _blas_controller = ThreadpoolController()
     return _blas_controller
+
+
+@contextlib.contextmanager
+def _single_threaded_blas():
+    """Hold BLAS to one thread while fastconv's own OpenMP threads call it.
+
+    Two BLAS threads under each of two OpenMP threads halved throughput here
+    (scikit-learn's k-means limits BLAS the same way).  A counter under a lock
+    makes concurrent calls from several Python threads safe: the first one in
+    sets the limit, the last one out restores the previous thread counts.
+    """
+    global _blas_users, _blas_limiter
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limiter = _blas().limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
 
 
 #: "auto" picks im2col + GEMM for at most this many output pixels (N*OH*OW) ...
@@ -150,7 +179,7 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
     if algorithm != "im2col":
         raise ValueError(f"algorithm must be one of ('auto',) + {ALGORITHMS}; "
                          f"got {algorithm!r}.")
-    with _blas().limit(limits=1, user_api="blas"):
+    with _single_threaded_blas():
         _im2col_gemm.conv2d_im2col(x, w, bias, out, strides[0], strides[1], dilations[0],
                                    dilations[1], pads[0], pads[1], groups, bool(relu),
                                    num_threads, level)

@@ -353,3 +353,23 @@ def test_blas_restored_after_im2col_conv():
     after = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()
              if lib["user_api"] == "blas"]
     assert after == before
+
+
+def test_concurrent_im2col_calls_from_python_threads():
+    """Several Python threads at once: correct results, BLAS limits restored."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+    before = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()
+              if lib["user_api"] == "blas"]
+    x, w, kwargs, K = _conv_case(((4, 20, 20, 16), 3, 3, 32, 1, "SAME", 1, 1), np.float32)
+    ref = fastconv.conv2d(x, w, backend="numpy", **kwargs)
+    run = lambda _: fastconv.conv2d(x, w, backend="cython", algorithm="im2col",  # noqa: E731
+                                    num_threads=2, **kwargs)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, range(12)))
+    for got in results:
+        np.testing.assert_allclose(got, ref, **_conv_tol(np.float32, K))
+    after = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()
+             if lib["user_api"] == "blas"]
+    assert after == before
