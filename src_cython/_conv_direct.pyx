@@ -102,7 +102,9 @@ def kernel_kind(int C, int O, int groups, int SW):
     """Name of the kernel :func:`conv2d_direct` uses for these sizes.
 
     ``"width"`` for a single-channel filter (C == O == 1, SW == 1), ``"depthwise"``
-    for one input and one output channel per group, ``"general"`` otherwise.
+    for one input channel per group and a channel multiplier O // groups below 16
+    (vectors across channels; the input is gathered when the multiplier is above 1),
+    ``"general"`` otherwise.
     """
     return KIND_NAMES[_kind(C, O, groups, SW)]
 
@@ -110,7 +112,7 @@ def kernel_kind(int C, int O, int groups, int SW):
 cdef int _kind(int C, int O, int groups, int SW) noexcept:
     if C == 1 and O == 1 and groups == 1 and SW == 1:
         return FC_KIND_WIDTH
-    if C == groups and O == groups:
+    if C == groups and groups > 1 and O // groups < 16:
         return FC_KIND_DEPTHWISE
     return FC_KIND_GENERAL
 
@@ -178,7 +180,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     a.nb = 1
     packed = None
     if a.kind == FC_KIND_DEPTHWISE:
-        a.nb = (C + a.OB - 1) // a.OB
+        a.nb = (O + a.OB - 1) // a.OB
     elif a.kind == FC_KIND_GENERAL:
         a.nb = (a.Og + a.OB - 1) // a.OB
         if a.Og % lanes != 0 or a.nb > 1:

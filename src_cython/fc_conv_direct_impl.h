@@ -31,6 +31,9 @@
 #define FCV_FMA(a, b, c) _mm512_fmadd_pd((a), (b), (c))
 #define FCV_ADD(a, b) _mm512_add_pd((a), (b))
 #define FCV_RELU(v) _mm512_max_pd(_mm512_setzero_pd(), (v))
+#define FCI __m256i
+#define FCI_LOAD(p) _mm256_loadu_si256((const __m256i *)(p))
+#define FCV_GATHER(p, i) _mm512_i32gather_pd((i), (p), 8)
 #else
 #define FCV __m512
 #define FCV_L 16
@@ -44,6 +47,9 @@
 #define FCV_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define FCV_ADD(a, b) _mm512_add_ps((a), (b))
 #define FCV_RELU(v) _mm512_max_ps(_mm512_setzero_ps(), (v))
+#define FCI __m512i
+#define FCI_LOAD(p) _mm512_loadu_si512((const void *)(p))
+#define FCV_GATHER(p, i) _mm512_i32gather_ps((i), (p), 4)
 #endif
 
 #elif defined(FC_LEVEL_AVX2)
@@ -66,6 +72,9 @@
 #define FCV_FMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
 #define FCV_ADD(a, b) _mm256_add_pd((a), (b))
 #define FCV_RELU(v) _mm256_max_pd(_mm256_setzero_pd(), (v))
+#define FCI __m128i
+#define FCI_LOAD(p) _mm_loadu_si128((const __m128i *)(p))
+#define FCV_GATHER(p, i) _mm256_i32gather_pd((p), (i), 8)
 #else
 #define FCV __m256
 #define FCV_L 8
@@ -79,6 +88,9 @@
 #define FCV_FMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define FCV_ADD(a, b) _mm256_add_ps((a), (b))
 #define FCV_RELU(v) _mm256_max_ps(_mm256_setzero_ps(), (v))
+#define FCI __m256i
+#define FCI_LOAD(p) _mm256_loadu_si256((const __m256i *)(p))
+#define FCV_GATHER(p, i) _mm256_i32gather_ps((p), (i), 4)
 #endif
 
 #else /* portable C: a "vector" is one scalar */
@@ -97,6 +109,9 @@
 #define FCV_FMA(a, b, c) ((a) * (b) + (c))
 #define FCV_ADD(a, b) ((a) + (b))
 #define FCV_RELU(v) ((v) < 0 ? (FC_T)0 : (v))
+#define FCI int
+#define FCI_LOAD(p) (*(p))
+#define FCV_GATHER(p, i) ((p)[i])
 #endif
 
 #define FC_CASES4(NV) FC_CASE(1, NV) FC_CASE(2, NV) FC_CASE(3, NV) FC_CASE(4, NV)
@@ -300,20 +315,88 @@ static __attribute__((noinline)) FC_ATTR void FN(fc_dw_tile_any)(
 #endif
 }
 
-/* One output row (n, oh) of one block of OB channels of a depthwise convolution
- * (C == O == groups, filters HWIO (KH, KW, 1, O)). */
+/* Depthwise tile with a channel multiplier M > 1: output channel o reads input
+ * channel o / M, so each input vector is gathered with the lane indices idx[v]
+ * (relative to the block's first input channel; lanes past the tail point at 0). */
+static inline __attribute__((always_inline)) FC_ATTR void FN(fc_dwm_tile)(
+    const FC_T *xp, ptrdiff_t xs_p, ptrdiff_t xs_kh, ptrdiff_t xs_kw,
+    const FC_T *wp, ptrdiff_t ws_kw, ptrdiff_t ws_kh, int nkh, int nkw, const int *idx,
+    const FC_T *bias, FC_T *op, ptrdiff_t os_p, int tail, int relu, const int ur, const int nv)
+{
+    FCV acc[FC_URMAX][FC_NVMAX];
+    FCI iv[FC_NVMAX];
+    if (ur < 1 || ur > FC_URMAX || nv < 1 || nv > FC_NVMAX) return;
+    FC_UNROLL for (int v = 0; v < nv; v++) iv[v] = FCI_LOAD(idx + v * FCV_L);
+    FC_UNROLL for (int p = 0; p < ur; p++)
+        FC_UNROLL for (int v = 0; v < nv; v++) acc[p][v] = FCV_ZERO();
+    for (int kh = 0; kh < nkh; kh++) {
+        for (int kw = 0; kw < nkw; kw++) {
+            const FC_T *xc = xp + kh * xs_kh + kw * xs_kw;
+            const FC_T *wc = wp + kh * ws_kh + kw * ws_kw;
+            FCV wv[FC_NVMAX];
+            FC_UNROLL for (int v = 0; v < nv - 1; v++) wv[v] = FCV_LOAD(wc + v * FCV_L);
+            wv[nv - 1] = FCV_LOADN(wc + (nv - 1) * FCV_L, tail);
+            FC_UNROLL for (int p = 0; p < ur; p++)
+                FC_UNROLL for (int v = 0; v < nv; v++)
+                    acc[p][v] = FCV_FMA(FCV_GATHER(xc + p * xs_p, iv[v]), wv[v], acc[p][v]);
+        }
+    }
+    FC_STORE_TILE(acc, ur, nv);
+}
+
+static __attribute__((noinline)) FC_ATTR void FN(fc_dwm_tile_any)(
+    const FC_T *xp, ptrdiff_t xs_p, ptrdiff_t xs_kh, ptrdiff_t xs_kw,
+    const FC_T *wp, ptrdiff_t ws_kw, ptrdiff_t ws_kh, int nkh, int nkw, const int *idx,
+    const FC_T *bias, FC_T *op, ptrdiff_t os_p, int tail, int relu, int ur, int nv)
+{
+#if defined(FC_LEVEL_GENERIC)
+    FN(fc_dwm_tile)(xp, xs_p, xs_kh, xs_kw, wp, ws_kw, ws_kh, nkh, nkw, idx, bias, op, os_p,
+                    tail, relu, ur, nv);
+#else
+    switch (nv * 16 + ur) {
+#define FC_CASE(U, NV)                                                                     \
+    case (NV) * 16 + (U):                                                                  \
+        FN(fc_dwm_tile)(xp, xs_p, xs_kh, xs_kw, wp, ws_kw, ws_kh, nkh, nkw, idx, bias, op,  \
+                        os_p, tail, relu, U, NV);                                          \
+        break;
+        FC_DW_CASES
+#undef FC_CASE
+    default:
+        break;
+    }
+#endif
+}
+
+/* Either depthwise tile: the plain one when M == 1, the gathering one otherwise. */
+#define FC_DW_CALL(xp_, wp_, nkw_, op_, ur_)                                              \
+    do {                                                                                  \
+        if (M == 1)                                                                       \
+            FN(fc_dw_tile_any)((xp_), xs_p, xs_kh, xs_kw, (wp_), ws_kw, ws_kh, nkh, (nkw_), \
+                               bias, (op_), O, tail, relu, (ur_), nv);                    \
+        else                                                                              \
+            FN(fc_dwm_tile_any)((xp_), xs_p, xs_kh, xs_kw, (wp_), ws_kw, ws_kh, nkh, (nkw_), \
+                                idx, bias, (op_), O, tail, relu, (ur_), nv);              \
+    } while (0)
+
+/* One output row (n, oh) of one block of OB output channels of a depthwise
+ * convolution: Cg == 1, groups == C, O == C * M (filters HWIO (KH, KW, 1, O)). */
 static FC_ATTR void FN(fc_row_depthwise)(const fc_conv_args *a, ptrdiff_t item)
 {
-    const ptrdiff_t H = a->H, W = a->W, C = a->C, OH = a->OH, OW = a->OW;
-    const int KH = a->KH, KW = a->KW, OB = a->OB, nb = a->nb;
+    const ptrdiff_t H = a->H, W = a->W, C = a->C, O = a->O, OH = a->OH, OW = a->OW;
+    const int KH = a->KH, KW = a->KW, OB = a->OB, nb = a->nb, M = a->Og;
     const int b = (int)(item % nb);
     const ptrdiff_t r = item / nb, oh = r % OH, n = r / OH;
-    const int ob = (C - (ptrdiff_t)b * OB) < OB ? (int)(C - (ptrdiff_t)b * OB) : OB;
+    const ptrdiff_t o0 = (ptrdiff_t)b * OB;
+    const int ob = (O - o0) < OB ? (int)(O - o0) : OB;
     const int nv = (ob + FCV_L - 1) / FCV_L;
     const int tail = ob - (nv - 1) * FCV_L;
-    const ptrdiff_t c0 = (ptrdiff_t)b * OB;
+    const ptrdiff_t c0 = o0 / M;   /* first input channel of the block */
+    int idx[FC_NVMAX * FCV_L];
+    if (M != 1)
+        for (int j = 0; j < nv * FCV_L; j++)
+            idx[j] = j < ob ? (int)((o0 + j) / M - c0) : 0;
 
-    const ptrdiff_t ws_kw = C, ws_kh = KW * C;
+    const ptrdiff_t ws_kw = O, ws_kh = KW * O;
     const ptrdiff_t ih0 = oh * a->SH - a->pt;
     int kh_lo, kh_hi;
     fc_tap_range(ih0, a->DH, KH, H, &kh_lo, &kh_hi);
@@ -321,9 +404,9 @@ static FC_ATTR void FN(fc_row_depthwise)(const fc_conv_args *a, ptrdiff_t item)
     const ptrdiff_t xs_p = a->SW * C, xs_kh = a->DH * W * C, xs_kw = a->DW * C;
     const FC_T *xrow = (const FC_T *)a->x + c0;
     if (nkh > 0) xrow += ((n * H + ih0 + (ptrdiff_t)kh_lo * a->DH) * W) * C;
-    const FC_T *wrow = (const FC_T *)a->w + c0 + kh_lo * ws_kh;
-    FC_T *orow = (FC_T *)a->out + ((n * OH + oh) * OW) * C + c0;
-    const FC_T *bias = a->bias == NULL ? NULL : (const FC_T *)a->bias + c0;
+    const FC_T *wrow = (const FC_T *)a->w + o0 + kh_lo * ws_kh;
+    FC_T *orow = (FC_T *)a->out + ((n * OH + oh) * OW) * O + o0;
+    const FC_T *bias = a->bias == NULL ? NULL : (const FC_T *)a->bias + o0;
     const int relu = a->relu;
 
     int ow_a, ow_b;
@@ -336,17 +419,15 @@ static FC_ATTR void FN(fc_row_depthwise)(const fc_conv_args *a, ptrdiff_t item)
         fc_tap_range(iw0, a->DW, KW, W, &kw_lo, &kw_hi);
         const int nkw = kw_hi - kw_lo;
         const ptrdiff_t xoff = (nkw > 0 && nkh > 0) ? (iw0 + (ptrdiff_t)kw_lo * a->DW) * C : 0;
-        FN(fc_dw_tile_any)(xrow + xoff, xs_p, xs_kh, xs_kw, wrow + kw_lo * ws_kw, ws_kw, ws_kh,
-                           nkh, nkw, bias, orow + ow * C, C, tail, relu, 1, nv);
+        FC_DW_CALL(xrow + xoff, wrow + kw_lo * ws_kw, nkw, orow + ow * O, 1);
     }
     int ow = ow_a;
     for (; ow + 4 <= ow_b; ow += 4)
-        FN(fc_dw_tile_any)(xrow + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow,
-                           ws_kw, ws_kh, nkh, KW, bias, orow + ow * C, C, tail, relu, 4, nv);
+        FC_DW_CALL(xrow + ((ptrdiff_t)ow * a->SW - a->pl) * C, wrow, KW, orow + ow * O, 4);
     if (ow < ow_b)
-        FN(fc_dw_tile_any)(xrow + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow,
-                           ws_kw, ws_kh, nkh, KW, bias, orow + ow * C, C, tail, relu, ow_b - ow, nv);
+        FC_DW_CALL(xrow + ((ptrdiff_t)ow * a->SW - a->pl) * C, wrow, KW, orow + ow * O, ow_b - ow);
 }
+#undef FC_DW_CALL
 
 /* One output row of a single-channel filter (C == O == 1, SW == 1), vectorized
  * across the output width: each tap's weight is broadcast and FMAed with
@@ -457,6 +538,9 @@ static void FN(fc_conv_item)(const fc_conv_args *a, ptrdiff_t item)
 #undef FCV_FMA
 #undef FCV_ADD
 #undef FCV_RELU
+#undef FCI
+#undef FCI_LOAD
+#undef FCV_GATHER
 #undef FC_CASES4
 #undef FC_CASES6
 #undef FC_CASES8

@@ -122,6 +122,9 @@ GROUP_CASES = [
     _case(1, 8, 10, 130, 130, 5, 5, groups=130, D=(2, 2), P=(4, 4, 4, 4)),
     _case(2, 7, 9, 10, 20, 3, 3, groups=10, P=(1, 1, 1, 1)),      # depthwise, multiplier 2
     _case(1, 6, 8, 3, 9, 2, 2, groups=3, P=(0, 1, 0, 1)),         # multiplier 3
+    _case(1, 9, 11, 37, 74, 3, 3, groups=37, S=(2, 2), P=(1, 1, 1, 1)),  # multiplier 2, tails
+    _case(1, 6, 9, 5, 75, 3, 3, groups=5, D=(2, 1), P=(2, 2, 1, 1)),  # multiplier 15
+    _case(1, 6, 9, 2, 64, 3, 3, groups=2, P=(1, 1, 1, 1)),        # multiplier 32: general
 ]
 
 SINGLE_CHANNEL_CASES = [
@@ -209,9 +212,10 @@ def test_simd_level_above_cpu_is_lowered_not_fatal():
 def test_kernel_kind():
     kind = _conv_direct.kernel_kind
     assert kind(1, 1, 1, 1) == "width"
-    assert kind(1, 1, 1, 2) == "depthwise"
+    assert kind(1, 1, 1, 2) == "general"
     assert kind(32, 32, 32, 1) == "depthwise"
-    assert kind(32, 64, 32, 1) == "general"
+    assert kind(32, 64, 32, 1) == "depthwise"
+    assert kind(2, 64, 2, 1) == "general"
     assert kind(3, 64, 1, 2) == "general"
 
 
