@@ -7,16 +7,16 @@ NumPy reference ``"numpy"``), chosen per call or per process.
 """
 from ._version import __version__
 from ._backends import (BackendUnavailableError, available_backends, backends, get_backend,
-                        set_backend, use_backend)
+                        set_backend, use_backend, warmup)
 from ._config import config, show_config
 from ._ops import conv2d, im2col, max_pool2d, relu
 from ._shapes import explicit_padding, output_shape
 from ._threads import get_num_threads, set_num_threads
-from . import functional, nn
+from . import functional, kernels, models, nn, viz
 
 __all__ = [
     "__version__", "conv2d", "relu", "max_pool2d", "im2col", "output_shape",
     "explicit_padding", "backends", "available_backends", "set_backend", "get_backend",
     "use_backend", "BackendUnavailableError", "set_num_threads", "get_num_threads",
-    "show_config", "config", "nn", "functional",
+    "show_config", "config", "warmup", "nn", "functional", "kernels", "models", "viz",
 ]

@@ -170,3 +170,24 @@ def resolve(backend):
             if module is not None:
                 return candidate, module
     return name, _require(name)
+
+
+def warmup():
+    """Compile, or load from the on-disk cache, every JIT kernel ahead of use.
+
+    Backends with a just-in-time compiler (``numba``) prepare every kernel
+    for float32 and float64, so that no later call stalls on compilation;
+    compiled and NumPy backends need nothing.
+
+    Returns
+    -------
+    dict
+        For each backend that did work, what its ``warmup`` reported
+        (seconds per dtype).
+    """
+    done = {}
+    for name in available_backends():
+        module, _ = _load(name)
+        if hasattr(module, "warmup"):
+            done[name] = module.warmup()
+    return done

@@ -216,3 +216,10 @@ def test_required_backends_are_available():
     statuses = {s.name: s for s in fastconv.backends()}
     for name in required:
         assert statuses[name].available, f"{name}: {statuses[name].reason}"
+
+
+def test_warmup_prepares_jit_backends():
+    done = fastconv.warmup()
+    assert ("numba" in done) == ("numba" in fastconv.available_backends())
+    for timings in done.values():
+        assert set(timings) == {"float32", "float64"}
