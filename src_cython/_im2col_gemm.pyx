@@ -127,8 +127,26 @@ def conv2d_im2col(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
     ``out[n, oh, ow, o] = bias[o] + sum_{kh, kw, c} x[n, oh*SH - pad_top + kh*DH,
     ow*SW - pad_left + kw*DW, g*Cg + c] * w[kh, kw, c, o]`` (zero outside the
     input), ``g = o // (O / groups)``, then ``max(., 0)`` when ``relu``.
-    ``tile`` overrides :func:`tile_pixels` (tests use it to force many tiles).
-    BLAS must already be limited to one thread.
+
+    Parameters
+    ----------
+    x : (N, H, W, C) float32 or float64, C-contiguous
+    w : (KH, KW, C // groups, O), same dtype
+    bias : (O,) or None
+    out : (N, OH, OW, O), fully overwritten; must not overlap the inputs
+    SH, SW, DH, DW : strides and dilations
+    pad_top, pad_left : padding before the first row/column (the rest is
+        implied by OH, OW)
+    groups : C and O are split into ``groups`` independent convolutions
+    relu : apply ``max(., 0)`` after the bias (NaN stays NaN)
+    num_threads : OpenMP threads; tiles go to threads dynamically
+    simd_level : FC_SIMD_* level for the fused bias/ReLU pass
+    tile : pixels per tile; 0 means :func:`tile_pixels` (tests force others)
+
+    Notes
+    -----
+    BLAS must already be limited to one thread (threadpoolctl).  Raises
+    ``MemoryError`` when a per-thread column buffer cannot be allocated.
     """
     cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef int KH = <int> w.shape[0], KW = <int> w.shape[1], Cg = <int> w.shape[2]
