@@ -13,6 +13,7 @@ Options added here:
 ``--fc-peers LIST``  peers besides fastconv's backends, comma-separated, from
     ``fastconv.bench.peers.PEER_NAMES`` (default ``numpy,torch,torch-cl``;
     ``all`` for every one, ``''`` for none);
+``--fc-backends LIST``  fastconv backends (default: all; unavailable ones skip);
 ``--fc-threads N``  thread count for every engine (default: fastconv's default).
 
 Every benchmark first checks its engine's result against the NumPy reference
@@ -39,6 +40,9 @@ def pytest_addoption(parser):
     group.addoption("--fc-peers", default=DEFAULT_PEERS,
                     help=f"peers to include besides fastconv's backends (default "
                          f"{DEFAULT_PEERS}; 'all' or '' for none)")
+    group.addoption("--fc-backends", default=None,
+                    help="fastconv backends, comma-separated (default: every known one; "
+                         "unavailable ones are skipped)")
     group.addoption("--fc-threads", type=int, default=None,
                     help="thread count for every engine (default: fastconv's default)")
 
@@ -47,7 +51,12 @@ def _engine_names(config):
     import fastconv
     raw = config.getoption("--fc-peers")
     names = list(peers.PEER_NAMES) if raw == "all" else [p for p in raw.split(",") if p]
-    return [f"fastconv:{s.name}" for s in fastconv.backends()] + names
+    backends = config.getoption("--fc-backends")
+    if backends is None:
+        backends = [s.name for s in fastconv.backends()]
+    else:
+        backends = [b for b in backends.split(",") if b]
+    return [f"fastconv:{b}" for b in backends] + names
 
 
 def _engine(name):
@@ -144,8 +153,10 @@ def bench_case(benchmark, _engines, _cases, threads):
                                     flops=case.flops, bytes=case.bytes_moved,
                                     flop_convention="2 x multiply-add")
         benchmark(prepared)
-        median = benchmark.stats.stats.median
-        if case.flops:
-            benchmark.extra_info["gflops_at_median"] = case.flops / median / 1e9
-        benchmark.extra_info["gbytes_s_at_median"] = case.bytes_moved / median / 1e9
+        stats = getattr(benchmark, "stats", None)
+        if stats:  # None under --benchmark-disable (the call then runs once, untimed)
+            median = stats.stats.median
+            if case.flops:
+                benchmark.extra_info["gflops_at_median"] = case.flops / median / 1e9
+            benchmark.extra_info["gbytes_s_at_median"] = case.bytes_moved / median / 1e9
     return run

@@ -62,6 +62,10 @@ def test_table_and_json(capsys, tmp_path):
     assert conv["median_s"] == pytest.approx(statistics.median(conv["times_s"]))
     assert len(conv["times_s"]) == 2
     assert conv["gflops"] == pytest.approx(conv["flops"] / conv["median_s"] / 1e9)
+    # % of peak: against the sgemm probes timed in this case's own rounds
+    assert conv["pct_peak"] == pytest.approx(100 * conv["gflops"] / conv["peak_gflops"])
+    lo, hi = run["peak_range_gflops"]
+    assert lo <= conv["peak_gflops"] <= hi and lo <= run["peak_gflops"] <= hi
     # the single-channel peers only run the single-channel case
     assert ("tiny_1ch", "scipy") in rows and ("tiny_conv", "scipy") not in rows
     # the ratio is relative to the best peer, so the best peer shows 1.00
@@ -302,3 +306,21 @@ def test_list(capsys):
     status, out, err = run_cli(capsys, "--list")
     assert status == 0
     assert "suite quick" in out and "resnet_s2" in out and "torch-cl" in out
+
+
+@pytest.mark.slow
+def test_pytest_benchmark_suites_run_and_check_results():
+    """The benchmarks/ suites collect, check every result and pass (timing disabled)."""
+    import os
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isdir(os.path.join(root, "benchmarks")):
+        pytest.skip("not a source tree")
+    pytest.importorskip("pytest_benchmark")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "benchmarks/", "-q", "-p", "no:cacheprovider",
+         "--fc-suite", "tiny", "--fc-peers", "numpy,scipy", "--fc-threads", "1",
+         "--fc-backends", "numpy",
+         "--benchmark-disable"], cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert " passed" in proc.stdout and "failed" not in proc.stdout

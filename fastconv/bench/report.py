@@ -157,8 +157,10 @@ def format_run(run, suite=""):
              f"median of {run['repeat']} interleaved rounds",
              FLOP_NOTE]
     if peak:
+        lo, hi = run.get("peak_range_gflops") or (peak, peak)
         lines.append(f"peak = NumPy sgemm {run['peak_size']}^3 float32 at {run['threads']} "
-                     f"thread(s), measured in this run: {peak:.1f} GFLOP/s")
+                     f"thread(s), timed in every round of this run: median {peak:.1f} GFLOP/s "
+                     f"(range {lo:.0f}-{hi:.0f}); %peak uses each case's own probes")
     lines.append("vs best = best correct peer's time / this engine's time (>1: faster than "
                  "every peer); relu/pool/im2col show GB/s (bytes read + written)")
     mem = ("resident-memory high-water rise during one call (VmHWM)"
@@ -448,8 +450,11 @@ def markdown(doc, command):
         lines.append(f"## {run['threads']} thread(s)")
         lines.append("")
         if run.get("peak_gflops"):
+            lo, hi = run.get("peak_range_gflops") or (run["peak_gflops"], run["peak_gflops"])
             lines.append(f"Peak: NumPy sgemm {run['peak_size']}^3 float32 at {run['threads']} "
-                         f"thread(s) = {run['peak_gflops']:.1f} GFLOP/s (same run).")
+                         f"thread(s), timed in every round of this run: median "
+                         f"{run['peak_gflops']:.1f} GFLOP/s (range {lo:.0f}-{hi:.0f}); "
+                         f"%peak uses the probes of the row's own case.")
             lines.append("")
         rows = []
         for r in run["results"]:

@@ -6,9 +6,11 @@ For one thread count, :func:`run` does, in one process:
    threadpoolctl, TensorFlow intra-op/inter-op, ``torch.set_num_threads``,
    ``cv2.setNumThreads``); an engine that cannot be set up is listed with the
    reason, never an error;
-2. measure the machine's peak: a large float32 matrix product (``N^3``,
-   default 2048) through NumPy's BLAS at the same thread count, median of
-   several runs;
+2. prepare the machine's peak probe: a large float32 matrix product
+   (``N^3``, default 2048) through NumPy's BLAS at the same thread count,
+   timed once in every round of every case (interleaved with the engines);
+   a row's "% of peak" uses the median of its own case's probes, so both
+   figures saw the same machine load;
 3. for each case: make seeded float32 inputs, compute the NumPy reference,
    and for each engine that supports the case run one warm-up call, check its
    result against the reference (a wrong setup must not produce a fast
@@ -67,22 +69,36 @@ class Progress:
             self.stream.flush()
 
 
-def measure_peak(size=2048, repeat=5):
-    """Peak GFLOP/s of a ``size``-cubed float32 matmul (NumPy's BLAS), median of ``repeat``.
+class PeakProbe:
+    """A ``size``-cubed float32 matrix product through NumPy's BLAS: the machine's peak.
 
-    The caller holds BLAS to the wanted thread count (threadpoolctl).
+    The caller holds BLAS to the wanted thread count (threadpoolctl).  The
+    runner times one product in every round of every case, interleaved with
+    the engines, so each row's "% of peak" compares with a peak measured
+    under the same machine load.
     """
-    rng = np.random.default_rng(1)
-    a = rng.standard_normal((size, size), dtype=np.float32)
-    b = rng.standard_normal((size, size), dtype=np.float32)
-    c = np.empty((size, size), np.float32)
-    np.matmul(a, b, out=c)  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        np.matmul(a, b, out=c)
-        times.append(time.perf_counter() - t0)
-    return 2.0 * size ** 3 / statistics.median(times) / 1e9
+
+    def __init__(self, size=2048):
+        rng = np.random.default_rng(1)
+        self.size = size
+        self.a = rng.standard_normal((size, size), dtype=np.float32)
+        self.b = rng.standard_normal((size, size), dtype=np.float32)
+        self.c = np.empty((size, size), np.float32)
+        self()  # warm-up
+
+    def __call__(self):
+        np.matmul(self.a, self.b, out=self.c)
+
+    @property
+    def flops(self):
+        """2 x multiply-adds of one product."""
+        return 2.0 * self.size ** 3
+
+
+def measure_peak(size=2048, repeat=5):
+    """Peak GFLOP/s of a ``size``-cubed float32 matmul (NumPy's BLAS), median of ``repeat``."""
+    probe = PeakProbe(size)
+    return probe.flops / statistics.median(_time_calls(probe, 1) for _ in range(repeat)) / 1e9
 
 
 def make_data(case, seed=0):
@@ -244,17 +260,23 @@ def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progr
     results = []
     try:
         with threadpool_limits(limits=threads):
-            peak = measure_peak(peak_size) if peak_size else None
+            probe = PeakProbe(peak_size) if peak_size else None
             plan = [(c, [e for e in ready if e.supports(c)]) for c in cases]
             bar = Progress(sum(len(es) * (repeat + 1) for _, es in plan), progress)
+            peaks = []
             for case, case_engines in plan:
-                results.extend(_run_case(case, case_engines, repeat, min_time, peak, method,
-                                         bar))
+                results.extend(_run_case(case, case_engines, repeat, min_time, probe, method,
+                                         bar, peaks))
             bar.close()
+            if probe is not None and not peaks:  # no case ran: measure it on its own
+                peaks = [probe.flops / _time_calls(probe, 1) / 1e9 for _ in range(3)]
+            del probe
     finally:
         fastconv._threads._default = old_threads
     add_ratios(results)
+    peak = statistics.median(peaks) if peaks else None
     return {"threads": threads, "peak_gflops": peak, "peak_size": peak_size,
+            "peak_range_gflops": [min(peaks), max(peaks)] if peaks else None,
             "memory_method": method, "repeat": repeat, "min_time_s": min_time,
             "unavailable": unavailable, "engines": versions, "results": results}
 
@@ -267,7 +289,7 @@ def _row(case, engine, check="ok", detail=""):
             "detail": detail, "vs_best_peer": None}
 
 
-def _run_case(case, engines, repeat, min_time, peak, method, bar):
+def _run_case(case, engines, repeat, min_time, probe, method, bar, peaks):
     data = make_data(case)
     expected = reference(case, data)
     rows, live = [], []
@@ -299,16 +321,22 @@ def _run_case(case, engines, repeat, min_time, peak, method, bar):
         rows.append(row)
         live.append((row, prepared, inner))
         bar.step(f"{case.name} {engine.name}")
+    case_peaks = []
     for r in range(repeat):
         k = r % len(live) if live else 0
         for row, prepared, inner in live[k:] + live[:k]:
             time.sleep(SETTLE_S)
             row["times_s"].append(_time_calls(prepared, inner))
             bar.step(f"{case.name} round {r + 1}/{repeat}")
+        if probe is not None and live:
+            time.sleep(SETTLE_S)
+            case_peaks.append(probe.flops / _time_calls(probe, 1) / 1e9)
+    peaks.extend(case_peaks)
+    peak = statistics.median(case_peaks) if case_peaks else None
     for row, prepared, inner in live:
         prepared.last = None
         t = statistics.median(row["times_s"])
-        row["median_s"], row["inner"] = t, inner
+        row["median_s"], row["inner"], row["peak_gflops"] = t, inner, peak
         if case.flops:
             row["gflops"] = case.flops / t / 1e9
             if peak:
