@@ -45,8 +45,8 @@ __all__ = ["conv2d", "relu", "max_pool2d", "im2col", "info", "warmup", "choose_a
 
 #: C_in / groups at or below which "auto" uses the direct kernel
 SMALL_CHANNELS = 4
-#: output channels per group below which the direct kernel runs across output columns
-FEW_OUTPUTS = 8
+#: C_in / groups above which "direct" uses the row kernel instead of the planar one
+PLANAR_MAX_CHANNELS = 16
 #: bytes of patch matrix per im2col tile (kept well inside the 2 MB L2)
 TILE_BYTES = 512 * 1024
 #: elements per ReLU block
@@ -166,10 +166,41 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
         return
     if algorithm != "direct":
         raise ValueError(f"algorithm must be 'auto', 'direct' or 'im2col'; got {algorithm!r}.")
-    depthwise = groups > 1 and Cg == 1
-    kernel = _k.conv2d_direct_w if Og < FEW_OUTPUTS and not depthwise else _k.conv2d_direct_o
+    if groups > 1 and Cg == 1 or Cg > PLANAR_MAX_CHANNELS:
+        with _numba_threads(num_threads) as n:
+            _k.conv2d_direct_o(x, w, b, out, SH, SW, DH, DW, top, left, groups, relu, n)
+        return
+    OH, OW = out.shape[1], out.shape[2]
+    Wq = OW + ((KW - 1) * DW) // SW
+    Hq = OH + ((KH - 1) * DH) // SH + 1
+    planes = np.empty((N, C, SH, SW, Hq * Wq), dtype=x.dtype)
+    block = _planar_block(O)
+    toff, wt = _planar_taps(w, groups, C, SH, SW, DH, DW, Hq * Wq, Wq)
     with _numba_threads(num_threads) as n:
-        kernel(x, w, b, out, SH, SW, DH, DW, top, left, groups, relu, n)
+        _k.build_planes(x, planes, SH, SW, top, left, Wq, n)
+        _k.conv2d_planar(planes, toff, wt, b, out, Wq, groups, relu, block, n)
+
+
+def _planar_taps(w, groups, C, SH, SW, DH, DW, L, Wq):
+    """Tap tables for the planar kernel: flat offsets ``toff[g, t]`` and weights ``wt[o, t]``.
+
+    Tap ``t = (kh*KW + kw)*Cg + c`` of group ``g`` reads channel ``g*Cg + c``
+    in stride phase ``((kh*DH) % SH, (kw*DW) % SW)``, shifted by
+    ``((kh*DH)//SH)*Wq + (kw*DW)//SW``.
+    """
+    KH, KW, Cg, O = w.shape
+    kh, kw, c = np.meshgrid(np.arange(KH), np.arange(KW), np.arange(Cg), indexing="ij")
+    kh, kw, c = kh.ravel(), kw.ravel(), c.ravel()
+    ci = np.arange(groups)[:, None] * Cg + c[None, :]
+    plane = (ci * SH + (kh * DH) % SH) * SW + (kw * DW) % SW
+    toff = plane * L + ((kh * DH) // SH) * Wq + (kw * DW) // SW
+    wt = np.ascontiguousarray(w.reshape(KH * KW * Cg, O).T)
+    return np.ascontiguousarray(toff, dtype=np.uint64), wt
+
+
+def _planar_block(O):
+    """Flat positions per planar work unit: ``acc`` (O, block) stays near 32 KB (L1)."""
+    return int(max(64, min(4096, (8192 // O) // 16 * 16)))
 
 
 # ----------------------------------------------------------------------------- other ops
@@ -203,8 +234,8 @@ def im2col(x, out, ksize, strides, dilations, pads, num_threads):
 
 
 # ----------------------------------------------------------------------------- warmup and info
-_KERNELS = ("conv2d_im2col", "conv2d_direct_o", "conv2d_direct_w", "relu", "max_pool2d",
-            "im2col")
+_KERNELS = ("conv2d_im2col", "conv2d_direct_o", "build_planes", "conv2d_planar", "relu",
+            "max_pool2d", "im2col")
 
 
 def warmup(dtypes=(np.float32, np.float64)):
@@ -229,11 +260,12 @@ def warmup(dtypes=(np.float32, np.float64)):
         dtype = np.dtype(dtype)
         start = time.perf_counter()
         x = np.ones((1, 4, 4, 8), dtype=dtype)
-        for algorithm, w in (("im2col", np.ones((3, 3, 8, 8), dtype=dtype)),
-                             ("direct", np.ones((3, 3, 8, 8), dtype=dtype)),
-                             ("direct", np.ones((3, 3, 8, 2), dtype=dtype))):
+        # im2col; direct depthwise (row kernel); direct few-channel (planar kernels)
+        for algorithm, w, groups in (("im2col", np.ones((3, 3, 8, 8), dtype=dtype), 1),
+                                     ("direct", np.ones((3, 3, 1, 8), dtype=dtype), 8),
+                                     ("direct", np.ones((3, 3, 2, 2), dtype=dtype), 4)):
             out = np.empty((1, 2, 2, w.shape[3]), dtype=dtype)
-            conv2d(x, w, None, out, (1, 1), (1, 1), (0, 0), 1, True, 1, algorithm)
+            conv2d(x, w, None, out, (1, 1), (1, 1), (0, 0), groups, True, 1, algorithm)
         flat = x.reshape(-1)
         relu(flat, np.empty_like(flat), 1)
         max_pool2d(x, np.empty((1, 2, 2, 8), dtype=dtype), (2, 2), (2, 2), (1, 1), (0, 0), 1)

@@ -80,21 +80,22 @@ def _bias_relu_rows(block, bias, relu):
 
 # --------------------------------------------------------------------------- conv: direct, O inner
 @jit()
-def _direct_o_row(x, w, bias, orow, n, oh, SH, SW, DH, DW, top, left, groups, relu):
-    """One output row ``orow`` (OW, O) by direct convolution, vectorized across ``O``.
+def _direct_o_row(x, w, bias, out, n, oh, SH, SW, DH, DW, top, left, groups, relu):
+    """Output row ``out[n, oh]`` (OW, O) by direct convolution, vectorized across ``O``.
 
     For every in-range tap ``(kh, kw)`` and input channel ``c`` the input value
     ``x[n, ih, iw, g*Cg + c]`` is broadcast and multiplied by the contiguous
     filter vector ``w[kh, kw, c, g*Og:(g+1)*Og]``; depthwise convolution
-    (``Cg == 1``) instead runs the innermost loop over all channels.
+    (``Cg == Og == 1``) instead runs the innermost loop over all channels.
     """
     N, H, W, C = x.shape
     KH, KW, Cg, O = w.shape
-    OW = orow.shape[0]
+    OW = out.shape[2]
     Og = O // groups
+    uOg = np.uint64(Og)
     for ow in range(OW):
         for o in range(O):
-            orow[ow, o] = bias[o]
+            out[n, oh, ow, o] = bias[o]
     for kh in range(KH):
         ih = oh * SH + kh * DH - top
         if ih < 0 or ih >= H:
@@ -107,29 +108,29 @@ def _direct_o_row(x, w, bias, orow, n, oh, SH, SW, DH, DW, top, left, groups, re
                 for ow in range(lo, hi):
                     iw = ow * SW + off
                     for c in range(C):
-                        orow[ow, c] += x[n, ih, iw, c] * w[kh, kw, 0, c]
-            elif Cg == 1:
-                # depthwise with a channel multiplier
+                        out[n, oh, ow, c] += x[n, ih, iw, c] * w[kh, kw, 0, c]
+            elif groups == 1:
                 for ow in range(lo, hi):
                     iw = ow * SW + off
-                    for c in range(C):
+                    for c in range(Cg):
                         xv = x[n, ih, iw, c]
-                        for j in range(Og):
-                            orow[ow, c * Og + j] += xv * w[kh, kw, 0, c * Og + j]
+                        for o in range(O):
+                            out[n, oh, ow, o] += xv * w[kh, kw, c, o]
             else:
+                # grouped, or depthwise with a channel multiplier
                 for ow in range(lo, hi):
                     iw = ow * SW + off
                     for g in range(groups):
+                        uo0 = np.uint64(g * Og)
                         for c in range(Cg):
                             xv = x[n, ih, iw, g * Cg + c]
-                            o0 = g * Og
-                            for o in range(o0, o0 + Og):
-                                orow[ow, o] += xv * w[kh, kw, c, o]
+                            for o in range(uOg):
+                                out[n, oh, ow, uo0 + o] += xv * w[kh, kw, c, uo0 + o]
     if relu:
         for ow in range(OW):
             for o in range(O):
-                if orow[ow, o] < 0:
-                    orow[ow, o] = 0
+                if out[n, oh, ow, o] < 0:
+                    out[n, oh, ow, o] = 0
 
 
 @jit(parallel=True)
@@ -155,63 +156,152 @@ def conv2d_direct_o(x, w, bias, out, SH, SW, DH, DW, top, left, groups, relu, n_
         for r in range(r0, r1):
             n = r // OH
             oh = r - n * OH
-            _direct_o_row(x, w, bias, out[n, oh], n, oh, SH, SW, DH, DW, top, left, groups,
-                          relu)
+            _direct_o_row(x, w, bias, out, n, oh, SH, SW, DH, DW, top, left, groups, relu)
 
 
-# --------------------------------------------------------------------------- conv: direct, W inner
-@jit()
-def _direct_w_row(x, w, bias, out, acc, n, oh, SH, SW, DH, DW, top, left, groups, relu):
-    """One output row by direct convolution, vectorized across output columns.
+# --------------------------------------------------------------------------- conv: planar shift-and-add
+@jit(parallel=True)
+def build_planes(x, planes, SH, SW, top, left, Wq, n_chunks):
+    """Copy ``x`` (N, H, W, C) into zero-padded, stride-phase-split channel planes.
 
-    ``acc`` (OW,) accumulates one output channel at a time; for each tap and
-    input channel the filter value is broadcast against a run of input
-    columns (contiguous when ``C == 1`` and ``SW == 1``).
+    ``planes[n, c, ph, pw, i*Wq + j] = x[n, i*SH + ph - top, j*SW + pw - left, c]``
+    (0 outside the input).  In phase plane ``(ph, pw)`` a strided convolution
+    becomes a stride-1 one, and with the plane stored flat with row width
+    ``Wq`` every kernel tap is a constant shift of the flat index.
     """
     N, H, W, C = x.shape
-    KH, KW, Cg, O = w.shape
+    L = planes.shape[4]
+    Hq = L // Wq
+    units = N * C * SH * SW
+    x3 = x.reshape(N, H, W * C)
+    for chunk in prange(n_chunks):
+        u0, u1 = _split(units, n_chunks, chunk)
+        for u in range(u0, u1):
+            n = u // (C * SH * SW)
+            rest = u - n * (C * SH * SW)
+            c = rest // (SH * SW)
+            rest = rest - c * (SH * SW)
+            ph = rest // SW
+            pw = rest - ph * SW
+            lo, hi = _col_range(Wq, W, SW, pw - left)
+            for i in range(Hq):
+                r = i * SH + ph - top
+                ub = np.uint64(i * Wq)
+                if r < 0 or r >= H:
+                    for j in range(np.uint64(Wq)):
+                        planes[n, c, ph, pw, ub + j] = 0
+                    continue
+                for j in range(lo):
+                    planes[n, c, ph, pw, i * Wq + j] = 0
+                ulo = np.uint64(lo)
+                if C == 1 and SW == 1:
+                    ucol = np.uint64(lo + pw - left)
+                    for j in range(np.uint64(hi - lo)):
+                        planes[n, 0, ph, pw, ub + ulo + j] = x3[n, r, ucol + j]
+                else:
+                    for j in range(lo, hi):
+                        planes[n, c, ph, pw, i * Wq + j] = x[n, r, j * SW + pw - left, c]
+                for j in range(hi, Wq):
+                    planes[n, c, ph, pw, i * Wq + j] = 0
+
+
+@jit()
+def _planar_unit(pflat, toff, wt, bias, out, acc, n, q0, m, Wq, groups, relu):
+    """Positions ``q0 .. q0+m-1`` of image ``n`` for :func:`conv2d_planar`.
+
+    ``toff[g, t]`` is the flat offset of tap ``t`` of group ``g`` in
+    ``pflat[n]`` and ``wt[o, t]`` its weight; taps are taken four at a time so
+    that each load and store of ``acc`` serves four multiply-adds.
+    """
+    O, T = wt.shape
     OW = out.shape[2]
     Og = O // groups
+    um = np.uint64(m)
+    uq0 = np.uint64(q0)
+    T4 = T - T % 4
     for o in range(O):
         g = o // Og
-        b = bias[o]
-        for ow in range(OW):
-            acc[ow] = b
-        for kh in range(KH):
-            ih = oh * SH + kh * DH - top
-            if ih < 0 or ih >= H:
-                continue
-            for kw in range(KW):
-                off = kw * DW - left
-                lo, hi = _col_range(OW, W, SW, off)
-                for c in range(Cg):
-                    wv = w[kh, kw, c, o]
-                    ci = g * Cg + c
-                    for ow in range(lo, hi):
-                        acc[ow] += x[n, ih, ow * SW + off, ci] * wv
-        for ow in range(OW):
-            v = acc[ow]
-            if relu and v < 0:
-                out[n, oh, ow, o] = 0
+        for j in range(um):
+            acc[o, j] = 0
+        for t in range(0, T4, 4):
+            b0 = uq0 + toff[g, t]
+            b1 = uq0 + toff[g, t + 1]
+            b2 = uq0 + toff[g, t + 2]
+            b3 = uq0 + toff[g, t + 3]
+            w0 = wt[o, t]
+            w1 = wt[o, t + 1]
+            w2 = wt[o, t + 2]
+            w3 = wt[o, t + 3]
+            for j in range(um):
+                acc[o, j] += (pflat[n, b0 + j] * w0 + pflat[n, b1 + j] * w1
+                              + pflat[n, b2 + j] * w2 + pflat[n, b3 + j] * w3)
+        for t in range(T4, T):
+            b0 = uq0 + toff[g, t]
+            w0 = wt[o, t]
+            for j in range(um):
+                acc[o, j] += pflat[n, b0 + j] * w0
+    # write back row segment by row segment (columns ow >= OW are discarded)
+    j = 0
+    while j < m:
+        q = q0 + j
+        oh = q // Wq
+        ow0 = q - oh * Wq
+        seg = min(m - j, Wq - ow0)
+        cnt = min(seg, OW - ow0)
+        if cnt > 0:
+            if O < 8:
+                # few channels: contiguous runs along the row
+                uj = np.uint64(j)
+                uow0 = np.uint64(ow0)
+                for o in range(O):
+                    b = bias[o]
+                    for k in range(np.uint64(cnt)):
+                        v = acc[o, uj + k] + b
+                        if relu and v < 0:
+                            out[n, oh, uow0 + k, o] = 0
+                        else:
+                            out[n, oh, uow0 + k, o] = v
             else:
-                out[n, oh, ow, o] = v
+                for k in range(cnt):
+                    for o in range(O):
+                        v = acc[o, j + k] + bias[o]
+                        if relu and v < 0:
+                            out[n, oh, ow0 + k, o] = 0
+                        else:
+                            out[n, oh, ow0 + k, o] = v
+        j += seg
 
 
 @jit(parallel=True)
-def conv2d_direct_w(x, w, bias, out, SH, SW, DH, DW, top, left, groups, relu, n_chunks):
-    """Direct convolution, innermost loop over output columns; rows ``N*OH`` split in chunks.
+def conv2d_planar(planes, toff, wt, bias, out, Wq, groups, relu, block, n_chunks):
+    """Direct convolution for few input channels: shift-and-add over flat channel planes.
 
-    Parameters are those of :func:`conv2d_direct_o`.
+    Output pixel ``(oh, ow)`` is computed at the virtual flat position
+    ``q = oh*Wq + ow`` (columns ``ow >= OW`` are computed and discarded), so
+    that tap ``(kh, kw)`` of input channel ``c`` reads plane
+    ``((kh*DH) % SH, (kw*DW) % SW)`` at ``q + ((kh*DH)//SH)*Wq + (kw*DW)//SW``:
+    a constant shift.  Each work unit is ``block`` consecutive positions of one
+    image, accumulated channel-major in ``acc[o, j]`` (kept in L1) by long,
+    contiguous, vectorized loops ``acc[o, :] += w[kh, kw, c, o] * plane[shift:]``
+    -- OpenCV ``filter2D``'s idea (vectorize across the row, broadcast the tap)
+    extended to many output channels.  Bias and ReLU are applied when the
+    block is written back to NHWC.
     """
-    N, OH, OW = out.shape[0], out.shape[1], out.shape[2]
-    rows = N * OH
+    N = planes.shape[0]
+    O = wt.shape[0]
+    OH = out.shape[1]
+    Q = OH * Wq
+    pflat = planes.reshape(N, planes.size // N)
+    per_image = (Q + block - 1) // block
+    units = N * per_image
     for chunk in prange(n_chunks):
-        acc = np.empty(OW, dtype=out.dtype)
-        r0, r1 = _split(rows, n_chunks, chunk)
-        for r in range(r0, r1):
-            n = r // OH
-            oh = r - n * OH
-            _direct_w_row(x, w, bias, out, acc, n, oh, SH, SW, DH, DW, top, left, groups, relu)
+        acc = np.empty((O, block), dtype=out.dtype)
+        u0, u1 = _split(units, n_chunks, chunk)
+        for u in range(u0, u1):
+            n = u // per_image
+            q0 = (u - n * per_image) * block
+            _planar_unit(pflat, toff, wt, bias, out, acc, n, q0, min(block, Q - q0), Wq, groups,
+                         relu)
 
 
 # --------------------------------------------------------------------------- conv: tiled im2col
@@ -227,20 +317,22 @@ def _fill_patch(x, patch, p0, m, OH, OW, KH, KW, c0, Cg, SH, SW, DH, DW, top, le
     rem = p0 - n * OH * OW
     oh = rem // OW
     ow = rem - oh * OW
+    uCg = np.uint64(Cg)
+    uc0 = np.uint64(c0)
     for p in range(m):
-        k = 0
+        uk = np.uint64(0)
         for kh in range(KH):
             ih = oh * SH + kh * DH - top
             inside_h = ih >= 0 and ih < H
             for kw in range(KW):
                 iw = ow * SW + kw * DW - left
                 if inside_h and iw >= 0 and iw < W:
-                    for c in range(Cg):
-                        patch[p, k + c] = x[n, ih, iw, c0 + c]
+                    for c in range(uCg):
+                        patch[p, uk + c] = x[n, ih, iw, uc0 + c]
                 else:
-                    for c in range(Cg):
-                        patch[p, k + c] = 0
-                k += Cg
+                    for c in range(uCg):
+                        patch[p, uk + c] = 0
+                uk += uCg
         ow += 1
         if ow == OW:
             ow = 0
@@ -352,20 +444,20 @@ def relu(x, out, block, n_chunks):
         b0, b1 = _split(n_blocks, n_chunks, chunk)
         i0 = b0 * block
         i1 = min(size, b1 * block)
-        for i in range(i0, i1):
+        for i in range(np.uint64(i0), np.uint64(i1)):
             v = x[i]
             out[i] = zero if v < 0 else v
 
 
 # --------------------------------------------------------------------------- max pool
 @jit()
-def _pool_row(x, orow, n, oh, KH, KW, SH, SW, DH, DW, top, left):
+def _pool_row(x, out, n, oh, KH, KW, SH, SW, DH, DW, top, left):
     """One output row (OW, C) of max pooling; taps outside the input are skipped, NaN wins."""
     N, H, W, C = x.shape
-    OW = orow.shape[0]
+    OW = out.shape[2]
     for ow in range(OW):
         for c in range(C):
-            orow[ow, c] = -np.inf
+            out[n, oh, ow, c] = -np.inf
     for kh in range(KH):
         ih = oh * SH + kh * DH - top
         if ih < 0 or ih >= H:
@@ -377,8 +469,8 @@ def _pool_row(x, orow, n, oh, KH, KW, SH, SW, DH, DW, top, left):
                 iw = ow * SW + off
                 for c in range(C):
                     v = x[n, ih, iw, c]
-                    m = orow[ow, c]
-                    orow[ow, c] = v if (v > m or v != v) else m
+                    m = out[n, oh, ow, c]
+                    out[n, oh, ow, c] = v if (v > m or v != v) else m
 
 
 @jit(parallel=True)
@@ -396,4 +488,4 @@ def max_pool2d(x, out, KH, KW, SH, SW, DH, DW, top, left, n_chunks):
         for r in range(r0, r1):
             n = r // OH
             oh = r - n * OH
-            _pool_row(x, out[n, oh], n, oh, KH, KW, SH, SW, DH, DW, top, left)
+            _pool_row(x, out, n, oh, KH, KW, SH, SW, DH, DW, top, left)
