@@ -97,7 +97,8 @@ def _parser():
     p.add_argument("--min-time", type=_nonneg_float, default=None, metavar="S",
                    help="minimum seconds per sample; fast calls are looped (suite default)")
     p.add_argument("--peak-size", type=_nonneg_int, default=None, metavar="N",
-                   help="size of the N^3 sgemm that measures the peak (default 2048; 0 skips)")
+                   help="size of the N^3 sgemm that measures the peak (default 2048, quick "
+                        "suite 1536; 0 skips)")
     p.add_argument("--json", metavar="FILE", help="save all results as JSON")
     p.add_argument("--compare", metavar="FILE",
                    help="print the speed-up of this run over a saved --json run")
@@ -156,7 +157,7 @@ def run_benchmarks(args):
     import fastconv
     from . import peers as peers_mod
     from .runner import run
-    from .suite import SUITES, get_suite
+    from .suite import PEAK_SIZES, SUITES, get_suite
 
     cases = get_suite(args.suite, args.ops, args.shapes)
     if not cases:
@@ -165,9 +166,7 @@ def run_benchmarks(args):
     _, default_repeat, default_min = SUITES[args.suite]
     repeat = args.repeat or default_repeat
     min_time = default_min if args.min_time is None else args.min_time
-    peak_size = 2048 if args.peak_size is None else args.peak_size
-    if args.suite == "tiny" and args.peak_size is None:
-        peak_size = 256
+    peak_size = PEAK_SIZES.get(args.suite, 2048) if args.peak_size is None else args.peak_size
     threads = args.threads or [fastconv.get_num_threads()]
     engines = peers_mod.make_engines(args.backends, args.peers)
     fresh = len(threads) > 1 and any(e.needs_fresh_process for e in engines)

@@ -177,13 +177,15 @@ CASES = {c.name: c for c in _CONV + _OTHER + _TINY}
 
 #: suite name -> (case names, default repeat count, default minimum seconds per sample)
 SUITES = {
-    "quick": (("fmnist_c2", "edge_1ch", "resnet_3x3", "cars_c1", "relu", "max_pool2d"),
+    "quick": (("fmnist_c1", "fmnist_c2", "edge_1ch", "resnet_3x3", "relu", "max_pool2d"),
               5, 0.005),
     "lesson": (("fmnist_c1", "fmnist_c2", "edge_1ch", "cars_c1", "cars_c2", "cars_c4",
                 "cars_1x1", "relu", "max_pool2d", "model:fmnist"), 9, 0.01),
     "full": (tuple(c.name for c in _CONV + _OTHER), 11, 0.01),
     "tiny": (tuple(c.name for c in _TINY), 3, 0.0),
 }
+#: size N of the N^3 sgemm peak probe per suite (default 2048; smaller keeps quick quick)
+PEAK_SIZES = {"quick": 1536, "tiny": 256}
 #: suites listed in ``--help`` (``tiny`` is for the tests)
 PUBLIC_SUITES = ("quick", "lesson", "full")
 
