@@ -212,7 +212,13 @@ def main(argv=None):
     0: done; 1: a fastconv backend produced a wrong result or failed, or the
     plot could not be drawn; 2: bad arguments or unreadable input files.
     """
+    import faulthandler
     from . import report
+    if not faulthandler.is_enabled():
+        try:  # a crashing native kernel then at least leaves a Python traceback
+            faulthandler.enable()
+        except (AttributeError, ValueError, OSError):  # no usable sys.stderr file descriptor
+            pass
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     try:

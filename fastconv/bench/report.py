@@ -280,7 +280,7 @@ def plot(doc, path):
         raise ImportError("--plot needs matplotlib: pip install matplotlib "
                           "(or pip install 'fastconv[viz]')") from None
     runs = doc["runs"]
-    fig, axes = plt.subplots(len(runs), 1, figsize=(11, 4.5 * len(runs)), squeeze=False)
+    fig, axes = plt.subplots(len(runs), 1, figsize=(12, 4.5 * len(runs)), squeeze=False)
     for ax, run in zip(axes[:, 0], runs):
         cases, engines = [], []
         for r in run["results"]:
@@ -304,7 +304,7 @@ def plot(doc, path):
         ax.set_xticklabels(cases, rotation=30, ha="right")
         ax.set_ylabel("speed vs best peer (x)")
         ax.set_title(f"{run['threads']} thread(s): best peer's time / engine's time")
-        ax.legend(fontsize=8, ncol=4)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -62,6 +62,11 @@ class Progress:
             self.stream.write(f"\r[{bar}] {100 * frac:3.0f}% {self.label[:40]:40s}")
             self.stream.flush()
 
+    def show(self, label):
+        """Redraw with a new label without advancing."""
+        self._last = 0.0
+        self.step(label, 0)
+
     def close(self):
         """Erase the bar."""
         if self.enabled:
@@ -295,6 +300,7 @@ def _run_case(case, engines, repeat, min_time, probe, method, bar, peaks):
     rows, live = [], []
     for engine in engines:
         row = _row(case, engine)
+        bar.show(f"{case.name} {engine.name}")  # visible if a native crash follows
         try:
             prepared = engine.prepare(case, data)
             t0 = time.perf_counter()
