@@ -113,6 +113,11 @@ def test_compare_against_saved_run(capsys, tmp_path):
         r["median_s"] *= 1e3
     rows = report.compare_rows(doc, json.loads(path.read_text()))
     assert rows and all(s == pytest.approx(1e-3) for *_, s in rows)
+    assert "different machine" not in out
+    old = json.loads(path.read_text())
+    old["meta"]["machine"]["cpu"] = "Some Other CPU"
+    text = report.format_compare(doc, old)
+    assert "different machine" in text and "Some Other CPU" in text
 
 
 def test_compare_with_unreadable_file(capsys, tmp_path):
@@ -149,11 +154,11 @@ def test_plot_without_matplotlib_says_so(capsys, tmp_path, monkeypatch):
 
 
 def test_missing_peers_are_listed_not_errors(capsys, monkeypatch):
-    _block_imports(monkeypatch, "cv2", "torch")
-    status, out, err = run_cli(capsys, *FAST, "--peers", "numpy,opencv,torch,torch-cl,scipy")
+    _block_imports(monkeypatch, "cv2", "torch", "tensorflow")
+    status, out, err = run_cli(capsys, *FAST, "--peers", "numpy,opencv,torch,torch-cl,scipy,tf")
     assert status == 0
     listing = out.split("not run (missing or unusable here):")[1]
-    for name in ("opencv", "torch", "torch-cl"):
+    for name in ("opencv", "torch", "torch-cl", "tf"):
         assert f"  {name}: " in listing
     assert "not installed" in listing
     table = out.split("geometric mean")[0]
@@ -324,3 +329,24 @@ def test_pytest_benchmark_suites_run_and_check_results():
          "--benchmark-disable"], cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "failed" not in proc.stdout
+
+
+def test_model_row_without_fastconv_models_says_not_available(monkeypatch):
+    _block_imports(monkeypatch, "fastconv.models")
+    case = suite.CASES["model:fmnist"]
+    res = runner.run([case], [peers.FastconvEngine("numpy")], 1, repeat=1, min_time=0,
+                     peak_size=0, progress=False)
+    (row,) = res["results"]
+    assert row["check"] == "n/a" and "fastconv.models" in row["detail"]
+    assert row["median_s"] is None
+    assert "n/a: fastconv.models" in report.format_run(res, "full")
+
+
+def test_model_row_matches_reference_when_fastconv_models_exists():
+    pytest.importorskip("fastconv.models")
+    case = suite.CASES["model:fmnist"]
+    res = runner.run([case], [peers.FastconvEngine("numpy")], 1, repeat=1, min_time=0,
+                     peak_size=0, progress=False)
+    (row,) = res["results"]
+    assert row["check"] == "ok", row["detail"]
+    assert row["gflops"] > 0

@@ -168,6 +168,8 @@ def format_run(run, suite=""):
            "peak Python-visible allocations of one call (tracemalloc)")
     lines.append(f"extra MB = {mem}")
     lines.append("fastconv calls reuse an out= buffer; so do peers whose API accepts one")
+    if run.get("engines"):
+        lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in run["engines"].items()))
     lines.append("")
     header = ["case", "shape", "engine", "time", "GFLOP/s", "GB/s", "%peak", "vs best",
               "extra MB", "check"]
@@ -254,6 +256,13 @@ def format_compare(new_doc, old_doc, old_name="saved run"):
     meta = old_doc.get("meta", {})
     lines = [f"compared with {old_name} (commit {str(meta.get('commit'))[:12]}, "
              f"{meta.get('date', '?')}): speed-up = saved time / time now (>1: faster now)"]
+    m_old, m_new = meta.get("machine", {}), new_doc.get("meta", {}).get("machine", {})
+    keys = ("cpu", "logical_cpus", "available_cores")
+    if m_old and m_new and any(m_old.get(k) != m_new.get(k) for k in keys):
+        lines.append("WARNING: the saved run comes from a different machine ("
+                     + ", ".join(f"{m_old.get(k)} vs {m_new.get(k)}" for k in keys
+                                 if m_old.get(k) != m_new.get(k))
+                     + "): these ratios say little about the code.")
     if not rows:
         lines.append("  no common (threads, case, engine) rows.")
         return "\n".join(lines)
