@@ -26,15 +26,24 @@ Convolution kernels
   the caller must pin BLAS to one thread around it.
 * :func:`conv2d_direct_o` -- direct convolution of one output row at a time,
   accumulating into the output row with the innermost loop over output
-  channels (contiguous in HWIO filters and in NHWC output), so LLVM
-  vectorizes across ``O``; the input value is broadcast.  This is the
-  small-``C_in`` path (nothing to gain from GEMM when ``K = KH*KW*C_in`` is
-  tiny, where sgemm drops to 48 GFLOP/s) and the depthwise path (innermost
-  loop over channels).
-* :func:`conv2d_direct_w` -- direct convolution with the innermost loop over
-  output columns, for few output channels per group (e.g. a single-channel
-  edge filter), the way OpenCV's ``filter2D`` vectorizes a one-channel filter
-  across the row.
+  channels (contiguous in HWIO filters and NHWC output), so LLVM vectorizes
+  across ``O`` while the input value is broadcast.  Used for depthwise
+  convolution (innermost loop over all channels) and for ``algorithm="direct"``
+  with many input channels.
+* :func:`build_planes` + :func:`conv2d_planar` -- the few-input-channel path:
+  the input is copied once into zero-padded, stride-phase-split channel
+  planes stored flat, where every kernel tap is a constant shift; each output
+  channel is then a sum of shifted planes, computed by long contiguous
+  vectorized loops over output positions (four taps per pass).
+
+Writing loops Numba vectorizes
+------------------------------
+Numba wraps negative indices, so ``a[i0 + j]`` with a signed ``i0`` becomes a
+select per element and LLVM gives up vectorizing (measured here: 1 GFLOP/s
+instead of 24).  Innermost loops therefore index with ``range(n)`` counters
+or with ``np.uint64`` offsets (no wraparound for unsigned indices).  Array
+views (``a[i]``, ``a[i:j]``) are avoided in hot loops: each one costs an
+atomic reference-count update.
 
 Bias and ReLU are applied while the output row or tile is still in cache.
 """
