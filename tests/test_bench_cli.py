@@ -350,3 +350,17 @@ def test_model_row_matches_reference_when_fastconv_models_exists():
     (row,) = res["results"]
     assert row["check"] == "ok", row["detail"]
     assert row["gflops"] > 0
+
+
+@pytest.mark.slow
+def test_threads_run_in_child_processes_when_an_engine_needs_it(capsys, tmp_path, monkeypatch):
+    """TensorFlow fixes its thread count once, so each count then gets its own process."""
+    monkeypatch.setattr(peers.NumpyEngine, "needs_fresh_process", True)
+    path = tmp_path / "children.json"
+    status, out, err = run_cli(capsys, *FAST, "--peers", "numpy", "--threads", "1,2",
+                               "--shapes", "tiny_conv", "--json", str(path))
+    assert status == 0, err
+    doc = json.loads(path.read_text())
+    assert [r["threads"] for r in doc["runs"]] == [1, 2]
+    assert all(r["results"][0]["check"] == "ok" for r in doc["runs"])
+    assert "thread scaling" in out

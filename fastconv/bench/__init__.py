@@ -145,6 +145,10 @@ def _child_run(args, threads):
         if args.progress is not None:
             cmd.append("--progress" if args.progress else "--no-progress")
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+        # the child must import this same fastconv, wherever the parent found it
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in
+                                                     [os.environ.get("PYTHONPATH")] if p])
         proc = subprocess.run(cmd, env=env)
         if not os.path.exists(path):
             raise RuntimeError(f"the {threads}-thread run failed (exit status {proc.returncode})")
