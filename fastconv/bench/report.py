@@ -167,6 +167,10 @@ def format_run(run, suite=""):
            if run.get("memory_method") == "rss-hwm" else
            "peak Python-visible allocations of one call (tracemalloc)")
     lines.append(f"extra MB = {mem}")
+    if run.get("loadavg_start") is not None:
+        lines.append(f"load average (1 min) at start/end: {run['loadavg_start']} / "
+                     f"{run['loadavg_end']} on {os.cpu_count()} logical CPUs -- a busy machine "
+                     f"makes absolute figures noisy; the ratios are measured side by side")
     lines.append("fastconv calls reuse an out= buffer; so do peers whose API accepts one")
     if run.get("engines"):
         lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in run["engines"].items()))
@@ -452,7 +456,18 @@ def markdown(doc, command):
               "`torch.set_num_threads`, `cv2.setNumThreads`; SciPy ndimage is single-threaded).",
               "- Every engine's result is checked against the NumPy reference once per shape; "
               "a failed check is shown and excluded from the ratios.",
-              "- fastconv calls reuse an `out=` buffer, and so do peers whose API accepts one.",
+              "- fastconv calls reuse an `out=` buffer, and so do peers whose API accepts one "
+              "(PyTorch conv/pool, TensorFlow and `fastconv.im2col` allocate their result).",
+              "- PyTorch has no asymmetric padding: where TF's 'SAME' puts the odd pixel at the "
+              "bottom/right (stride 2) it gets an input padded once outside the timing "
+              "(favours PyTorch).",
+              "- % of peak: a float32 sgemm through NumPy's BLAS at the same thread count, "
+              "timed in every round of every case; each row uses its own case's probes.",
+              "- extra MB: rise of the resident-memory high-water mark during one call "
+              "(`/proc/self/clear_refs` + `VmHWM`).",
+              "- With several thread counts and TensorFlow selected, each count runs in its "
+              "own process (TF fixes its thread pool once), so the scaling ratios compare "
+              "runs made one after the other.",
               "- vs best = best correct peer's time / this engine's time (>1: faster than "
               "every peer).", ""]
     for run in doc["runs"]:
@@ -464,6 +479,10 @@ def markdown(doc, command):
                          f"thread(s), timed in every round of this run: median "
                          f"{run['peak_gflops']:.1f} GFLOP/s (range {lo:.0f}-{hi:.0f}); "
                          f"%peak uses the probes of the row's own case.")
+            lines.append("")
+        if run.get("loadavg_start") is not None:
+            lines.append(f"Load average (1 min) at start/end: {run['loadavg_start']} / "
+                         f"{run['loadavg_end']}.")
             lines.append("")
         rows = []
         for r in run["results"]:

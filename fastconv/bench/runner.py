@@ -23,6 +23,7 @@ For one thread count, :func:`run` does, in one process:
    threads another library left spinning do not run against it.
 """
 import math
+import os
 import statistics
 import sys
 import time
@@ -197,6 +198,14 @@ def extra_memory(fn, method):
         tracemalloc.stop()
 
 
+def _loadavg():
+    """The 1-minute load average (None where the OS does not report it)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def _time_calls(fn, inner):
     t0 = time.perf_counter()
     for _ in range(inner):
@@ -259,6 +268,7 @@ def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progr
             versions[e.name] = e.version()
         except Exception:
             versions[e.name] = "?"
+    load_start = _loadavg()
     old_threads = fastconv._threads._default
     fastconv.set_num_threads(threads)
     method = memory_method()
@@ -282,6 +292,7 @@ def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progr
     peak = statistics.median(peaks) if peaks else None
     return {"threads": threads, "peak_gflops": peak, "peak_size": peak_size,
             "peak_range_gflops": [min(peaks), max(peaks)] if peaks else None,
+            "loadavg_start": load_start, "loadavg_end": _loadavg(),
             "memory_method": method, "repeat": repeat, "min_time_s": min_time,
             "unavailable": unavailable, "engines": versions, "results": results}
 
