@@ -8,7 +8,7 @@ Usage::
 
 Any option other than the ones below is passed on to ``fastconv bench``
 (default ``--suite full --threads 1,2``).  The run is also saved in the
-history, ``benchmarks/history/<commit>.json`` (``--no-history`` to skip).
+history, ``benchmarks/history/<commit>-<suite>.json`` (``--no-history`` to skip).
 RESULTS.md records the exact command, the machine (CPU model, cores, the
 SIMD path fastconv reports) and the version of every peer, and evaluates the
 Cython issue's speed targets row by row.  Never edit RESULTS.md by hand.

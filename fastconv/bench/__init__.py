@@ -12,7 +12,7 @@ Usage (``fastconv bench --help`` for every option)::
     fastconv bench                          # quick suite, default thread count
     fastconv bench --suite full --threads 1,2 --json run.json --plot run.png
     fastconv bench --compare run.json       # ratios against a saved run
-    fastconv bench --save-history           # benchmarks/history/<commit>.json
+    fastconv bench --save-history           # benchmarks/history/<commit>-<suite>.json
 """
 import argparse
 import json
@@ -105,8 +105,8 @@ def _parser():
     p.add_argument("--plot", metavar="FILE.png",
                    help="bar chart of the ratios to the best peer (needs matplotlib)")
     p.add_argument("--save-history", nargs="?", const="", default=None, metavar="DIR",
-                   help="save the JSON as DIR/<commit>.json (default DIR: benchmarks/history "
-                        "of the source tree)")
+                   help="save the JSON as DIR/<commit>-<suite>.json (default DIR: "
+                        "benchmarks/history of the source tree)")
     p.add_argument("--history", nargs="?", const="", default=None, metavar="DIR",
                    help="summarise the saved history instead of running")
     p.add_argument("--list", action="store_true", help="list suites, shapes and peers, then exit")
@@ -275,7 +275,7 @@ def main(argv=None):
             status = status or 2
         else:
             d = args.save_history or default_history_dir()
-            path = os.path.join(d, f"{commit}{'+dirty' if dirty else ''}.json")
+            path = os.path.join(d, f"{commit}{'+dirty' if dirty else ''}-{args.suite}.json")
             report.write_json(doc, path)
             print(f"saved {path}")
     if args.plot:
