@@ -20,8 +20,10 @@ For one thread count, :func:`run` does, in one process:
    engines alike.  A sample is the mean over enough back-to-back calls to
    last ``min_time`` seconds; the reported time is the median of the samples.
    Each sample starts after a short pause (:data:`SETTLE_S`) so that worker
-   threads another library left spinning do not run against it.
+   threads another library left spinning do not run against it, and runs with
+   Python's garbage collector off.
 """
+import gc
 import math
 import os
 import statistics
@@ -207,10 +209,17 @@ def _loadavg():
 
 
 def _time_calls(fn, inner):
-    t0 = time.perf_counter()
-    for _ in range(inner):
-        fn()
-    return (time.perf_counter() - t0) / inner
+    """Mean seconds per call over ``inner`` back-to-back calls, the garbage collector off."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        return (time.perf_counter() - t0) / inner
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def setup_engines(engines, threads):
@@ -306,6 +315,7 @@ def _row(case, engine, check="ok", detail=""):
 
 
 def _run_case(case, engines, repeat, min_time, probe, method, bar, peaks):
+    gc.collect()
     data = make_data(case)
     expected = reference(case, data)
     rows, live = [], []
