@@ -460,8 +460,11 @@ def relu(x, out, block, n_chunks):
 
 # --------------------------------------------------------------------------- max pool
 @jit()
-def _pool_row(x, out, n, oh, KH, KW, SH, SW, DH, DW, top, left):
-    """One output row (OW, C) of max pooling; taps outside the input are skipped, NaN wins."""
+def _pool_row(x, out, x3, out3, n, oh, KH, KW, SH, SW, DH, DW, top, left):
+    """One output row (OW, C) of max pooling; taps outside the input are skipped, NaN wins.
+
+    ``x3`` and ``out3`` are (N, H, W*C) and (N, OH, OW*C) views of ``x`` and ``out``.
+    """
     N, H, W, C = x.shape
     OW = out.shape[2]
     for ow in range(OW):
@@ -474,12 +477,21 @@ def _pool_row(x, out, n, oh, KH, KW, SH, SW, DH, DW, top, left):
         for kw in range(KW):
             off = kw * DW - left
             lo, hi = _col_range(OW, W, SW, off)
+            if SW == 1 and hi > lo:
+                # stride 1: the whole run of windows is one contiguous stretch
+                ux = np.uint64((lo + off) * C)
+                uo = np.uint64(lo * C)
+                for j in range(np.uint64((hi - lo) * C)):
+                    v = x3[n, ih, ux + j]
+                    m = out3[n, oh, uo + j]
+                    out3[n, oh, uo + j] = v if (v > m) | (v != v) else m
+                continue
             for ow in range(lo, hi):
                 iw = ow * SW + off
                 for c in range(C):
                     v = x[n, ih, iw, c]
                     m = out[n, oh, ow, c]
-                    out[n, oh, ow, c] = v if (v > m or v != v) else m
+                    out[n, oh, ow, c] = v if (v > m) | (v != v) else m
 
 
 @jit(parallel=True)
@@ -488,13 +500,17 @@ def max_pool2d(x, out, KH, KW, SH, SW, DH, DW, top, left, n_chunks):
 
     Each output element starts at ``-inf`` and takes the maximum over the
     window positions inside the input, so padding is never picked; a NaN in
-    the window makes the result NaN (``v > m or v != v`` keeps it).
+    the window makes the result NaN (``(v > m) | (v != v)`` keeps it; the
+    non-short-circuit ``|`` lets LLVM vectorize the select).
     """
-    N, OH = out.shape[0], out.shape[1]
+    N, H, W, C = x.shape
+    OH, OW = out.shape[1], out.shape[2]
+    x3 = x.reshape(N, H, W * C)
+    out3 = out.reshape(N, OH, OW * C)
     rows = N * OH
     for chunk in prange(n_chunks):
         r0, r1 = _split(rows, n_chunks, chunk)
         for r in range(r0, r1):
             n = r // OH
             oh = r - n * OH
-            _pool_row(x, out, n, oh, KH, KW, SH, SW, DH, DW, top, left)
+            _pool_row(x, out, x3, out3, n, oh, KH, KW, SH, SW, DH, DW, top, left)
