@@ -142,6 +142,13 @@ def _table(header, rows, align=None):
     return "\n".join(out)
 
 
+def _iqr(row):
+    """The row's interquartile range as a percentage of its median ('-' if unknown)."""
+    if row.get("iqr_s") is None or not row.get("median_s"):
+        return "-"
+    return f"{100 * row['iqr_s'] / row['median_s']:.0f}%"
+
+
 def geomean(values):
     """Geometric mean of positive values (None when there are none)."""
     vals = [v for v in values if v and v > 0]
@@ -161,6 +168,7 @@ def format_run(run, suite=""):
         lines.append(f"peak = NumPy sgemm {run['peak_size']}^3 float32 at {run['threads']} "
                      f"thread(s), timed in every round of this run: median {peak:.1f} GFLOP/s "
                      f"(range {lo:.0f}-{hi:.0f}); %peak uses each case's own probes")
+    lines.append("IQR = interquartile range of the rounds, as % of the median")
     lines.append("vs best = best correct peer's time / this engine's time (>1: faster than "
                  "every peer); relu/pool/im2col show GB/s (bytes read + written)")
     mem = ("resident-memory high-water rise during one call (VmHWM)"
@@ -175,7 +183,7 @@ def format_run(run, suite=""):
     if run.get("engines"):
         lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in run["engines"].items()))
     lines.append("")
-    header = ["case", "shape", "engine", "time", "GFLOP/s", "GB/s", "%peak", "vs best",
+    header = ["case", "shape", "engine", "time", "IQR", "GFLOP/s", "GB/s", "%peak", "vs best",
               "extra MB", "check"]
     rows = []
     prev = None
@@ -184,13 +192,13 @@ def format_run(run, suite=""):
         prev = r["case"]
         check = r["check"] if r["check"] == "ok" else f"{r['check']}: {r['detail']}"
         rows.append([r["case"] if first else "", r["shape"] if first else "", r["engine"],
-                     _fmt_time(r["median_s"]), _fmt(r["gflops"], ".1f"),
+                     _fmt_time(r["median_s"]), _iqr(r), _fmt(r["gflops"], ".1f"),
                      _fmt(r["gbytes_s"], ".1f") if not r["flops"] else "",
                      _fmt(r["pct_peak"], ".0f", "%"),
                      _fmt(r["vs_best_peer"], ".2f", "x"),
                      _fmt(None if r["extra_bytes"] is None else r["extra_bytes"] / 2 ** 20,
                           ".1f"), check])
-    lines.append(_table(header, rows, ["<", "<", "<", ">", ">", ">", ">", ">", ">", "<"]))
+    lines.append(_table(header, rows, ["<", "<", "<", ">", ">", ">", ">", ">", ">", ">", "<"]))
     lines.append("")
     lines.append("geometric mean of 'vs best' per engine (rows with a correct result):")
     for name, (g, n) in engine_geomeans(run).items():
@@ -468,6 +476,7 @@ def markdown(doc, command):
               "- With several thread counts and TensorFlow selected, each count runs in its "
               "own process (TF fixes its thread pool once), so the scaling ratios compare "
               "runs made one after the other.",
+              "- IQR = interquartile range of the rounds, as % of the median.",
               "- vs best = best correct peer's time / this engine's time (>1: faster than "
               "every peer).", ""]
     for run in doc["runs"]:
@@ -487,13 +496,14 @@ def markdown(doc, command):
         rows = []
         for r in run["results"]:
             check = r["check"] if r["check"] == "ok" else f"{r['check']}: {r['detail']}"
-            rows.append([r["case"], r["shape"], r["engine"], _fmt_time(r["median_s"]),
+            rows.append([r["case"], r["shape"], r["engine"], _fmt_time(r["median_s"]), _iqr(r),
                          _fmt(r["gflops"], ".1f"),
                          _fmt(r["gbytes_s"], ".1f") if not r["flops"] else "",
                          _fmt(r["pct_peak"], ".0f", "%"), _fmt(r["vs_best_peer"], ".2f", "x"),
                          _fmt(None if r["extra_bytes"] is None else r["extra_bytes"] / 2 ** 20,
                               ".1f"), check])
-        lines.append(_md_table(["case", "shape", "engine", "time", "GFLOP/s", "GB/s", "%peak",
+        lines.append(_md_table(["case", "shape", "engine", "time", "IQR", "GFLOP/s", "GB/s",
+                                "%peak",
                                 "vs best", "extra MB", "check"], rows))
         lines.append("")
         lines.append("Geometric mean of 'vs best' per engine: " + ", ".join(

@@ -364,6 +364,9 @@ def _run_case(case, engines, repeat, min_time, probe, method, bar, peaks):
         prepared.last = None
         t = statistics.median(row["times_s"])
         row["median_s"], row["inner"], row["peak_gflops"] = t, inner, peak
+        if len(row["times_s"]) >= 2:
+            q1, _, q3 = statistics.quantiles(row["times_s"], n=4, method="inclusive")
+            row["iqr_s"] = q3 - q1
         if case.flops:
             row["gflops"] = case.flops / t / 1e9
             if peak:
