@@ -5,7 +5,9 @@ Each ``def`` receives arrays already checked by :mod:`fastconv._ops`
 explicit SIMD level (``FC_SIMD_*`` of ``fc_cpu.h``); the SIMD kernels are
 C intrinsics in ``fc_relu.h``, ``fc_pool.h`` and ``fc_im2col.h``.  Work is
 split over OpenMP threads with ``prange``: ReLU in fixed chunks of
-``RELU_CHUNK`` elements, pooling and im2col by output rows ``(n, oh)``.  Every
+``RELU_CHUNK`` elements, pooling and im2col by output rows ``(n, oh)``, handed
+out dynamically so that a thread slowed by another process on its core does
+not hold the others up (the machines this runs on are often shared).  Every
 output element is computed by the same code whatever the thread count, so
 results are bitwise identical for any ``num_threads``.
 """
@@ -71,7 +73,7 @@ def relu(const floating[::1] x,   # IN
 
     ``x`` and ``out`` are flat views of the same length; ``out`` may be the
     same buffer as ``x`` (in place).  Chunks of ``RELU_CHUNK`` elements are
-    spread over ``num_threads`` OpenMP threads (static schedule).
+    spread over ``num_threads`` OpenMP threads (dynamic schedule).
     """
     cdef Py_ssize_t n = x.shape[0]
     cdef Py_ssize_t n_chunks = (n + _RELU_CHUNK - 1) // _RELU_CHUNK
@@ -87,7 +89,7 @@ def relu(const floating[::1] x,   # IN
             else:
                 fc_relu_f64(px, py, n, simd_level)
         return
-    for i in prange(n_chunks, nogil=True, num_threads=num_threads, schedule="static"):
+    for i in prange(n_chunks, nogil=True, num_threads=num_threads, schedule="dynamic"):
         start = i * _RELU_CHUNK
         size = n - start
         if size > _RELU_CHUNK:
@@ -114,7 +116,8 @@ def max_pool2d(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
         return
     cdef const floating *px = &x[0, 0, 0, 0]
     cdef floating *py = &out[0, 0, 0, 0]
-    for r in prange(rows, nogil=True, num_threads=num_threads, schedule="static"):
+    for r in prange(rows, nogil=True, num_threads=num_threads, schedule="dynamic",
+                    chunksize=4):
         n = r // OH
         oh = r % OH
         if floating is float:
@@ -142,6 +145,7 @@ def im2col(const floating[:, :, :, ::1] x,           # IN  (N, H, W, C)
         return
     cdef const floating *px = &x[0, 0, 0, 0]
     cdef floating *py = &out[0, 0, 0, 0, 0, 0]
-    for r in prange(rows, nogil=True, num_threads=num_threads, schedule="static"):
+    for r in prange(rows, nogil=True, num_threads=num_threads, schedule="dynamic",
+                    chunksize=4):
         fc_im2col_rows(px, py + r * OW * K, sizeof(floating), H, W, C, KH, KW, SH, SW, DH, DW,
                        pad_top, pad_left, OH, OW, 1, r * OW, (r + 1) * OW, K)
