@@ -219,8 +219,9 @@ def _planar_unit(pflat, toff, wt, bias, out, acc, n, q0, m, Wq, groups, relu):
     """Positions ``q0 .. q0+m-1`` of image ``n`` for :func:`conv2d_planar`.
 
     ``toff[g, t]`` is the flat offset of tap ``t`` of group ``g`` in
-    ``pflat[n]`` and ``wt[o, t]`` its weight; taps are taken four at a time so
-    that each load and store of ``acc`` serves four multiply-adds.
+    ``pflat[n]`` and ``wt[o, t]`` its weight.  Taps are taken four at a time
+    and output channels two at a time, so each load and store of ``acc``
+    serves four multiply-adds and each input load two.
     """
     O, T = wt.shape
     OW = out.shape[2]
@@ -228,8 +229,44 @@ def _planar_unit(pflat, toff, wt, bias, out, acc, n, q0, m, Wq, groups, relu):
     um = np.uint64(m)
     uq0 = np.uint64(q0)
     T4 = T - T % 4
-    for o in range(O):
+    o = 0
+    while o < O:
         g = o // Og
+        if o + 1 < O and (o + 1) // Og == g:
+            # two output channels of one group per pass: each input load feeds two FMAs
+            for j in range(um):
+                acc[o, j] = 0
+                acc[o + 1, j] = 0
+            for t in range(0, T4, 4):
+                b0 = uq0 + toff[g, t]
+                b1 = uq0 + toff[g, t + 1]
+                b2 = uq0 + toff[g, t + 2]
+                b3 = uq0 + toff[g, t + 3]
+                w0 = wt[o, t]
+                w1 = wt[o, t + 1]
+                w2 = wt[o, t + 2]
+                w3 = wt[o, t + 3]
+                v0 = wt[o + 1, t]
+                v1 = wt[o + 1, t + 1]
+                v2 = wt[o + 1, t + 2]
+                v3 = wt[o + 1, t + 3]
+                for j in range(um):
+                    p0 = pflat[n, b0 + j]
+                    p1 = pflat[n, b1 + j]
+                    p2 = pflat[n, b2 + j]
+                    p3 = pflat[n, b3 + j]
+                    acc[o, j] += p0 * w0 + p1 * w1 + p2 * w2 + p3 * w3
+                    acc[o + 1, j] += p0 * v0 + p1 * v1 + p2 * v2 + p3 * v3
+            for t in range(T4, T):
+                b0 = uq0 + toff[g, t]
+                w0 = wt[o, t]
+                v0 = wt[o + 1, t]
+                for j in range(um):
+                    p0 = pflat[n, b0 + j]
+                    acc[o, j] += p0 * w0
+                    acc[o + 1, j] += p0 * v0
+            o += 2
+            continue
         for j in range(um):
             acc[o, j] = 0
         for t in range(0, T4, 4):
@@ -249,6 +286,7 @@ def _planar_unit(pflat, toff, wt, bias, out, acc, n, q0, m, Wq, groups, relu):
             w0 = wt[o, t]
             for j in range(um):
                 acc[o, j] += pflat[n, b0 + j] * w0
+        o += 1
     # write back row segment by row segment (columns ow >= OW are discarded)
     j = 0
     while j < m:
@@ -335,7 +373,11 @@ def _fill_patch(x, patch, p0, m, OH, OW, KH, KW, c0, Cg, SH, SW, DH, DW, top, le
             inside_h = ih >= 0 and ih < H
             for kw in range(KW):
                 iw = ow * SW + kw * DW - left
-                if inside_h and iw >= 0 and iw < W:
+                inside = inside_h and iw >= 0 and iw < W
+                if Cg == 1:
+                    # one channel: a plain store, no inner loop to set up
+                    patch[p, uk] = x[n, ih, iw, c0] if inside else 0
+                elif inside:
                     for c in range(uCg):
                         patch[p, uk + c] = x[n, ih, iw, uc0 + c]
                 else:
