@@ -31,6 +31,8 @@ cdef extern from *:
 cdef extern from "fc_relu.h" nogil:
     void fc_relu_f32(const float *x, float *y, Py_ssize_t n, int simd)
     void fc_relu_f64(const double *x, double *y, Py_ssize_t n, int simd)
+    void fc_relu_f32_nt(const float *x, float *y, Py_ssize_t n, int simd, int stream)
+    void fc_relu_f64_nt(const double *x, double *y, Py_ssize_t n, int simd, int stream)
 
 cdef extern from "fc_pool.h" nogil:
     void fc_maxpool_row_f32(const void *x, void *y, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
@@ -50,6 +52,9 @@ cdef extern from "fc_im2col.h" nogil:
 #: scheduling cost, small enough to balance two threads on 1 MB tensors.
 RELU_CHUNK = 32768
 cdef Py_ssize_t _RELU_CHUNK = RELU_CHUNK
+#: an out-of-place ReLU writing at least this many bytes uses non-temporal
+#: stores (half the 32 MB L3: such an output would not stay cached anyway).
+STREAM_BYTES = 16 << 20
 
 
 def parallel_team_size(int num_threads):
@@ -68,12 +73,14 @@ def parallel_team_size(int num_threads):
 
 def relu(const floating[::1] x,   # IN
          floating[::1] out,       # OUT (may be x itself)
-         int num_threads, int simd_level):
+         int num_threads, int simd_level, stream=None):
     """``out = max(x, 0)`` elementwise; NaN stays NaN, -inf becomes 0.
 
     ``x`` and ``out`` are flat views of the same length; ``out`` may be the
     same buffer as ``x`` (in place).  Chunks of ``RELU_CHUNK`` elements are
-    spread over ``num_threads`` OpenMP threads (dynamic schedule).
+    spread over ``num_threads`` OpenMP threads (dynamic schedule).  Out of
+    place, outputs of ``STREAM_BYTES`` or more are written with non-temporal
+    stores (``stream=None``); ``stream=True/False`` forces the choice.
     """
     cdef Py_ssize_t n = x.shape[0]
     cdef Py_ssize_t n_chunks = (n + _RELU_CHUNK - 1) // _RELU_CHUNK
@@ -82,12 +89,14 @@ def relu(const floating[::1] x,   # IN
         return
     cdef const floating *px = &x[0]
     cdef floating *py = &out[0]
+    cdef int nt = (n * <Py_ssize_t> sizeof(floating) >= STREAM_BYTES) if stream is None \
+        else bool(stream)
     if n_chunks == 1 or num_threads == 1:
         with nogil:
             if floating is float:
-                fc_relu_f32(px, py, n, simd_level)
+                fc_relu_f32_nt(px, py, n, simd_level, nt)
             else:
-                fc_relu_f64(px, py, n, simd_level)
+                fc_relu_f64_nt(px, py, n, simd_level, nt)
         return
     for i in prange(n_chunks, nogil=True, num_threads=num_threads, schedule="dynamic"):
         start = i * _RELU_CHUNK
@@ -95,9 +104,9 @@ def relu(const floating[::1] x,   # IN
         if size > _RELU_CHUNK:
             size = _RELU_CHUNK
         if floating is float:
-            fc_relu_f32(px + start, py + start, size, simd_level)
+            fc_relu_f32_nt(px + start, py + start, size, simd_level, nt)
         else:
-            fc_relu_f64(px + start, py + start, size, simd_level)
+            fc_relu_f64_nt(px + start, py + start, size, simd_level, nt)
 
 
 def max_pool2d(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)

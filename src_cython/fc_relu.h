@@ -13,6 +13,7 @@
 #define FASTCONV_FC_RELU_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "fc_cpu.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -108,9 +109,66 @@ FC_TARGET_AVX2 static inline void fc_relu_f64_avx2(const double *x, double *y, p
         _mm256_storeu_pd(y + i, _mm256_max_pd(z, _mm256_loadu_pd(x + i)));
     fc_relu_f64_generic(x + i, y + i, n - i);
 }
+
+/* Streaming variants for a large out-of-place ReLU: non-temporal stores
+ * write y without first reading its cache lines (no read-for-ownership), so
+ * the memory traffic drops from 3 to 2 passes.  They need 64/32-byte aligned
+ * addresses: a masked or scalar head reaches the alignment first.  Measured
+ * here (AMD EPYC, 44 MB float32, best of 30): 2.9 vs 4.3 ms on 1 thread, 2.1-2.5
+ * vs 6.4-8.7 ms on 2.  Only worth it when y does not stay in cache anyway. */
+FC_TARGET_AVX512 static inline void fc_relu_f32_avx512_stream(const float *x, float *y, ptrdiff_t n) {
+    const __m512 z = _mm512_setzero_ps();
+    ptrdiff_t head = (ptrdiff_t)(((64 - ((uintptr_t)y & 63)) & 63) / sizeof(float));
+    if (((uintptr_t)y & 3) || head >= n) { fc_relu_f32_avx512(x, y, n); return; }
+    if (head) fc_relu_f32_avx512(x, y, head);
+    ptrdiff_t i = head;
+    for (; i + 16 <= n; i += 16)
+        _mm512_stream_ps(y + i, _mm512_max_ps(z, _mm512_loadu_ps(x + i)));
+    _mm_sfence();
+    if (i < n) fc_relu_f32_avx512(x + i, y + i, n - i);
+}
+
+FC_TARGET_AVX512 static inline void fc_relu_f64_avx512_stream(const double *x, double *y, ptrdiff_t n) {
+    const __m512d z = _mm512_setzero_pd();
+    ptrdiff_t head = (ptrdiff_t)(((64 - ((uintptr_t)y & 63)) & 63) / sizeof(double));
+    if (((uintptr_t)y & 7) || head >= n) { fc_relu_f64_avx512(x, y, n); return; }
+    if (head) fc_relu_f64_avx512(x, y, head);
+    ptrdiff_t i = head;
+    for (; i + 8 <= n; i += 8)
+        _mm512_stream_pd(y + i, _mm512_max_pd(z, _mm512_loadu_pd(x + i)));
+    _mm_sfence();
+    if (i < n) fc_relu_f64_avx512(x + i, y + i, n - i);
+}
+
+FC_TARGET_AVX2 static inline void fc_relu_f32_avx2_stream(const float *x, float *y, ptrdiff_t n) {
+    const __m256 z = _mm256_setzero_ps();
+    ptrdiff_t head = (ptrdiff_t)(((32 - ((uintptr_t)y & 31)) & 31) / sizeof(float));
+    if (((uintptr_t)y & 3) || head >= n) { fc_relu_f32_avx2(x, y, n); return; }
+    if (head) fc_relu_f32_generic(x, y, head);
+    ptrdiff_t i = head;
+    for (; i + 8 <= n; i += 8)
+        _mm256_stream_ps(y + i, _mm256_max_ps(z, _mm256_loadu_ps(x + i)));
+    _mm_sfence();
+    if (i < n) fc_relu_f32_generic(x + i, y + i, n - i);
+}
+
+FC_TARGET_AVX2 static inline void fc_relu_f64_avx2_stream(const double *x, double *y, ptrdiff_t n) {
+    const __m256d z = _mm256_setzero_pd();
+    ptrdiff_t head = (ptrdiff_t)(((32 - ((uintptr_t)y & 31)) & 31) / sizeof(double));
+    if (((uintptr_t)y & 7) || head >= n) { fc_relu_f64_avx2(x, y, n); return; }
+    if (head) fc_relu_f64_generic(x, y, head);
+    ptrdiff_t i = head;
+    for (; i + 4 <= n; i += 4)
+        _mm256_stream_pd(y + i, _mm256_max_pd(z, _mm256_loadu_pd(x + i)));
+    _mm_sfence();
+    if (i < n) fc_relu_f64_generic(x + i, y + i, n - i);
+}
 #endif
 
-/* Dispatch on the SIMD level chosen by the caller (FC_SIMD_*). */
+/* Dispatch on the SIMD level chosen by the caller (FC_SIMD_*); with
+ * `stream` (out of place only) the SIMD paths use non-temporal stores. */
+static inline void fc_relu_f32_nt(const float *x, float *y, ptrdiff_t n, int simd, int stream);
+static inline void fc_relu_f64_nt(const double *x, double *y, ptrdiff_t n, int simd, int stream);
 static inline void fc_relu_f32(const float *x, float *y, ptrdiff_t n, int simd) {
 #if FC_HAVE_X86
     if (simd >= FC_SIMD_AVX512) { fc_relu_f32_avx512(x, y, n); return; }
@@ -125,6 +183,26 @@ static inline void fc_relu_f64(const double *x, double *y, ptrdiff_t n, int simd
     if (simd >= FC_SIMD_AVX2) { fc_relu_f64_avx2(x, y, n); return; }
 #endif
     fc_relu_f64_generic(x, y, n);
+}
+
+static inline void fc_relu_f32_nt(const float *x, float *y, ptrdiff_t n, int simd, int stream) {
+#if FC_HAVE_X86
+    if (stream && x != y) {
+        if (simd >= FC_SIMD_AVX512) { fc_relu_f32_avx512_stream(x, y, n); return; }
+        if (simd >= FC_SIMD_AVX2) { fc_relu_f32_avx2_stream(x, y, n); return; }
+    }
+#endif
+    fc_relu_f32(x, y, n, simd);
+}
+
+static inline void fc_relu_f64_nt(const double *x, double *y, ptrdiff_t n, int simd, int stream) {
+#if FC_HAVE_X86
+    if (stream && x != y) {
+        if (simd >= FC_SIMD_AVX512) { fc_relu_f64_avx512_stream(x, y, n); return; }
+        if (simd >= FC_SIMD_AVX2) { fc_relu_f64_avx2_stream(x, y, n); return; }
+    }
+#endif
+    fc_relu_f64(x, y, n, simd);
 }
 
 /* out[r, o] = relu?(out[r, o] + bias[o]) for rows r < rows of a row-major

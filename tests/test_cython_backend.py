@@ -81,6 +81,23 @@ def test_relu_in_place(simd, dtype, num_threads):
     np.testing.assert_array_equal(x, expected)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_threads", (1, 2))
+@pytest.mark.parametrize("offset", (0, 1, 3))
+@pytest.mark.parametrize("n", (5, 31, 70001))
+def test_relu_streaming_stores(simd, dtype, num_threads, offset, n):
+    """Non-temporal (streaming) stores: any alignment of out, any length, in place too."""
+    x = _data((n,), dtype, seed=n, specials=True)
+    backing = np.full(n + 8, 42.0, dtype)
+    out = backing[offset:offset + n]
+    level = _cython_backend.simd_level()
+    _relu_pool.relu(x, out, num_threads, level, True)
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+    assert (backing[:offset] == 42).all() and (backing[offset + n:] == 42).all()
+    _relu_pool.relu(x, x, num_threads, level, True)
+    np.testing.assert_array_equal(x, out)
+
+
 def test_relu_read_only_input_and_out_buffer():
     x = _data((1000,), np.float32)
     x.flags.writeable = False
