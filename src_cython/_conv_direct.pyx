@@ -179,9 +179,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     a.packed = 0
     a.nb = 1
     packed = None
-    if a.kind == FC_KIND_DEPTHWISE:
-        a.nb = (O + a.OB - 1) // a.OB
-    elif a.kind == FC_KIND_GENERAL:
+    if a.kind == FC_KIND_GENERAL:
         a.nb = (a.Og + a.OB - 1) // a.OB
         if a.Og % lanes != 0 or a.nb > 1:
             packed = _pack_filters(w, groups, a.OB)

@@ -17,8 +17,10 @@
  *                     group's Og is a multiple of the vector width, otherwise from a
  *                     buffer packed once per call as [groups][Og/OB][KH][KW][Cg][OB]
  *                     with a zero-padded tail block (packing is done by the caller).
- *   FC_KIND_DEPTHWISE Cg == 1 and Og == 1: vectors run ACROSS channels, which are
- *                     contiguous in NHWC; UR pixels x NV vectors per tile.
+ *   FC_KIND_DEPTHWISE Cg == 1, Og (the channel multiplier M) < 16: vectors run ACROSS
+ *                     channels, which are contiguous in NHWC; UR pixels x NV vectors
+ *                     per tile, every block of channels of a pixel tile in turn;
+ *                     for M > 1 the input vector is gathered (channel o reads o / M).
  *   FC_KIND_WIDTH     C == O == 1 and SW == 1 (single-channel filter): vectors run
  *                     ACROSS the output width, each tap broadcast against unaligned
  *                     row loads, as OpenCV's filter2D does.
@@ -26,7 +28,8 @@
  * Borders never cost a branch in the hot loop: per output row the valid kh range is
  * computed once, and each row is split into an interior (all kw valid, full tiles) and
  * border pixels, which run the same vectorized kernel one pixel at a time with their
- * own kw range.  A work item is one output row (n, oh) of one output-channel block;
+ * own kw range.  A work item is one output row (n, oh) of one output-channel block
+ * (general kind) or one whole output row (depthwise and width kinds);
  * the tiling inside a row never depends on the thread count, so every output element
  * is reduced in a fixed order and results are bitwise identical for any thread count.
  */
@@ -175,8 +178,7 @@ static inline int fc_conv_vector_lanes(int level, int is_double) {
 /* Number of independent work items of a call. */
 static inline ptrdiff_t fc_conv_direct_items(const fc_conv_args *a) {
     ptrdiff_t rows = (ptrdiff_t)a->N * a->OH;
-    if (a->kind == FC_KIND_WIDTH) return rows;
-    if (a->kind == FC_KIND_DEPTHWISE) return rows * a->nb;
+    if (a->kind != FC_KIND_GENERAL) return rows;   /* width and depthwise: whole rows */
     return rows * a->groups * a->nb;
 }
 

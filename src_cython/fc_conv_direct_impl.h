@@ -274,18 +274,32 @@ static inline __attribute__((always_inline)) FC_ATTR void FN(fc_dw_tile)(
     if (ur < 1 || ur > FC_URMAX || nv < 1 || nv > FC_NVMAX) return;
     FC_UNROLL for (int p = 0; p < ur; p++)
         FC_UNROLL for (int v = 0; v < nv; v++) acc[p][v] = FCV_ZERO();
-    for (int kh = 0; kh < nkh; kh++) {
-        for (int kw = 0; kw < nkw; kw++) {
-            const FC_T *xc = xp + kh * xs_kh + kw * xs_kw;
-            const FC_T *wc = wp + kh * ws_kh + kw * ws_kw;
-            FCV wv[FC_NVMAX];
-            FC_UNROLL for (int v = 0; v < nv - 1; v++) wv[v] = FCV_LOAD(wc + v * FCV_L);
-            wv[nv - 1] = FCV_LOADN(wc + (nv - 1) * FCV_L, tail);
-            FC_UNROLL for (int p = 0; p < ur; p++) {
-                FC_UNROLL for (int v = 0; v < nv - 1; v++)
-                    acc[p][v] = FCV_FMA(FCV_LOAD(xc + p * xs_p + v * FCV_L), wv[v], acc[p][v]);
-                acc[p][nv - 1] = FCV_FMA(FCV_LOADN(xc + p * xs_p + (nv - 1) * FCV_L, tail),
-                                         wv[nv - 1], acc[p][nv - 1]);
+    if (tail == FCV_L) {   /* whole vectors: plain loads */
+        for (int kh = 0; kh < nkh; kh++) {
+            for (int kw = 0; kw < nkw; kw++) {
+                const FC_T *xc = xp + kh * xs_kh + kw * xs_kw;
+                const FC_T *wc = wp + kh * ws_kh + kw * ws_kw;
+                FCV wv[FC_NVMAX];
+                FC_UNROLL for (int v = 0; v < nv; v++) wv[v] = FCV_LOAD(wc + v * FCV_L);
+                FC_UNROLL for (int p = 0; p < ur; p++)
+                    FC_UNROLL for (int v = 0; v < nv; v++)
+                        acc[p][v] = FCV_FMA(FCV_LOAD(xc + p * xs_p + v * FCV_L), wv[v], acc[p][v]);
+            }
+        }
+    } else {
+        for (int kh = 0; kh < nkh; kh++) {
+            for (int kw = 0; kw < nkw; kw++) {
+                const FC_T *xc = xp + kh * xs_kh + kw * xs_kw;
+                const FC_T *wc = wp + kh * ws_kh + kw * ws_kw;
+                FCV wv[FC_NVMAX];
+                FC_UNROLL for (int v = 0; v < nv - 1; v++) wv[v] = FCV_LOAD(wc + v * FCV_L);
+                wv[nv - 1] = FCV_LOADN(wc + (nv - 1) * FCV_L, tail);
+                FC_UNROLL for (int p = 0; p < ur; p++) {
+                    FC_UNROLL for (int v = 0; v < nv - 1; v++)
+                        acc[p][v] = FCV_FMA(FCV_LOAD(xc + p * xs_p + v * FCV_L), wv[v], acc[p][v]);
+                    acc[p][nv - 1] = FCV_FMA(FCV_LOADN(xc + p * xs_p + (nv - 1) * FCV_L, tail),
+                                             wv[nv - 1], acc[p][nv - 1]);
+                }
             }
         }
     }
@@ -367,47 +381,55 @@ static __attribute__((noinline)) FC_ATTR void FN(fc_dwm_tile_any)(
 #endif
 }
 
-/* Either depthwise tile: the plain one when M == 1, the gathering one otherwise. */
-#define FC_DW_CALL(xp_, wp_, nkw_, op_, ur_)                                              \
-    do {                                                                                  \
-        if (M == 1)                                                                       \
-            FN(fc_dw_tile_any)((xp_), xs_p, xs_kh, xs_kw, (wp_), ws_kw, ws_kh, nkh, (nkw_), \
-                               bias, (op_), O, tail, relu, (ur_), nv);                    \
-        else                                                                              \
-            FN(fc_dwm_tile_any)((xp_), xs_p, xs_kh, xs_kw, (wp_), ws_kw, ws_kh, nkh, (nkw_), \
-                                idx, bias, (op_), O, tail, relu, (ur_), nv);              \
-    } while (0)
+/* ur output pixels starting at column ow (input offset xoff within the row, taps
+ * kw_lo .. kw_lo + nkw - 1) of a depthwise convolution, for every block of OB output
+ * channels in turn, so that the pixels' channels are walked contiguously. */
+static inline __attribute__((always_inline)) FC_ATTR void FN(fc_dw_pixels)(
+    const fc_conv_args *a, const FC_T *xrow, const FC_T *wrow, FC_T *orow, ptrdiff_t xoff,
+    int ow, int kw_lo, int nkh, int nkw, int ur)
+{
+    const ptrdiff_t C = a->C, O = a->O, W = a->W;
+    const int OB = a->OB, M = a->Og, KW = a->KW;
+    const ptrdiff_t xs_p = a->SW * C, xs_kh = a->DH * W * C, xs_kw = a->DW * C;
+    const ptrdiff_t ws_kw = O, ws_kh = KW * O;
+    const int relu = a->relu;
+    int idx[FC_NVMAX * FCV_L];
+    for (ptrdiff_t o0 = 0; o0 < O; o0 += OB) {
+        const int ob = (O - o0) < OB ? (int)(O - o0) : OB;
+        const int nv = (ob + FCV_L - 1) / FCV_L;
+        const int tail = ob - (nv - 1) * FCV_L;
+        const ptrdiff_t c0 = o0 / M;   /* first input channel of the block */
+        const FC_T *bias = a->bias == NULL ? NULL : (const FC_T *)a->bias + o0;
+        const FC_T *xp = xrow + xoff + c0;
+        const FC_T *wp = wrow + o0 + kw_lo * ws_kw;
+        FC_T *op = orow + ow * O + o0;
+        if (M == 1) {
+            FN(fc_dw_tile_any)(xp, xs_p, xs_kh, xs_kw, wp, ws_kw, ws_kh, nkh, nkw, bias, op, O,
+                               tail, relu, ur, nv);
+        } else {
+            for (int j = 0; j < nv * FCV_L; j++)
+                idx[j] = j < ob ? (int)((o0 + j) / M - c0) : 0;
+            FN(fc_dwm_tile_any)(xp, xs_p, xs_kh, xs_kw, wp, ws_kw, ws_kh, nkh, nkw, idx, bias,
+                                op, O, tail, relu, ur, nv);
+        }
+    }
+}
 
-/* One output row (n, oh) of one block of OB output channels of a depthwise
- * convolution: Cg == 1, groups == C, O == C * M (filters HWIO (KH, KW, 1, O)). */
+/* One output row (n, oh) of a depthwise convolution: Cg == 1, groups == C,
+ * O == C * M (filters HWIO (KH, KW, 1, O)). */
 static FC_ATTR void FN(fc_row_depthwise)(const fc_conv_args *a, ptrdiff_t item)
 {
     const ptrdiff_t H = a->H, W = a->W, C = a->C, O = a->O, OH = a->OH, OW = a->OW;
-    const int KH = a->KH, KW = a->KW, OB = a->OB, nb = a->nb, M = a->Og;
-    const int b = (int)(item % nb);
-    const ptrdiff_t r = item / nb, oh = r % OH, n = r / OH;
-    const ptrdiff_t o0 = (ptrdiff_t)b * OB;
-    const int ob = (O - o0) < OB ? (int)(O - o0) : OB;
-    const int nv = (ob + FCV_L - 1) / FCV_L;
-    const int tail = ob - (nv - 1) * FCV_L;
-    const ptrdiff_t c0 = o0 / M;   /* first input channel of the block */
-    int idx[FC_NVMAX * FCV_L];
-    if (M != 1)
-        for (int j = 0; j < nv * FCV_L; j++)
-            idx[j] = j < ob ? (int)((o0 + j) / M - c0) : 0;
-
-    const ptrdiff_t ws_kw = O, ws_kh = KW * O;
+    const int KH = a->KH, KW = a->KW;
+    const ptrdiff_t oh = item % OH, n = item / OH;
     const ptrdiff_t ih0 = oh * a->SH - a->pt;
     int kh_lo, kh_hi;
     fc_tap_range(ih0, a->DH, KH, H, &kh_lo, &kh_hi);
     const int nkh = kh_hi - kh_lo;
-    const ptrdiff_t xs_p = a->SW * C, xs_kh = a->DH * W * C, xs_kw = a->DW * C;
-    const FC_T *xrow = (const FC_T *)a->x + c0;
+    const FC_T *xrow = (const FC_T *)a->x;
     if (nkh > 0) xrow += ((n * H + ih0 + (ptrdiff_t)kh_lo * a->DH) * W) * C;
-    const FC_T *wrow = (const FC_T *)a->w + o0 + kh_lo * ws_kh;
-    FC_T *orow = (FC_T *)a->out + ((n * OH + oh) * OW) * O + o0;
-    const FC_T *bias = a->bias == NULL ? NULL : (const FC_T *)a->bias + o0;
-    const int relu = a->relu;
+    const FC_T *wrow = (const FC_T *)a->w + kh_lo * KW * O;
+    FC_T *orow = (FC_T *)a->out + ((n * OH + oh) * OW) * O;
 
     int ow_a, ow_b;
     fc_interior(a->pl, a->SW, a->DW, KW, W, (int)OW, &ow_a, &ow_b);
@@ -419,15 +441,16 @@ static FC_ATTR void FN(fc_row_depthwise)(const fc_conv_args *a, ptrdiff_t item)
         fc_tap_range(iw0, a->DW, KW, W, &kw_lo, &kw_hi);
         const int nkw = kw_hi - kw_lo;
         const ptrdiff_t xoff = (nkw > 0 && nkh > 0) ? (iw0 + (ptrdiff_t)kw_lo * a->DW) * C : 0;
-        FC_DW_CALL(xrow + xoff, wrow + kw_lo * ws_kw, nkw, orow + ow * O, 1);
+        FN(fc_dw_pixels)(a, xrow, wrow, orow, xoff, ow, kw_lo, nkh, nkw, 1);
     }
     int ow = ow_a;
     for (; ow + 4 <= ow_b; ow += 4)
-        FC_DW_CALL(xrow + ((ptrdiff_t)ow * a->SW - a->pl) * C, wrow, KW, orow + ow * O, 4);
+        FN(fc_dw_pixels)(a, xrow, wrow, orow, ((ptrdiff_t)ow * a->SW - a->pl) * C, ow, 0, nkh,
+                         KW, 4);
     if (ow < ow_b)
-        FC_DW_CALL(xrow + ((ptrdiff_t)ow * a->SW - a->pl) * C, wrow, KW, orow + ow * O, ow_b - ow);
+        FN(fc_dw_pixels)(a, xrow, wrow, orow, ((ptrdiff_t)ow * a->SW - a->pl) * C, ow, 0, nkh,
+                         KW, ow_b - ow);
 }
-#undef FC_DW_CALL
 
 /* One output row of a single-channel filter (C == O == 1, SW == 1), vectorized
  * across the output width: each tap's weight is broadcast and FMAed with
