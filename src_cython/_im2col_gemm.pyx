@@ -8,15 +8,17 @@ each output pixel's window is unfolded into a row (im2col; Chellapilla et al.,
 
 Materializing ``cols`` whole costs ``KH*KW`` times the input in memory traffic
 (58 MB for 8x56x56x64 with a 3x3 kernel) and made one big 2-thread sgemm run
-at 87 GFLOP/s here.  Instead the P output pixels are cut into tiles of
+at 87 GFLOP/s (shared notes, performance.md).  Instead the P output pixels are cut into tiles of
 ``tile_pixels`` rows sized so that a tile's columns (``tile_pixels * K``
 elements) stay in the 2 MB L2 cache; each OpenMP thread unfolds one tile into
 its own buffer, multiplies it with SciPy's single-threaded BLAS
 (``scipy.linalg.cython_blas`` sgemm/dgemm) straight into the tile's rows of
 ``out``, then adds the bias and applies the ReLU while those rows are still
 in cache -- the pattern of scikit-learn's chunked k-means
-(``sklearn/cluster/_k_means_lloyd.pyx``).  Measured here: 152-159 GFLOP/s for
-64-1024 pixel tiles.
+(``sklearn/cluster/_k_means_lloyd.pyx``).  The notes report 152-159 GFLOP/s
+for 64-1024 pixel tiles; measured on one thread in a busy run here, this
+kernel did 8x56x56 64->64 3x3 at 79 GFLOP/s while SciPy's sgemm alone did
+82-87 in the same run: the unfolding costs about 5-10% of the GEMM.
 
 Grouped convolution: the tile's columns are laid out ``(g, kh, kw, c')`` (see
 ``fc_im2col.h``), so group ``g`` is one GEMM on the contiguous column slice

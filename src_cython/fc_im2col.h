@@ -2,7 +2,8 @@
  *
  * Row p = (n*OH + oh)*OW + ow holds the window of output pixel (n, oh, ow),
  * its columns ordered (g, kh, kw, c') for group g and channel c' < Cg = C/groups:
- *   col[p, ((g*KH + kh)*KW + kw)*Cg + c'] = x[n, oh*SH - top + kh*DH, ow*SW - left + kw*DW, g*Cg + c']
+ *   col[p, ((g*KH + kh)*KW + kw)*Cg + c'] =
+ *       x[n, oh*SH - top + kh*DH, ow*SW - left + kw*DW, g*Cg + c']
  * and 0 where the tap is outside the input.  With groups == 1 this is the
  * usual (kh, kw, c) order; grouping the columns by g makes each group's
  * K = KH*KW*Cg columns one contiguous slice, so a grouped convolution is one
@@ -47,7 +48,8 @@ static inline void fc_im2col_rows(const void *x_, void *col_, size_t es,
                 }
                 const char *src = img + ((size_t)(h0 + (ptrdiff_t)kh * DH) * W) * C * es;
                 if (DW == 1) {
-                    size_t before = (size_t)kw_lo * C * es, inside = (size_t)(kw_hi - kw_lo) * C * es;
+                    size_t before = (size_t)kw_lo * C * es;
+                    size_t inside = (size_t)(kw_hi - kw_lo) * C * es;
                     if (before) memset(d, 0, before);
                     memcpy(d + before, src + (size_t)(w0 + kw_lo) * C * es, inside);
                     if (before + inside < row_bytes)
@@ -58,7 +60,8 @@ static inline void fc_im2col_rows(const void *x_, void *col_, size_t es,
                         if (kw < kw_lo || kw >= kw_hi)
                             memset(dk, 0, (size_t)C * es);
                         else
-                            memcpy(dk, src + (size_t)(w0 + (ptrdiff_t)kw * DW) * C * es, (size_t)C * es);
+                            memcpy(dk, src + (size_t)(w0 + (ptrdiff_t)kw * DW) * C * es,
+                                   (size_t)C * es);
                     }
                 }
             }

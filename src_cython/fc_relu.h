@@ -116,7 +116,8 @@ FC_TARGET_AVX2 static inline void fc_relu_f64_avx2(const double *x, double *y, p
  * addresses: a masked or scalar head reaches the alignment first.  Measured
  * here (AMD EPYC, 44 MB float32, best of 30): 2.9 vs 4.3 ms on 1 thread, 2.1-2.5
  * vs 6.4-8.7 ms on 2.  Only worth it when y does not stay in cache anyway. */
-FC_TARGET_AVX512 static inline void fc_relu_f32_avx512_stream(const float *x, float *y, ptrdiff_t n) {
+FC_TARGET_AVX512 static inline void fc_relu_f32_avx512_stream(const float *x, float *y,
+                                                             ptrdiff_t n) {
     const __m512 z = _mm512_setzero_ps();
     ptrdiff_t head = (ptrdiff_t)(((64 - ((uintptr_t)y & 63)) & 63) / sizeof(float));
     if (((uintptr_t)y & 3) || head >= n) { fc_relu_f32_avx512(x, y, n); return; }
@@ -128,7 +129,8 @@ FC_TARGET_AVX512 static inline void fc_relu_f32_avx512_stream(const float *x, fl
     if (i < n) fc_relu_f32_avx512(x + i, y + i, n - i);
 }
 
-FC_TARGET_AVX512 static inline void fc_relu_f64_avx512_stream(const double *x, double *y, ptrdiff_t n) {
+FC_TARGET_AVX512 static inline void fc_relu_f64_avx512_stream(const double *x, double *y,
+                                                             ptrdiff_t n) {
     const __m512d z = _mm512_setzero_pd();
     ptrdiff_t head = (ptrdiff_t)(((64 - ((uintptr_t)y & 63)) & 63) / sizeof(double));
     if (((uintptr_t)y & 7) || head >= n) { fc_relu_f64_avx512(x, y, n); return; }
