@@ -52,6 +52,8 @@ def main(argv=None):
             bench_args = DEFAULT_BENCH_ARGS[:2] + bench_args
         if "--threads" not in bench_args:
             bench_args = bench_args + DEFAULT_BENCH_ARGS[2:]
+        if "--isolate" not in bench_args:
+            bench_args = bench_args + ["--isolate"]  # a crashing kernel must not lose the run
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "run.json")
             extra = ["--json", path]

@@ -364,3 +364,38 @@ def test_threads_run_in_child_processes_when_an_engine_needs_it(capsys, tmp_path
     assert [r["threads"] for r in doc["runs"]] == [1, 2]
     assert all(r["results"][0]["check"] == "ok" for r in doc["runs"])
     assert "thread scaling" in out
+
+
+_CRASHER = '''
+import os
+if os.environ.get("FASTCONV_TEST_CRASH_CASE"):
+    from fastconv.bench import peers
+
+    _prepare = peers.NumpyEngine.prepare
+
+    def prepare(self, case, data):
+        if case.name == os.environ["FASTCONV_TEST_CRASH_CASE"]:
+            os.abort()  # a native crash, as a broken kernel would cause
+        return _prepare(self, case, data)
+
+    peers.NumpyEngine.prepare = prepare
+'''
+
+
+@pytest.mark.slow
+def test_isolate_survives_a_crashing_engine(capsys, tmp_path, monkeypatch):
+    """A pair that kills the process is reported as CRASH; everything else still runs."""
+    (tmp_path / "sitecustomize.py").write_text(_CRASHER)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("FASTCONV_TEST_CRASH_CASE", "tiny_relu")
+    path = tmp_path / "run.json"
+    status, out, err = run_cli(capsys, *FAST, "--peers", "numpy", "--isolate", "--threads", "1",
+                               "--shapes", "tiny_relu,tiny_conv", "--json", str(path))
+    assert status == 0, err  # a peer crashed, not fastconv
+    assert "numpy on tiny_relu crashed the process" in err
+    rows = {(r["case"], r["engine"]): r for r in json.loads(path.read_text())["runs"][0]["results"]}
+    assert rows[("tiny_relu", "numpy")]["check"] == "CRASH"
+    assert rows[("tiny_relu", "numpy")]["median_s"] is None
+    assert rows[("tiny_relu", "fastconv:numpy")]["check"] == "ok"
+    assert rows[("tiny_conv", "numpy")]["check"] == "ok"
+    assert "CRASH" in out

@@ -115,7 +115,13 @@ def _parser():
                    help="always draw the progress bar (stderr)")
     g.add_argument("--no-progress", dest="progress", action="store_false",
                    help="never draw it (default: only on a terminal)")
+    p.add_argument("--isolate", action="store_true",
+                   help="run each thread count in a child process, so that a crashing kernel "
+                        "is reported as CRASH on its row and the rest still runs (automatic "
+                        "with several thread counts and TensorFlow)")
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--breadcrumb", help=argparse.SUPPRESS)
+    p.add_argument("--skip-pairs", type=_name_list, default=[], help=argparse.SUPPRESS)
     return p
 
 
@@ -127,33 +133,58 @@ def default_history_dir():
     return os.path.join(os.getcwd(), "benchmarks", "history")
 
 
+#: how many crashing (case, engine) pairs a child run may skip before giving up
+MAX_CRASHES = 8
+
+
 def _child_run(args, threads):
-    """Run one thread count in a fresh interpreter (TensorFlow fixes its threads once)."""
+    """Run one thread count in a fresh interpreter.
+
+    TensorFlow fixes its thread pool once per process, hence one process per
+    count.  When a kernel crashes the child (a native fault), the pair it was
+    running (read from a breadcrumb file) is skipped -- its row says CRASH --
+    and the child is started again.
+    """
+    skipped = {}
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "run.json")
-        cmd = [sys.executable, "-c",
-               "import sys; from fastconv.bench import main; sys.exit(main(sys.argv[1:]))",
-               "--suite", args.suite, "--threads", str(threads), "--json", path, "--quiet"]
-        for flag, val in (("--ops", args.ops), ("--shapes", args.shapes),
-                          ("--backends", args.backends), ("--peers", args.peers)):
-            if val is not None:
-                cmd += [flag, ",".join(val)]
-        for flag, val in (("--repeat", args.repeat), ("--min-time", args.min_time),
-                          ("--peak-size", args.peak_size)):
-            if val is not None:
-                cmd += [flag, str(val)]
-        if args.progress is not None:
-            cmd.append("--progress" if args.progress else "--no-progress")
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-        # the child must import this same fastconv, wherever the parent found it
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in
-                                                     [os.environ.get("PYTHONPATH")] if p])
-        proc = subprocess.run(cmd, env=env)
-        if not os.path.exists(path):
-            raise RuntimeError(f"the {threads}-thread run failed (exit status {proc.returncode})")
-        with open(path) as f:
-            return json.load(f)["runs"][0]
+        path, crumb = os.path.join(tmp, "run.json"), os.path.join(tmp, "breadcrumb")
+        for _ in range(MAX_CRASHES + 1):
+            cmd = [sys.executable, "-c",
+                   "import sys; from fastconv.bench import main; sys.exit(main(sys.argv[1:]))",
+                   "--suite", args.suite, "--threads", str(threads), "--json", path, "--quiet",
+                   "--breadcrumb", crumb]
+            for flag, val in (("--ops", args.ops), ("--shapes", args.shapes),
+                              ("--backends", args.backends), ("--peers", args.peers)):
+                if val is not None:
+                    cmd += [flag, ",".join(val)]
+            for flag, val in (("--repeat", args.repeat), ("--min-time", args.min_time),
+                              ("--peak-size", args.peak_size)):
+                if val is not None:
+                    cmd += [flag, str(val)]
+            if args.progress is not None:
+                cmd.append("--progress" if args.progress else "--no-progress")
+            if skipped:
+                cmd += ["--skip-pairs", ",".join(f"{c}@{e}" for c, e in skipped)]
+            env = dict(os.environ,
+                       TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+            # the child must import this same fastconv, wherever the parent found it
+            root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in
+                                                         [os.environ.get("PYTHONPATH")] if p])
+            proc = subprocess.run(cmd, env=env)
+            if os.path.exists(path):
+                with open(path) as f:
+                    return json.load(f)["runs"][0]
+            if proc.returncode >= 0 or not os.path.exists(crumb):
+                break  # an ordinary failure (bad arguments...), not a crash
+            with open(crumb) as f:
+                case, engine = f.read().strip().split("\t")
+            os.remove(crumb)
+            why = (f"crashed the process (signal {-proc.returncode}) at {threads} thread(s); "
+                   f"the run was restarted without it")
+            print(f"fastconv bench: {engine} on {case} {why}", file=sys.stderr)
+            skipped[(case, engine)] = why
+        raise RuntimeError(f"the {threads}-thread run failed (exit status {proc.returncode})")
 
 
 def run_benchmarks(args):
@@ -173,14 +204,18 @@ def run_benchmarks(args):
     peak_size = PEAK_SIZES.get(args.suite, 2048) if args.peak_size is None else args.peak_size
     threads = args.threads or [fastconv.get_num_threads()]
     engines = peers_mod.make_engines(args.backends, args.peers)
-    fresh = len(threads) > 1 and any(e.needs_fresh_process for e in engines)
+    fresh = args.isolate or (len(threads) > 1 and any(e.needs_fresh_process for e in engines))
+    skip = {}
+    for pair in args.skip_pairs:
+        case, _, engine = pair.partition("@")
+        skip[(case, engine)] = "crashed the process in an earlier attempt; not run again"
     runs = []
     for n in threads:
         if fresh:
             runs.append(_child_run(args, n))
         else:
             runs.append(run(cases, peers_mod.make_engines(args.backends, args.peers), n,
-                            repeat, min_time, peak_size, args.progress))
+                            repeat, min_time, peak_size, args.progress, skip, args.breadcrumb))
     return runs
 
 
@@ -213,8 +248,8 @@ def _history(path):
 def main(argv=None):
     """Entry point of ``fastconv bench``; returns the exit status.
 
-    0: done; 1: a fastconv backend produced a wrong result or failed, or the
-    plot could not be drawn; 2: bad arguments or unreadable input files.
+    0: done; 1: a fastconv backend produced a wrong result, failed or crashed,
+    or the plot could not be drawn; 2: bad arguments or unreadable input files.
     """
     import faulthandler
     from . import report
@@ -258,9 +293,10 @@ def main(argv=None):
         if old is not None:
             print(report.format_compare(doc, old, args.compare))
             print()
-    if any(r["kind"] == "fastconv" and r["check"] in ("MISMATCH", "ERROR")
+    if any(r["kind"] == "fastconv" and r["check"] in ("MISMATCH", "ERROR", "CRASH")
            for run in runs for r in run["results"]):
-        print("fastconv bench: a fastconv backend gave a wrong result or failed (see 'check')",
+        print("fastconv bench: a fastconv backend gave a wrong result, failed or crashed "
+              "(see 'check')",
               file=sys.stderr)
         status = 1
     if args.json:

@@ -238,7 +238,8 @@ def setup_engines(engines, threads):
     return ready, unavailable
 
 
-def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progress=None):
+def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progress=None,
+        skip=None, breadcrumb=None):
     """Benchmark ``cases`` on ``engines`` at ``threads`` threads, all in this process.
 
     Parameters
@@ -255,6 +256,12 @@ def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progr
         Matrix size of the peak sgemm measurement (0 skips it).
     progress : bool, optional
         Draw a progress bar on stderr (default: when stderr is a terminal).
+    skip : dict, optional
+        ``{(case name, engine name): reason}``: pairs not to run (they crashed
+        the process in an earlier attempt); their rows say ``CRASH``.
+    breadcrumb : str, optional
+        File rewritten with ``case<TAB>engine`` before each engine's first call
+        on a case, so that a parent process can tell which pair crashed.
 
     Returns
     -------
@@ -290,7 +297,7 @@ def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progr
             peaks = []
             for case, case_engines in plan:
                 results.extend(_run_case(case, case_engines, repeat, min_time, probe, method,
-                                         bar, peaks))
+                                         bar, peaks, skip or {}, breadcrumb))
             bar.close()
             if probe is not None and not peaks:  # no case ran: measure it on its own
                 peaks = [probe.flops / _time_calls(probe, 1) / 1e9 for _ in range(3)]
@@ -314,14 +321,30 @@ def _row(case, engine, check="ok", detail=""):
             "detail": detail, "vs_best_peer": None}
 
 
-def _run_case(case, engines, repeat, min_time, probe, method, bar, peaks):
+def _leave_breadcrumb(path, case, engine):
+    """Record the pair about to run, written straight to the file (survives a crash)."""
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, f"{case.name}\t{engine.name}\n".encode())
+        finally:
+            os.close(fd)
+
+
+def _run_case(case, engines, repeat, min_time, probe, method, bar, peaks, skip, breadcrumb):
     gc.collect()
     data = make_data(case)
     expected = reference(case, data)
     rows, live = [], []
     for engine in engines:
         row = _row(case, engine)
+        if (case.name, engine.name) in skip:
+            row["check"], row["detail"] = "CRASH", skip[(case.name, engine.name)]
+            bar.step(f"{case.name} {engine.name}", repeat + 1)
+            rows.append(row)
+            continue
         bar.show(f"{case.name} {engine.name}")  # visible if a native crash follows
+        _leave_breadcrumb(breadcrumb, case, engine)
         try:
             prepared = engine.prepare(case, data)
             t0 = time.perf_counter()
