@@ -357,7 +357,8 @@ def _fill_patch(x, patch, p0, m, OH, OW, KH, KW, c0, Cg, SH, SW, DH, DW, top, le
     """Fill ``patch[:m]`` with the (KH, KW, Cg) windows of flat output pixels ``p0 .. p0+m-1``.
 
     Channels ``c0 .. c0+Cg-1`` of the input are taken (one group); positions
-    outside the input are zero.
+    outside the input are zero.  Without dilation and groups, a kernel row
+    that lies inside the input is copied as one run of ``KW*C`` values.
     """
     N, H, W, C = x.shape
     n = p0 // (OH * OW)
@@ -366,11 +367,22 @@ def _fill_patch(x, patch, p0, m, OH, OW, KH, KW, c0, Cg, SH, SW, DH, DW, top, le
     ow = rem - oh * OW
     uCg = np.uint64(Cg)
     uc0 = np.uint64(c0)
+    run = DW == 1 and Cg == C
+    urun = np.uint64(KW * C)
+    x3 = x.reshape(N, H, W * C)
     for p in range(m):
         uk = np.uint64(0)
+        iw0 = ow * SW - left
         for kh in range(KH):
             ih = oh * SH + kh * DH - top
             inside_h = ih >= 0 and ih < H
+            if inside_h and run and iw0 >= 0 and iw0 + KW <= W:
+                # the whole kernel row is one contiguous run of KW*C input values
+                ux = np.uint64(iw0 * C)
+                for j in range(urun):
+                    patch[p, uk + j] = x3[n, ih, ux + j]
+                uk += urun
+                continue
             for kw in range(KW):
                 iw = ow * SW + kw * DW - left
                 inside = inside_h and iw >= 0 and iw < W
