@@ -25,6 +25,7 @@ work is cut into pieces whose boundaries never depend on the thread count, so
 results are bitwise identical for any ``num_threads``.
 """
 import contextlib
+import functools
 import threading
 import time
 
@@ -49,6 +50,8 @@ PLANAR_MAX_CHANNELS = 16
 TILE_BYTES = 512 * 1024
 #: elements per ReLU block
 RELU_BLOCK = 1 << 15
+#: elementary operations (multiply-adds, compares, copies) below which a second thread is not woken
+MIN_WORK_PER_THREAD = 1 << 16
 
 
 # ----------------------------------------------------------------------------- threads and BLAS
@@ -95,9 +98,18 @@ _workqueue_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def _numba_threads(num_threads):
-    """Run with ``num_threads`` Numba threads (capped at the pool size); yield the count used."""
-    n = max(1, min(int(num_threads), numba.config.NUMBA_NUM_THREADS))
+def _numba_threads(num_threads, work):
+    """Run with up to ``num_threads`` Numba threads; yield the count used.
+
+    The count is capped at the pool size (``NUMBA_NUM_THREADS``) and at one
+    thread per ``MIN_WORK_PER_THREAD`` elementary operations (``work``): waking
+    a second thread for a tiny call costs more than the call (and on a busy
+    machine a descheduled worker can stall the region for milliseconds).
+    Results do not depend on the count.
+    """
+    n = min(int(num_threads), numba.config.NUMBA_NUM_THREADS,
+            int(work) // MIN_WORK_PER_THREAD + 1)
+    n = max(1, n)
     previous = numba.get_num_threads()  # launches the threading layer on first use
     lock = _workqueue_lock if _cfg.needs_lock() else contextlib.nullcontext()
     with lock:
@@ -106,6 +118,31 @@ def _numba_threads(num_threads):
             yield n
         finally:
             numba.set_num_threads(previous)
+
+
+_local = threading.local()
+#: largest workspace kept between calls (per Python thread)
+WORKSPACE_KEEP_BYTES = 32 << 20
+
+
+def _workspace(shape, dtype):
+    """A scratch array, reusing this Python thread's previous one when big enough.
+
+    A fresh ``np.empty`` of a few MB costs its page faults again on every call
+    (``performance.md``: 6.8 ms vs 2.2 ms for 44 MB); buffers up to
+    ``WORKSPACE_KEEP_BYTES`` are therefore kept per Python thread (so
+    concurrent calls never share one).
+    """
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape))
+    nbytes = size * dtype.itemsize
+    if nbytes > WORKSPACE_KEEP_BYTES:
+        return np.empty(shape, dtype=dtype)
+    buf = getattr(_local, "buf", None)
+    if buf is None or buf.nbytes < nbytes:
+        buf = np.empty(max(nbytes, 1 << 16), dtype=np.uint8)
+        _local.buf = buf
+    return buf[:nbytes].view(dtype).reshape(shape)
 
 
 def _writable(a):
@@ -165,41 +202,50 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
         wmat = np.ascontiguousarray(w.reshape(K, groups, Og).transpose(1, 0, 2))
         P = N * out.shape[1] * out.shape[2]
         tile = _im2col_tile(P, K, x.itemsize)
-        with _blas_one_thread(), _numba_threads(num_threads) as n:
+        with _blas_one_thread(), _numba_threads(num_threads, P * K * Og) as n:
             _k.conv2d_im2col(x, wmat, b, out, KH, KW, SH, SW, DH, DW, top, left, relu, tile, n)
         return
     if algorithm != "direct":
         raise ValueError(f"algorithm must be 'auto', 'direct' or 'im2col'; got {algorithm!r}.")
     if groups > 1 and Cg == 1 or Cg > PLANAR_MAX_CHANNELS:
-        with _numba_threads(num_threads) as n:
+        with _numba_threads(num_threads, out.size * KH * KW * Cg) as n:
             _k.conv2d_direct_o(x, w, b, out, SH, SW, DH, DW, top, left, groups, relu, n)
         return
     OH, OW = out.shape[1], out.shape[2]
     Wq = OW + ((KW - 1) * DW) // SW
     Hq = OH + ((KH - 1) * DH) // SH + 1
-    planes = np.empty((N, C, SH, SW, Hq * Wq), dtype=x.dtype)
+    planes = _workspace((N, C, SH, SW, Hq * Wq), x.dtype)
     block = _planar_block(O)
     toff, wt = _planar_taps(w, groups, C, SH, SW, DH, DW, Hq * Wq, Wq)
-    with _numba_threads(num_threads) as n:
+    with _numba_threads(num_threads, out.size * KH * KW * Cg) as n:
         _k.build_planes(x, planes, SH, SW, top, left, Wq, n)
         _k.conv2d_planar(planes, toff, wt, b, out, Wq, groups, relu, block, n)
 
 
-def _planar_taps(w, groups, C, SH, SW, DH, DW, L, Wq):
-    """Tap tables for the planar kernel: flat offsets ``toff[g, t]`` and weights ``wt[o, t]``.
+@functools.lru_cache(maxsize=64)
+def _planar_offsets(KH, KW, Cg, groups, SH, SW, DH, DW, L, Wq):
+    """Flat offsets ``toff[g, t]`` of the planar kernel's taps (depends on geometry only).
 
     Tap ``t = (kh*KW + kw)*Cg + c`` of group ``g`` reads channel ``g*Cg + c``
     in stride phase ``((kh*DH) % SH, (kw*DW) % SW)``, shifted by
     ``((kh*DH)//SH)*Wq + (kw*DW)//SW``.
     """
+    kh = np.arange(KH)[:, None, None]
+    kw = np.arange(KW)[None, :, None]
+    c = np.arange(Cg)[None, None, :]
+    plane_kk = ((kh * DH) % SH) * SW + (kw * DW) % SW
+    shift = ((kh * DH) // SH) * Wq + (kw * DW) // SW
+    ci = np.arange(groups)[:, None, None, None] * Cg + c
+    toff = ((ci * SH * SW + plane_kk) * L + shift).reshape(groups, KH * KW * Cg)
+    return np.ascontiguousarray(toff, dtype=np.uint64)
+
+
+def _planar_taps(w, groups, C, SH, SW, DH, DW, L, Wq):
+    """Tap tables for the planar kernel: offsets ``toff[g, t]`` and weights ``wt[o, t]``."""
     KH, KW, Cg, O = w.shape
-    kh, kw, c = np.meshgrid(np.arange(KH), np.arange(KW), np.arange(Cg), indexing="ij")
-    kh, kw, c = kh.ravel(), kw.ravel(), c.ravel()
-    ci = np.arange(groups)[:, None] * Cg + c[None, :]
-    plane = (ci * SH + (kh * DH) % SH) * SW + (kw * DW) % SW
-    toff = plane * L + ((kh * DH) // SH) * Wq + (kw * DW) // SW
+    toff = _planar_offsets(KH, KW, Cg, groups, SH, SW, DH, DW, L, Wq)
     wt = np.ascontiguousarray(w.reshape(KH * KW * Cg, O).T)
-    return np.ascontiguousarray(toff, dtype=np.uint64), wt
+    return toff, wt
 
 
 def _planar_block(O):
@@ -212,7 +258,7 @@ def relu(x, out, num_threads):
     """Driver: ``out = max(x, 0)`` elementwise on flat arrays (``out`` may be ``x``)."""
     if out is not x:
         x = _writable(x)
-    with _numba_threads(num_threads) as n:
+    with _numba_threads(num_threads, x.size) as n:
         _k.relu(x, out, RELU_BLOCK, n)
 
 
@@ -223,7 +269,7 @@ def max_pool2d(x, out, ksize, strides, dilations, pads, num_threads):
     DH, DW = (int(d) for d in dilations)
     top, left = (int(p) for p in pads)
     x = _writable(x)
-    with _numba_threads(num_threads) as n:
+    with _numba_threads(num_threads, out.size * KH * KW) as n:
         _k.max_pool2d(x, out, KH, KW, SH, SW, DH, DW, top, left, n)
 
 
@@ -233,7 +279,7 @@ def im2col(x, out, ksize, strides, dilations, pads, num_threads):
     DH, DW = (int(d) for d in dilations)
     top, left = (int(p) for p in pads)
     x = _writable(x)
-    with _numba_threads(num_threads) as n:
+    with _numba_threads(num_threads, out.size) as n:
         _k.im2col(x, out, SH, SW, DH, DW, top, left, n)
 
 

@@ -81,7 +81,8 @@ def test_conv2d_matches_reference_every_algorithm(rng, name, dtype):
 
 @pytest.mark.parametrize("name", ["stride2_odd_same", "groups2", "depthwise", "c16_many_out",
                                   "c1_o1_edge"])
-def test_conv2d_bitwise_identical_for_1_2_3_threads(rng, name):
+def test_conv2d_bitwise_identical_for_1_2_3_threads(rng, name, monkeypatch):
+    monkeypatch.setattr(nb, "MIN_WORK_PER_THREAD", 1)  # split even these small problems
     x, w, b, kwargs = _conv_inputs(rng, CONV_CASES[name], np.float32)
     x = np.repeat(x, 3, axis=0)  # enough rows/tiles for three chunks
     for algorithm in ALGORITHMS:
@@ -155,7 +156,8 @@ def test_conv2d_matches_torch_small_channel_shapes(torch, rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_relu_nan_inf_and_in_place(rng, dtype):
+def test_relu_nan_inf_and_in_place(rng, dtype, monkeypatch):
+    monkeypatch.setattr(nb, "MIN_WORK_PER_THREAD", 1)
     x = rng.standard_normal(100_003).astype(dtype)  # several blocks, odd tail
     x[:4] = [np.nan, -np.inf, np.inf, -0.0]
     expected = fastconv.relu(x, backend="numpy")
@@ -182,7 +184,8 @@ POOL_CASES = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", POOL_CASES)
-def test_max_pool2d_matches_reference(rng, case, dtype):
+def test_max_pool2d_matches_reference(rng, case, dtype, monkeypatch):
+    monkeypatch.setattr(nb, "MIN_WORK_PER_THREAD", 1)
     N, H, W, C, k, s, pad = case
     x = rng.standard_normal((N, H, W, C)).astype(dtype) - 5  # all negative: padding never wins
     x.flat[::7] = np.nan
@@ -207,7 +210,8 @@ def test_max_pool2d_dilated_nchw(rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_im2col_matches_reference(rng, dtype):
+def test_im2col_matches_reference(rng, dtype, monkeypatch):
+    monkeypatch.setattr(nb, "MIN_WORK_PER_THREAD", 1)
     x = rng.standard_normal((2, 7, 6, 3)).astype(dtype)
     for k, s, pad, d in ((3, 1, "SAME", 1), ((2, 3), 2, "SAME", 1), (3, (2, 1), "VALID", 2)):
         expected = fastconv.im2col(x, k, s, pad, d, backend="numpy")
@@ -216,7 +220,8 @@ def test_im2col_matches_reference(rng, dtype):
             np.testing.assert_array_equal(got, expected)
 
 
-def test_concurrent_calls_from_four_python_threads(rng):
+def test_concurrent_calls_from_four_python_threads(rng, monkeypatch):
+    monkeypatch.setattr(nb, "MIN_WORK_PER_THREAD", 1)
     x = rng.standard_normal((4, 20, 20, 3)).astype(np.float32)
     w_small = rng.standard_normal((3, 3, 3, 8)).astype(np.float32)
     w_big = rng.standard_normal((3, 3, 3, 40)).astype(np.float32)
@@ -252,6 +257,14 @@ def test_concurrent_calls_from_four_python_threads(rng):
     assert not any(t.is_alive() for t in threads)
     assert not errors, errors
     assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS  # restored
+
+
+def test_small_calls_stay_on_one_thread():
+    with nb._numba_threads(8, 100) as n:
+        assert n == 1
+    with nb._numba_threads(8, 10 ** 9) as n:
+        assert n == min(8, numba.config.NUMBA_NUM_THREADS)
+        assert numba.get_num_threads() == n
 
 
 def test_num_threads_restored_and_threading_layer_deliberate(rng):
@@ -324,3 +337,37 @@ def test_second_process_loads_kernels_from_cache(tmp_path):
     assert first["misses"] >= 1 and first["hits"] == 0
     assert second["hits"] >= 1 and second["misses"] == 0
     assert second["first_call"] < first["first_call"]
+
+
+_THREE_THREADS_SCRIPT = textwrap.dedent("""
+    import numpy as np
+    import numba
+    import fastconv
+    from fastconv import _numba_backend as nb
+    assert numba.config.NUMBA_NUM_THREADS == 3
+    nb.MIN_WORK_PER_THREAD = 1
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 17, 15, 4)).astype(np.float32)
+    for w, groups in ((rng.standard_normal((3, 3, 4, 40)).astype(np.float32), 1),
+                      (rng.standard_normal((3, 2, 2, 6)).astype(np.float32), 2),
+                      (rng.standard_normal((3, 3, 1, 4)).astype(np.float32), 4)):
+        ref = fastconv.conv2d(x, w, 2, "SAME", groups=groups, backend="numpy")
+        for algorithm in ("direct", "im2col"):
+            runs = [fastconv.conv2d(x, w, 2, "SAME", groups=groups, backend="numba",
+                                    algorithm=algorithm, num_threads=n) for n in (1, 2, 3)]
+            assert np.allclose(runs[0], ref, rtol=1e-4, atol=1e-4)
+            assert all(np.array_equal(r, runs[0]) for r in runs[1:])
+    pools = [fastconv.max_pool2d(x, 3, 2, "SAME", backend="numba", num_threads=n) for n in (1, 3)]
+    assert np.array_equal(pools[0], pools[1])
+    print("ok")
+""")
+
+
+def test_three_real_threads_give_identical_results(tmp_path):
+    # this machine may have fewer cores: give Numba a pool of 3 in a child process
+    env = dict(os.environ, NUMBA_NUM_THREADS="3",
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", _THREE_THREADS_SCRIPT], env=env,
+                          cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("ok")
