@@ -64,6 +64,8 @@ cdef extern from "fc_im2col.h" nogil:
 #: bytes of unfolded columns per tile: half the 2 MB L2, leaving room for the
 #: GEMM's packed filter panel and the output rows.
 TILE_BYTES = 1 << 20
+#: never more than this per thread's column buffer, however large the filters.
+MAX_BUFFER_BYTES = 16 << 20
 #: bounds on the pixels per tile (below 64 the GEMM's n is too small to
 #: amortize packing the filters; above 1024 nothing more is gained).
 MIN_TILE, MAX_TILE = 64, 1024
@@ -74,18 +76,29 @@ MIN_TASKS = 8
 MIN_O_BLOCK = 64
 
 
-def tile_pixels(Py_ssize_t P, Py_ssize_t K, Py_ssize_t itemsize):
-    """Output pixels per tile for ``P`` pixels of ``K`` columns of ``itemsize`` bytes.
+def tile_pixels(Py_ssize_t P, Py_ssize_t K, Py_ssize_t O, Py_ssize_t itemsize):
+    """Output pixels per tile for ``P`` pixels, ``K`` columns, ``O`` output channels.
 
-    ``TILE_BYTES / (K * itemsize)`` clipped to ``[MIN_TILE, MAX_TILE]``, then
-    lowered (not below ``MIN_TILE``) so that there are ``MIN_TASKS`` tiles
-    when ``P`` allows.  Depends on the shape only, never on the thread count.
+    Every tile is one GEMM that reads all ``K x O`` filters, so a tile should
+    hold at least as many bytes of columns as the filters have (``K*O``), and
+    otherwise ``TILE_BYTES`` (L2-sized): ``max(TILE_BYTES, K*O*itemsize) /
+    (K*itemsize)`` pixels, clipped to ``[MIN_TILE, MAX_TILE]`` and to
+    ``MAX_BUFFER_BYTES``.  Small filters on few pixels are cut into up to
+    ``MIN_TASKS`` tiles (of at least ``MIN_TILE``) so threads share them; large
+    filters are shared by splitting the channels instead (:func:`o_block`).
+    The tiles are then made equal (no tiny last tile).  Depends on the shape
+    only, never on the thread count.
     """
-    cdef Py_ssize_t tp = TILE_BYTES // max(K * itemsize, 1)
+    cdef Py_ssize_t row = max(K * itemsize, 1)
+    cdef Py_ssize_t filt = K * O * itemsize
+    cdef Py_ssize_t tp = max(TILE_BYTES, filt) // row
+    tp = min(tp, MAX_BUFFER_BYTES // row)
     tp = min(max(tp, MIN_TILE), MAX_TILE)
-    if P < MIN_TASKS * tp:
-        tp = max((P + MIN_TASKS - 1) // MIN_TASKS, MIN_TILE)
-    return max(min(tp, P), 1)
+    cdef Py_ssize_t n_tiles = (P + tp - 1) // tp
+    if n_tiles < MIN_TASKS and filt <= TILE_BYTES:
+        n_tiles = max(n_tiles, min(MIN_TASKS, P // MIN_TILE))
+    n_tiles = max(n_tiles, 1)
+    return max((P + n_tiles - 1) // n_tiles, 1)
 
 
 def o_block(Py_ssize_t n_tiles, Py_ssize_t O, int groups):
@@ -158,7 +171,8 @@ def conv2d_im2col(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
     cdef int K = KH * KW * C, Kg = KH * KW * Cg
     if P == 0 or O == 0:
         return
-    cdef Py_ssize_t tp = tile if tile > 0 else tile_pixels(P, K, sizeof(floating))
+    cdef Py_ssize_t tp = tile if tile > 0 else tile_pixels(P, K, O // groups,
+                                                          sizeof(floating))
     cdef Py_ssize_t n_tiles = (P + tp - 1) // tp
     cdef Py_ssize_t ob = o_block(n_tiles, O, groups)
     cdef Py_ssize_t n_ob = (O + ob - 1) // ob

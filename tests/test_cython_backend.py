@@ -238,11 +238,15 @@ def test_im2col_gemm_tiles_and_remainders(dtype, tile):
 
 
 def test_tile_pixels_rule():
-    assert _im2col_gemm.tile_pixels(25088, 576, 4) == (1 << 20) // (576 * 4)
-    assert _im2col_gemm.tile_pixels(10**6, 10**6, 4) == _im2col_gemm.MIN_TILE
-    assert _im2col_gemm.tile_pixels(10**6, 1, 4) == _im2col_gemm.MAX_TILE
-    assert _im2col_gemm.tile_pixels(40, 64, 4) == 40          # small: one tile
-    assert _im2col_gemm.tile_pixels(64 * 20, 64, 4) == 160    # >= MIN_TASKS tiles
+    tp = _im2col_gemm.tile_pixels
+    assert tp(25088, 576, 64, 4) == 448                # 8x56x56, 3x3x64 -> 64: 56 equal tiles
+    assert tp(6272, 256, 256, 4) == 784                # 8 tiles: threads share the work
+    assert tp(196, 4608, 512, 4) == 196                # big filters: one tile, split O
+    assert tp(10**6, 10**6, 1, 4) == _im2col_gemm.MIN_TILE
+    assert tp(10**6, 1, 1, 4) == _im2col_gemm.MAX_TILE
+    assert tp(40, 64, 8, 4) == 40                      # small: one tile
+    assert tp(64 * 20, 64, 8, 4) == 160                # >= MIN_TASKS tiles
+    assert tp(1030, 8, 8, 4) == 129                    # equal tiles, no tiny last tile
     assert _im2col_gemm.o_block(1, 2048, 1) == 256
     assert _im2col_gemm.o_block(1, 100, 1) == 64
     assert _im2col_gemm.o_block(1, 50, 1) == 50
