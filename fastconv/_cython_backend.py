@@ -104,56 +104,66 @@ def _single_threaded_blas():
                 _blas_limiter = None
 
 
-#: "auto" picks im2col + GEMM for at most this many output pixels (N*OH*OW) ...
-AUTO_IM2COL_MAX_PIXELS = 256
-#: ... when the filters hold at least this many elements (KH*KW*C_in*C_out).
-AUTO_IM2COL_MIN_FILTER = 65536
+#: "auto" picks im2col + GEMM (groups == 1) when the output has at most
+#: ``pixels`` pixels (N*OH*OW) and the filters at least ``filter`` elements
+#: (KH*KW*C_in*C_out), for any (pixels, filter) pair below; direct otherwise.
+AUTO_IM2COL_RULES = ((256, 1 << 16), (1024, 1 << 20))
 
 
 def choose_algorithm(x_shape, w_shape, out_shape, strides, dilations, groups):
     """The kernel ``algorithm="auto"`` runs for one convolution: 'direct' or 'im2col'.
 
-    Rule: tiled im2col + GEMM when ``groups == 1``, the output has at most
-    ``AUTO_IM2COL_MAX_PIXELS`` pixels (``N*OH*OW``) and the filters at least
-    ``AUTO_IM2COL_MIN_FILTER`` elements; the direct kernel otherwise.  It
-    depends on the shapes only (never on the thread count), so "auto" gives
-    bitwise identical results for any ``num_threads``.
+    Rule: tiled im2col + GEMM when ``groups == 1`` and the filters are large
+    for the number of output pixels -- at most 256 pixels (``N*OH*OW``) with
+    at least 64 Ki filter elements (``KH*KW*C_in*C_out``), or at most 1024
+    pixels with at least 1 Mi elements (:data:`AUTO_IM2COL_RULES`); the
+    direct kernel otherwise.  It depends on the shapes only (never on the
+    thread count), so "auto" gives bitwise identical results for any
+    ``num_threads``.
 
-    Why: the direct kernel streams the whole filter once per output row, so
-    it wins wherever many pixels share each filter element -- every shape of
-    the benchmark suite -- and the small-channel and grouped/depthwise layers
-    where a GEMM's K or N is tiny; BLAS's cache blocking wins for large filters
-    applied to few pixels (late layers, batch 1).  Measured here, float32, one
-    thread, CPU time (the machine was shared, so CPU time rather than wall time),
-    direct time / im2col time (< 1: direct faster)::
+    Why: the direct kernel streams the whole filter once per output row, so it
+    wins wherever many pixels share each filter element -- every shape of the
+    benchmark suite -- and on small-channel and grouped/depthwise layers where
+    a GEMM's K or N is tiny; BLAS's cache blocking wins for large filters
+    applied to few pixels (late layers, small batches).  Measured here,
+    float32, one thread, CPU time of each kernel (the machine was shared, so
+    CPU time rather than wall time), direct time / im2col time (> 1: im2col
+    faster)::
 
-        N, HxW,      C_in->C_out, K, s   filter   direct/im2col
-        256, 28x28,    1->64,   3, 1       576     0.49
-        256, 13x13,   64->64,   3, 1       37K     0.77
-        8,   56x56,   64->64,   3, 1       37K     0.77
-        1,  224x224,  64->64,   3, 1       37K     0.75
-        8,  224x224,   3->64,   7, 2        9K     0.76
-        1,  512x512,   1->1,    3, 1         9     0.04
-        8,   56x56,   64->64,   3, 1  (depthwise)  0.03
-        32,  32x32,    3->32,   3, 1      864      0.57
-        8,   28x28,  256->256,  3, 1      590K     0.66
-        8,   14x14,  256->256,  3, 1      590K     0.80
-        8,   28x28,  512->512,  1, 1      262K     0.86
-        8,   56x56,   64->256,  1, 1       16K     1.08
-        8,    7x7,   512->512,  3, 1      2.4M     1.01   (392 pixels)
-        1,   14x14,  128->1024, 1, 1      131K     1.15   (196 pixels)
-        1,   14x14,  512->512,  3, 1      2.4M     1.40   (196 pixels)
-        1,    7x7,   512->2048, 1, 1      1.0M     3.46   (49 pixels)
+        N, HxW,      C_in->C_out, K    pixels  filter  direct/im2col
+        256, 28x28,    1->64,   3    173056     576    0.53
+        256, 13x13,   64->64,   3     43264     37K    0.72
+        8,   56x56,   64->64,   3     25088     37K    0.76
+        1,  224x224,  64->64,   3     50176     37K    0.75
+        8,  224x224,   3->64,   7 s2 100352      9K    0.71
+        1,  512x512,   1->1,    3    262144       9    0.04
+        8,   56x56,   64->64,   3, depthwise           0.03
+        32,  32x32,    3->32,   3     32768     864    0.71
+        8,   28x28,  256->256,  3      6272    590K    0.57
+        8,   14x14,  256->256,  3      1568    590K    0.85
+        1,   28x28,  256->256,  3       784    590K    0.88
+        8,   28x28,  512->512,  1      6272    262K    0.85
+        8,   56x56,   64->256,  1     25088     16K    1.16  (rule says direct)
+        1,   14x14,  256->256,  3       196    590K    1.23
+        1,   14x14,  128->1024, 1       196    131K    1.32
+        4,   14x14,  512->512,  3       784    2.4M    1.16
+        8,    7x7,   512->512,  3       392    2.4M    1.37
+        1,   14x14,  512->512,  3       196    2.4M    1.95
+        8,    7x7,   512->2048, 1       392    1.0M    1.55
+        1,    7x7,   512->2048, 1        49    1.0M    3.67
 
     Without the compiled direct module everything is im2col.
     """
     if _conv_direct is None:
         return "im2col"
+    if groups != 1:
+        return "direct"
     KH, KW, Cg, O = w_shape
-    N, OH, OW = out_shape[0], out_shape[1], out_shape[2]
-    if (groups == 1 and N * OH * OW <= AUTO_IM2COL_MAX_PIXELS
-            and KH * KW * Cg * O >= AUTO_IM2COL_MIN_FILTER):
-        return "im2col"
+    pixels = out_shape[0] * out_shape[1] * out_shape[2]
+    filt = KH * KW * Cg * O
+    for max_pixels, min_filter in AUTO_IM2COL_RULES:
+        if pixels <= max_pixels and filt >= min_filter:
+            return "im2col"
     return "direct"
 
 
