@@ -34,7 +34,8 @@ Convolution kernels
   the input is copied once into zero-padded, stride-phase-split channel
   planes stored flat, where every kernel tap is a constant shift; each output
   channel is then a sum of shifted planes, computed by long contiguous
-  vectorized loops over output positions (four taps per pass).
+  vectorized loops over output positions (four taps and two output channels
+  per pass).
 
 Writing loops Numba vectorizes
 ------------------------------
