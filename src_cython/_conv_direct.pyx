@@ -48,6 +48,7 @@ cdef extern from "fc_conv_direct.h" nogil:
         int packed
         int OB
         int nb
+        int block_major
     int FC_KIND_GENERAL
     int FC_KIND_DEPTHWISE
     int FC_KIND_WIDTH
@@ -57,6 +58,10 @@ cdef extern from "fc_conv_direct.h" nogil:
     int fc_conv_vector_lanes(int level, int is_double)
     unsigned int fc_ftz_enter()
     void fc_ftz_leave(unsigned int saved)
+
+# filters larger than this are walked block by block (see fc_conv_direct.h)
+cdef enum:
+    L2_SHARE_BYTES = 1 << 20
 
 KIND_NAMES = {FC_KIND_GENERAL: "general", FC_KIND_DEPTHWISE: "depthwise",
               FC_KIND_WIDTH: "width"}
@@ -184,6 +189,10 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
         if a.Og % lanes != 0 or a.nb > 1:
             packed = _pack_filters(w, groups, a.OB)
             a.packed = 1
+
+    # all filter blocks larger than half of a 2 MB L2: walk one block at a time
+    a.block_major = (a.kind == FC_KIND_GENERAL and a.nb > 1 and
+                     groups * a.nb * KH * KW * Cg * a.OB * sizeof(floating) > L2_SHARE_BYTES)
 
     cdef const floating[::1] w_flat
     if packed is not None:

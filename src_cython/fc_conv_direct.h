@@ -29,7 +29,10 @@
  * computed once, and each row is split into an interior (all kw valid, full tiles) and
  * border pixels, which run the same vectorized kernel one pixel at a time with their
  * own kw range.  A work item is one output row (n, oh) of one output-channel block
- * (general kind) or one whole output row (depthwise and width kinds);
+ * (general kind) or one whole output row (depthwise and width kinds).  General items
+ * are ordered row-major (n, oh, g, b) when all the filters fit in L2 together, and
+ * block-major (g, b, n, oh) otherwise, so that consecutive items (and each thread's
+ * static share) reuse one block of filters from L2 instead of cycling through all;
  * the tiling inside a row never depends on the thread count, so every output element
  * is reduced in a fixed order and results are bitwise identical for any thread count.
  */
@@ -62,6 +65,7 @@ typedef struct {
     int packed;        /* 1 when w is the packed buffer */
     int OB;            /* output channels per block (general and depthwise kinds) */
     int nb;            /* blocks per group */
+    int block_major;   /* general kind: items ordered (g, b, n, oh) instead of (n, oh, g, b) */
 } fc_conv_args;
 
 /* Floor division that is right for negative numerators (d > 0). */

@@ -202,11 +202,23 @@ static FC_ATTR void FN(fc_row_general)(const fc_conv_args *a, ptrdiff_t item)
 {
     const ptrdiff_t H = a->H, W = a->W, C = a->C, O = a->O, OH = a->OH, OW = a->OW;
     const int KH = a->KH, KW = a->KW, Cg = a->Cg, Og = a->Og, OB = a->OB, nb = a->nb;
-    const int b = (int)(item % nb);
-    ptrdiff_t r = item / nb;
-    const int g = (int)(r % a->groups);
-    r /= a->groups;
-    const ptrdiff_t oh = r % OH, n = r / OH;
+    int b, g;
+    ptrdiff_t oh, n;
+    if (a->block_major) {   /* item = ((g * nb + b) * N + n) * OH + oh */
+        ptrdiff_t r = item / OH;
+        oh = item % OH;
+        n = r % a->N;
+        r /= a->N;
+        b = (int)(r % nb);
+        g = (int)(r / nb);
+    } else {                /* item = ((n * OH + oh) * groups + g) * nb + b */
+        ptrdiff_t r = item / nb;
+        b = (int)(item % nb);
+        g = (int)(r % a->groups);
+        r /= a->groups;
+        oh = r % OH;
+        n = r / OH;
+    }
 
     const int ob = (Og - b * OB) < OB ? (Og - b * OB) : OB;
     const int nv = (ob + FCV_L - 1) / FCV_L;

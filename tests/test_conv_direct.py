@@ -110,6 +110,7 @@ BORDER_CASES = [
     _case(3, 23, 22, 3, 64, 7, 7, S=(2, 2), P=(2, 3, 2, 3)),      # stem-like 7x7 / 2
     _case(2, 9, 9, 1, 64, 3, 3),                                  # Fashion-MNIST-like C=1
     _case(1, 6, 30, 130, 96, 3, 3, P=(1, 1, 1, 1)),               # C > 64, O > 64
+    _case(2, 5, 9, 256, 130, 3, 3, P=(1, 1, 1, 1)),               # > 1 MB of filters
 ]
 
 GROUP_CASES = [
@@ -178,6 +179,7 @@ def test_nan_propagates_through_relu(case, level):
 @pytest.mark.parametrize("case", [
     _case(3, 13, 17, 5, 70, 3, 3, P=(1, 1, 1, 1)),
     _case(2, 11, 10, 64, 64, 3, 3, S=(2, 2), P=(0, 1, 0, 1)),
+    _case(2, 5, 9, 256, 130, 3, 3, S=(1, 2), P=(1, 1, 1, 1)),
     GROUP_CASES[1], GROUP_CASES[5], GROUP_CASES[7], SINGLE_CHANNEL_CASES[0],
 ], ids=_case_id)
 def test_bitwise_identical_across_thread_counts(case, level, dtype):
