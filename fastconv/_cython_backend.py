@@ -34,6 +34,7 @@ SIMD_ENV_VAR = "FASTCONV_SIMD"
 SIMD_LEVELS = ("generic", "avx2", "avx512")
 ALGORITHMS = ("direct", "im2col") if _conv_direct is not None else ("im2col",)
 
+_CPU_SIMD = _build_info.cpu_simd_level()   # the CPU does not change while we run
 _blas_controller = None
 _blas_lock = threading.Lock()
 _blas_users = 0          # im2col convolutions running now (from any Python thread)
@@ -42,7 +43,7 @@ _blas_limiter = None
 
 def cpu_simd_level():
     """The best SIMD level of this CPU: 'avx512', 'avx2' or 'generic'."""
-    return _build_info.cpu_simd_level()
+    return _CPU_SIMD
 
 
 def simd_level():
