@@ -26,8 +26,10 @@ from . import _build_info, _im2col_gemm, _relu_pool  # ImportError when not buil
 
 try:
     from . import _conv_direct
-except ImportError:  # built without the direct kernels: im2col serves every shape
+    _DIRECT_MISSING = ""
+except ImportError as exc:  # built without the direct kernels: im2col serves every shape
     _conv_direct = None
+    _DIRECT_MISSING = str(exc)
 
 SIMD_ENV_VAR = "FASTCONV_SIMD"
 #: level names, lowest first; the index is the FC_SIMD_* value of fc_cpu.h
@@ -181,7 +183,8 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
     if algorithm == "direct":
         if _conv_direct is None:
             raise ValueError("algorithm='direct' is not available: this build of fastconv "
-                             "lacks the compiled module fastconv._conv_direct; use "
+                             "lacks the compiled module fastconv._conv_direct "
+                             f"({_DIRECT_MISSING or 'not imported'}); use "
                              "algorithm='im2col' or 'auto'.")
         _conv_direct.conv2d_direct(x, w, bias, out, strides[0], strides[1], dilations[0],
                                    dilations[1], pads[0], pads[1], groups, bool(relu),
