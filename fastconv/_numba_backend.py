@@ -350,6 +350,6 @@ def info():
         "cache": _cfg.CACHE,
         "cache dir": _cache_dir(),
         "blas threads": blas,
-        "compiled": ", ".join(f"{name}:{len(getattr(_k, name).signatures)}"
+        "signatures loaded": ", ".join(f"{name}:{len(getattr(_k, name).signatures)}"
                               for name in _KERNELS),
     }
