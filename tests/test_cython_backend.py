@@ -398,3 +398,19 @@ def test_concurrent_im2col_calls_from_python_threads():
     after = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()
              if lib["user_api"] == "blas"]
     assert after == before
+
+
+@pytest.mark.parametrize("missing", ("fastconv._relu_pool", "fastconv._im2col_gemm"))
+def test_import_error_without_compiled_modules(monkeypatch, missing):
+    """Without its compiled modules the backend refuses to import: 'extension not built'."""
+    import importlib.util
+    import sys
+
+    from fastconv import _backends
+    monkeypatch.setitem(sys.modules, missing, None)
+    monkeypatch.delattr(fastconv, missing.split(".")[1])
+    spec = importlib.util.find_spec("fastconv._cython_backend")
+    module = importlib.util.module_from_spec(spec)
+    with pytest.raises(ImportError) as info:
+        spec.loader.exec_module(module)
+    assert "not built" in _backends._explain("cython", info.value)
