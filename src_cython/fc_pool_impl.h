@@ -67,6 +67,33 @@ FC_ATTR static inline void FC_FN(fc_maxpool_row)(
         continue;
 #endif
         ptrdiff_t c = 0;
+        /* four channel vectors at once: four independent max chains */
+        for (; c + 4 * FC_L <= CV; c += 4 * FC_L) {
+            FC_V a0 = FC_LD(base + c), a1 = FC_LD(base + c + FC_L);
+            FC_V a2 = FC_LD(base + c + 2 * FC_L), a3 = FC_LD(base + c + 3 * FC_L);
+            FC_M m0 = FC_UNORD(a0, a0), m1 = FC_UNORD(a1, a1);
+            FC_M m2 = FC_UNORD(a2, a2), m3 = FC_UNORD(a3, a3);
+            for (int kh = kh_lo; kh < kh_hi; kh++) {
+                const FC_T *row = base + (kh - kh_lo) * sh + c;
+                for (int kw = kw_lo; kw < kw_hi; kw++) {
+                    const FC_T *p = row + (kw - kw_lo) * sw;
+                    FC_V v0 = FC_LD(p), v1 = FC_LD(p + FC_L);
+                    FC_V v2 = FC_LD(p + 2 * FC_L), v3 = FC_LD(p + 3 * FC_L);
+                    m0 = FC_MOR(m0, FC_UNORD(v0, v0));
+                    m1 = FC_MOR(m1, FC_UNORD(v1, v1));
+                    m2 = FC_MOR(m2, FC_UNORD(v2, v2));
+                    m3 = FC_MOR(m3, FC_UNORD(v3, v3));
+                    a0 = FC_MAX(a0, v0);
+                    a1 = FC_MAX(a1, v1);
+                    a2 = FC_MAX(a2, v2);
+                    a3 = FC_MAX(a3, v3);
+                }
+            }
+            FC_ST(yp + c, FC_FIX(a0, m0));
+            FC_ST(yp + c + FC_L, FC_FIX(a1, m1));
+            FC_ST(yp + c + 2 * FC_L, FC_FIX(a2, m2));
+            FC_ST(yp + c + 3 * FC_L, FC_FIX(a3, m3));
+        }
         for (; c < CV; c += FC_L) {
             FC_V acc = FC_LD(base + c);
             FC_M m = FC_UNORD(acc, acc);
