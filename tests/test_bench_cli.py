@@ -390,12 +390,16 @@ def test_isolate_survives_a_crashing_engine(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("FASTCONV_TEST_CRASH_CASE", "tiny_relu")
     path = tmp_path / "run.json"
     status, out, err = run_cli(capsys, *FAST, "--peers", "numpy", "--isolate", "--threads", "1",
-                               "--shapes", "tiny_relu,tiny_conv", "--json", str(path))
+                               "--shapes", "tiny_conv,tiny_relu,tiny_pool", "--json", str(path))
     assert status == 0, err  # a peer crashed, not fastconv
     assert "numpy on tiny_relu crashed the process" in err
     rows = {(r["case"], r["engine"]): r for r in json.loads(path.read_text())["runs"][0]["results"]}
     assert rows[("tiny_relu", "numpy")]["check"] == "CRASH"
     assert rows[("tiny_relu", "numpy")]["median_s"] is None
     assert rows[("tiny_relu", "fastconv:numpy")]["check"] == "ok"
-    assert rows[("tiny_conv", "numpy")]["check"] == "ok"
+    assert rows[("tiny_conv", "numpy")]["check"] == "ok"  # finished before the crash: kept
+    assert rows[("tiny_pool", "numpy")]["check"] == "ok"  # after the crash: run by a new child
+    run = json.loads(path.read_text())["runs"][0]
+    assert [r["case"] for r in run["results"]].count("tiny_conv") == 2  # not run twice
+    assert len(run["peak_samples_gflops"]) == 3 * 2  # 3 cases x 2 rounds, merged
     assert "CRASH" in out

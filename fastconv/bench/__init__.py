@@ -121,6 +121,7 @@ def _parser():
                         "with several thread counts and TensorFlow)")
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--breadcrumb", help=argparse.SUPPRESS)
+    p.add_argument("--partial", help=argparse.SUPPRESS)
     p.add_argument("--skip-pairs", type=_name_list, default=[], help=argparse.SUPPRESS)
     return p
 
@@ -143,18 +144,21 @@ def _child_run(args, threads):
     TensorFlow fixes its thread pool once per process, hence one process per
     count.  When a kernel crashes the child (a native fault), the pair it was
     running (read from a breadcrumb file) is skipped -- its row says CRASH --
-    and the child is started again.
+    and a new child runs the cases not finished yet (the finished ones are
+    kept from a partial-results file).
     """
-    skipped = {}
+    from .suite import get_suite
+    skipped, done, done_peaks = {}, [], []
+    remaining = [c.name for c in get_suite(args.suite, args.ops, args.shapes)]
     with tempfile.TemporaryDirectory() as tmp:
         path, crumb = os.path.join(tmp, "run.json"), os.path.join(tmp, "breadcrumb")
+        partial = os.path.join(tmp, "partial.json")
         for _ in range(MAX_CRASHES + 1):
             cmd = [sys.executable, "-c",
                    "import sys; from fastconv.bench import main; sys.exit(main(sys.argv[1:]))",
                    "--suite", args.suite, "--threads", str(threads), "--json", path, "--quiet",
-                   "--breadcrumb", crumb]
-            for flag, val in (("--ops", args.ops), ("--shapes", args.shapes),
-                              ("--backends", args.backends), ("--peers", args.peers)):
+                   "--breadcrumb", crumb, "--partial", partial, "--shapes", ",".join(remaining)]
+            for flag, val in (("--backends", args.backends), ("--peers", args.peers)):
                 if val is not None:
                     cmd += [flag, ",".join(val)]
             for flag, val in (("--repeat", args.repeat), ("--min-time", args.min_time),
@@ -174,17 +178,39 @@ def _child_run(args, threads):
             proc = subprocess.run(cmd, env=env)
             if os.path.exists(path):
                 with open(path) as f:
-                    return json.load(f)["runs"][0]
+                    return _merge_partial(json.load(f)["runs"][0], done, done_peaks)
             if proc.returncode >= 0 or not os.path.exists(crumb):
                 break  # an ordinary failure (bad arguments...), not a crash
             with open(crumb) as f:
                 case, engine = f.read().strip().split("\t")
             os.remove(crumb)
+            if os.path.exists(partial):  # keep the cases the crashed child finished
+                with open(partial) as f:
+                    part = json.load(f)
+                os.remove(partial)
+                done += part["results"]
+                done_peaks += part["peaks"]
+                finished = {r["case"] for r in part["results"]}
+                remaining = [c for c in remaining if c not in finished]
             why = (f"crashed the process (signal {-proc.returncode}) at {threads} thread(s); "
                    f"the run was restarted without it")
             print(f"fastconv bench: {engine} on {case} {why}", file=sys.stderr)
             skipped[(case, engine)] = why
         raise RuntimeError(f"the {threads}-thread run failed (exit status {proc.returncode})")
+
+
+def _merge_partial(run, done, done_peaks):
+    """Put the rows a crashed child finished in front of the final child's run."""
+    import statistics
+    if not done:
+        return run
+    run["results"] = done + run["results"]
+    peaks = done_peaks + (run.get("peak_samples_gflops") or [])
+    if peaks:
+        run["peak_samples_gflops"] = peaks
+        run["peak_gflops"] = statistics.median(peaks)
+        run["peak_range_gflops"] = [min(peaks), max(peaks)]
+    return run
 
 
 def run_benchmarks(args):
@@ -215,7 +241,8 @@ def run_benchmarks(args):
             runs.append(_child_run(args, n))
         else:
             runs.append(run(cases, peers_mod.make_engines(args.backends, args.peers), n,
-                            repeat, min_time, peak_size, args.progress, skip, args.breadcrumb))
+                            repeat, min_time, peak_size, args.progress, skip, args.breadcrumb,
+                            args.partial))
     return runs
 
 

@@ -14,7 +14,6 @@ import math
 import os
 import platform
 import subprocess
-import sys
 
 __all__ = ["machine_info", "make_document", "format_run", "format_scaling", "format_compare",
            "plot", "write_json", "load_json", "evaluate_targets", "markdown", "git_commit"]

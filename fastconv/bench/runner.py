@@ -239,7 +239,7 @@ def setup_engines(engines, threads):
 
 
 def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progress=None,
-        skip=None, breadcrumb=None):
+        skip=None, breadcrumb=None, partial=None):
     """Benchmark ``cases`` on ``engines`` at ``threads`` threads, all in this process.
 
     Parameters
@@ -262,6 +262,9 @@ def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progr
     breadcrumb : str, optional
         File rewritten with ``case<TAB>engine`` before each engine's first call
         on a case, so that a parent process can tell which pair crashed.
+    partial : str, optional
+        JSON file rewritten after each case with the results and peak probes
+        so far, so that a parent process can keep them if a later case crashes.
 
     Returns
     -------
@@ -298,6 +301,8 @@ def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progr
             for case, case_engines in plan:
                 results.extend(_run_case(case, case_engines, repeat, min_time, probe, method,
                                          bar, peaks, skip or {}, breadcrumb))
+                if partial:
+                    _write_partial(partial, results, peaks)
             bar.close()
             if probe is not None and not peaks:  # no case ran: measure it on its own
                 peaks = [probe.flops / _time_calls(probe, 1) / 1e9 for _ in range(3)]
@@ -308,6 +313,7 @@ def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progr
     peak = statistics.median(peaks) if peaks else None
     return {"threads": threads, "peak_gflops": peak, "peak_size": peak_size,
             "peak_range_gflops": [min(peaks), max(peaks)] if peaks else None,
+            "peak_samples_gflops": peaks,
             "loadavg_start": load_start, "loadavg_end": _loadavg(),
             "memory_method": method, "repeat": repeat, "min_time_s": min_time,
             "unavailable": unavailable, "engines": versions, "results": results}
@@ -319,6 +325,15 @@ def _row(case, engine, check="ok", detail=""):
             "bytes": case.bytes_moved, "median_s": None, "times_s": [], "gflops": None,
             "gbytes_s": None, "pct_peak": None, "extra_bytes": None, "check": check,
             "detail": detail, "vs_best_peer": None}
+
+
+def _write_partial(path, results, peaks):
+    """Save the finished cases' rows and peak probes (replaced atomically)."""
+    import json
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"results": results, "peaks": peaks}, f)
+    os.replace(tmp, path)
 
 
 def _leave_breadcrumb(path, case, engine):
