@@ -10,8 +10,9 @@ driver on already-validated arrays.  It computes::
 with zero outside the input, then ReLU when asked.  Three layers:
 
 1. :func:`conv2d_direct` (holds the GIL) chooses the kernel kind, packs the
-   filters into output-channel blocks when the HWIO layout does not fit the
-   vector width, and fills an ``fc_conv_args`` record;
+   filters into output-channel blocks (``fc_pack_filters``) when the HWIO layout
+   does not fit the vector width or there are several blocks, and fills an
+   ``fc_conv_args`` record;
 2. ``_run`` (``noexcept nogil``) splits the work items -- one output row
    ``(n, oh)`` of one block of output channels -- over OpenMP threads with a
    static ``prange``, with denormals flushed to zero in every thread;
@@ -49,6 +50,8 @@ cdef extern from "fc_conv_direct.h" nogil:
         int OB
         int nb
         int block_major
+        int RG
+        int CC
     int FC_KIND_GENERAL
     int FC_KIND_DEPTHWISE
     int FC_KIND_WIDTH
@@ -56,12 +59,21 @@ cdef extern from "fc_conv_direct.h" nogil:
     void fc_conv_direct_item(const fc_conv_args *a, Py_ssize_t item)
     int fc_conv_block_channels(int level, int is_double)
     int fc_conv_vector_lanes(int level, int is_double)
+    void fc_pack_filters(const void *w, void *packed, size_t size, int KH, int KW, int Cg,
+                         int O, int groups, int OB, int nb)
     unsigned int fc_ftz_enter()
     void fc_ftz_leave(unsigned int saved)
 
 # filters larger than this are walked block by block (see fc_conv_direct.h)
 cdef enum:
     L2_SHARE_BYTES = 1 << 20
+# a block of filters larger than this is applied in chunks of input channels of about
+# this size (3x3 x 64 channels x 64 float32 outputs), each over several output rows
+cdef enum:
+    CHUNK_BYTES = 9 * 64 * 64 * 4
+# output pixels a work item should cover when the filters are chunked
+cdef enum:
+    CHUNK_MIN_PIXELS = 48
 
 KIND_NAMES = {FC_KIND_GENERAL: "general", FC_KIND_DEPTHWISE: "depthwise",
               FC_KIND_WIDTH: "width"}
@@ -85,22 +97,6 @@ cdef void _run(const fc_conv_args *a, int num_threads) noexcept nogil:
         for i in prange(n_items, schedule="static"):
             fc_conv_direct_item(a, i)
         fc_ftz_leave(saved)
-
-
-def _pack_filters(w, int groups, int OB):
-    """Return HWIO filters ``w`` re-laid as ``[groups][nb][KH][KW][Cg][OB]`` (zero tail).
-
-    Block ``b`` of group ``g`` holds output channels ``g*Og + b*OB ... + OB - 1``,
-    so the micro-kernel reads each (kh, kw, c) as ``OB`` contiguous weights.
-    """
-    w = np.asarray(w)
-    KH, KW, Cg, O = w.shape
-    Og = O // groups
-    nb = -(-Og // OB)
-    packed = np.zeros((groups, nb * OB, KH, KW, Cg), dtype=w.dtype)
-    packed[:, :Og] = w.reshape(KH, KW, Cg, groups, Og).transpose(3, 4, 0, 1, 2)
-    packed = packed.reshape(groups, nb, OB, KH, KW, Cg).transpose(0, 1, 3, 4, 5, 2)
-    return np.ascontiguousarray(packed)
 
 
 def kernel_kind(int C, int O, int groups, int SW):
@@ -187,17 +183,32 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     if a.kind == FC_KIND_GENERAL:
         a.nb = (a.Og + a.OB - 1) // a.OB
         if a.Og % lanes != 0 or a.nb > 1:
-            packed = _pack_filters(w, groups, a.OB)
+            # [groups][nb][KH][KW][Cg][OB], zero past Og: every (kh, kw, c) of a block
+            # is OB contiguous weights, whatever O is
+            packed = np.empty(groups * a.nb * KH * KW * Cg * a.OB,
+                              dtype=np.float64 if floating is double else np.float32)
             a.packed = 1
 
+    a.RG = 1
+    a.CC = Cg
+    cdef Py_ssize_t tap_bytes = <Py_ssize_t>KH * KW * a.OB * sizeof(floating)
+    if a.kind == FC_KIND_GENERAL and tap_bytes * Cg > CHUNK_BYTES:
+        a.CC = max(1, CHUNK_BYTES // tap_bytes)
+        a.RG = min(OH, max(1, (CHUNK_MIN_PIXELS + OW - 1) // OW))
+        # keep at least 4 work items per thread
+        while a.RG > 1 and N * ((OH + a.RG - 1) // a.RG) * groups * a.nb < 4 * num_threads:
+            a.RG -= 1
     # all filter blocks larger than half of a 2 MB L2: walk one block at a time
     a.block_major = (a.kind == FC_KIND_GENERAL and a.nb > 1 and
                      groups * a.nb * KH * KW * Cg * a.OB * sizeof(floating) > L2_SHARE_BYTES)
 
-    cdef const floating[::1] w_flat
+    cdef floating[::1] packed_view
     if packed is not None:
-        w_flat = packed.reshape(-1)
-        a.w = <const void *>&w_flat[0]
+        packed_view = packed
+        with nogil:
+            fc_pack_filters(&w[0, 0, 0, 0], &packed_view[0], sizeof(floating), KH, KW, Cg, O,
+                            groups, a.OB, a.nb)
+        a.w = <const void *>&packed_view[0]
     else:
         a.w = <const void *>&w[0, 0, 0, 0]
     a.x = <const void *>&x[0, 0, 0, 0]

@@ -40,6 +40,7 @@
 #define FASTCONV_FC_CONV_DIRECT_H
 
 #include <stddef.h>
+#include <string.h>
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>
 #define FC_HAVE_X86 1
@@ -65,7 +66,9 @@ typedef struct {
     int packed;        /* 1 when w is the packed buffer */
     int OB;            /* output channels per block (general and depthwise kinds) */
     int nb;            /* blocks per group */
-    int block_major;   /* general kind: items ordered (g, b, n, oh) instead of (n, oh, g, b) */
+    int block_major;   /* general kind: items ordered (g, b, n, rows) instead of (n, rows, g, b) */
+    int RG;            /* general kind: output rows per work item */
+    int CC;            /* general kind: input channels per chunk (Cg: no chunking) */
 } fc_conv_args;
 
 /* Floor division that is right for negative numerators (d > 0). */
@@ -160,6 +163,26 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #include "fc_conv_direct_impl.h"
 #endif
 
+/* Pack HWIO filters w (KH, KW, Cg, O) of elements of `size` bytes into
+ * packed[groups][nb][KH][KW][Cg][OB]: block b of group g holds output channels
+ * g*Og + b*OB ... + OB - 1, zero-filled past Og. */
+static inline void fc_pack_filters(const void *w, void *packed, size_t size, int KH, int KW,
+                                   int Cg, int O, int groups, int OB, int nb) {
+    const int Og = O / groups;
+    const char *src = (const char *)w;
+    char *dst = (char *)packed;
+    for (int g = 0; g < groups; g++)
+        for (int b = 0; b < nb; b++) {
+            const int o0 = g * Og + b * OB;
+            const int ob = (Og - b * OB) < OB ? Og - b * OB : OB;
+            for (ptrdiff_t t = 0; t < (ptrdiff_t)KH * KW * Cg; t++) {
+                memcpy(dst, src + (t * O + o0) * size, (size_t)ob * size);
+                if (ob < OB) memset(dst + (size_t)ob * size, 0, (size_t)(OB - ob) * size);
+                dst += (size_t)OB * size;
+            }
+        }
+}
+
 /* Output channels per block and vector lanes of the general kernel at a level. */
 static inline int fc_conv_block_channels(int level, int is_double) {
 #if FC_HAVE_X86
@@ -183,7 +206,7 @@ static inline int fc_conv_vector_lanes(int level, int is_double) {
 static inline ptrdiff_t fc_conv_direct_items(const fc_conv_args *a) {
     ptrdiff_t rows = (ptrdiff_t)a->N * a->OH;
     if (a->kind != FC_KIND_GENERAL) return rows;   /* width and depthwise: whole rows */
-    return rows * a->groups * a->nb;
+    return (ptrdiff_t)a->N * ((a->OH + a->RG - 1) / a->RG) * a->groups * a->nb;
 }
 
 /* Run work item `item` (see fc_conv_direct_items) at the args' SIMD level and dtype. */

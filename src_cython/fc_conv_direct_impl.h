@@ -146,12 +146,19 @@ static inline __attribute__((always_inline)) FC_ATTR void FN(fc_tile)(
     const FC_T *xp, ptrdiff_t xs_p, ptrdiff_t xs_kh, ptrdiff_t xs_kw,
     const FC_T *wp, ptrdiff_t ws_c, ptrdiff_t ws_kw, ptrdiff_t ws_kh,
     int nkh, int nkw, int Cg, const FC_T *bias, FC_T *op, ptrdiff_t os_p,
-    int tail, int relu, const int ur, const int nv)
+    int tail, int relu, int first, const int ur, const int nv)
 {
     FCV acc[FC_URMAX][FC_NVMAX];
     if (ur < 1 || ur > FC_URMAX || nv < 1 || nv > FC_NVMAX) return;
-    FC_UNROLL for (int p = 0; p < ur; p++)
-        FC_UNROLL for (int v = 0; v < nv; v++) acc[p][v] = FCV_ZERO();
+    if (first) {
+        FC_UNROLL for (int p = 0; p < ur; p++)
+            FC_UNROLL for (int v = 0; v < nv; v++) acc[p][v] = FCV_ZERO();
+    } else {   /* continue the partial sums of the previous channel chunk */
+        FC_UNROLL for (int p = 0; p < ur; p++) {
+            FC_UNROLL for (int v = 0; v < nv - 1; v++) acc[p][v] = FCV_LOAD(op + p * os_p + v * FCV_L);
+            acc[p][nv - 1] = FCV_LOADN(op + p * os_p + (nv - 1) * FCV_L, tail);
+        }
+    }
     for (int kh = 0; kh < nkh; kh++) {
         for (int kw = 0; kw < nkw; kw++) {
             const FC_T *xc = xp + kh * xs_kh + kw * xs_kw;
@@ -177,17 +184,17 @@ static __attribute__((noinline)) FC_ATTR void FN(fc_tile_any)(
     const FC_T *xp, ptrdiff_t xs_p, ptrdiff_t xs_kh, ptrdiff_t xs_kw,
     const FC_T *wp, ptrdiff_t ws_c, ptrdiff_t ws_kw, ptrdiff_t ws_kh,
     int nkh, int nkw, int Cg, const FC_T *bias, FC_T *op, ptrdiff_t os_p,
-    int tail, int relu, int ur, int nv)
+    int tail, int relu, int first, int ur, int nv)
 {
 #if defined(FC_LEVEL_GENERIC)
     FN(fc_tile)(xp, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, nkh, nkw, Cg, bias, op, os_p,
-                tail, relu, ur, nv);
+                tail, relu, first, ur, nv);
 #else
     switch (nv * 16 + ur) {
 #define FC_CASE(U, NV)                                                                   \
     case (NV) * 16 + (U):                                                                \
         FN(fc_tile)(xp, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, nkh, nkw, Cg, bias, op, \
-                    os_p, tail, relu, U, NV);                                            \
+                    os_p, tail, relu, first, U, NV);                                            \
         break;
         FC_TILE_CASES
 #undef FC_CASE
@@ -197,29 +204,14 @@ static __attribute__((noinline)) FC_ATTR void FN(fc_tile_any)(
 #endif
 }
 
-/* One output row (n, oh) of one output-channel block of one group. */
-static FC_ATTR void FN(fc_row_general)(const fc_conv_args *a, ptrdiff_t item)
+/* Input channels [c0, c0 + cc) of one output row (n, oh) of output-channel block b of
+ * group g.  first: start from zero (else add to the partial sums in out); last: add
+ * the bias and apply ReLU at the store. */
+static FC_ATTR void FN(fc_row_general_part)(const fc_conv_args *a, ptrdiff_t n, ptrdiff_t oh,
+                                            int g, int b, int c0, int cc, int first, int last)
 {
     const ptrdiff_t H = a->H, W = a->W, C = a->C, O = a->O, OH = a->OH, OW = a->OW;
     const int KH = a->KH, KW = a->KW, Cg = a->Cg, Og = a->Og, OB = a->OB, nb = a->nb;
-    int b, g;
-    ptrdiff_t oh, n;
-    if (a->block_major) {   /* item = ((g * nb + b) * N + n) * OH + oh */
-        ptrdiff_t r = item / OH;
-        oh = item % OH;
-        n = r % a->N;
-        r /= a->N;
-        b = (int)(r % nb);
-        g = (int)(r / nb);
-    } else {                /* item = ((n * OH + oh) * groups + g) * nb + b */
-        ptrdiff_t r = item / nb;
-        b = (int)(item % nb);
-        g = (int)(r % a->groups);
-        r /= a->groups;
-        oh = r % OH;
-        n = r / OH;
-    }
-
     const int ob = (Og - b * OB) < OB ? (Og - b * OB) : OB;
     const int nv = (ob + FCV_L - 1) / FCV_L;
     const int tail = ob - (nv - 1) * FCV_L;
@@ -234,20 +226,21 @@ static FC_ATTR void FN(fc_row_general)(const fc_conv_args *a, ptrdiff_t item)
         ws_c = O;
     }
     const ptrdiff_t ws_kw = Cg * ws_c, ws_kh = KW * ws_kw;
+    w += c0 * ws_c;
 
     const ptrdiff_t ih0 = oh * a->SH - a->pt;
     int kh_lo, kh_hi;
     fc_tap_range(ih0, a->DH, KH, H, &kh_lo, &kh_hi);
     const int nkh = kh_hi - kh_lo;
     const ptrdiff_t xs_p = a->SW * C, xs_kh = a->DH * W * C, xs_kw = a->DW * C;
-    /* row of the first valid kh, channel 0 of the group; column offsets added below */
-    const FC_T *xrow = (const FC_T *)a->x + g * (ptrdiff_t)Cg;
+    /* row of the first valid kh, first channel of the chunk; column offsets added below */
+    const FC_T *xrow = (const FC_T *)a->x + g * (ptrdiff_t)Cg + c0;
     if (nkh > 0) xrow += ((n * H + ih0 + (ptrdiff_t)kh_lo * a->DH) * W) * C;
     const FC_T *wrow = w + kh_lo * ws_kh;
     const ptrdiff_t o0 = (ptrdiff_t)g * Og + (ptrdiff_t)b * OB;
     FC_T *orow = (FC_T *)a->out + ((n * OH + oh) * OW) * O + o0;
-    const FC_T *bias = a->bias == NULL ? NULL : (const FC_T *)a->bias + o0;
-    const int relu = a->relu;
+    const FC_T *bias = (a->bias == NULL || !last) ? NULL : (const FC_T *)a->bias + o0;
+    const int relu = last ? a->relu : 0;
 
     int ow_a, ow_b;
     fc_interior(a->pl, a->SW, a->DW, KW, W, (int)OW, &ow_a, &ow_b);
@@ -261,17 +254,54 @@ static FC_ATTR void FN(fc_row_general)(const fc_conv_args *a, ptrdiff_t item)
         const int nkw = kw_hi - kw_lo;
         const ptrdiff_t xoff = (nkw > 0 && nkh > 0) ? (iw0 + (ptrdiff_t)kw_lo * a->DW) * C : 0;
         FN(fc_tile_any)(xrow + xoff, xs_p, xs_kh, xs_kw, wrow + kw_lo * ws_kw, ws_c, ws_kw, ws_kh,
-                        nkh, nkw, Cg, bias, orow + ow * O, O, tail, relu, 1, nv);
+                        nkh, nkw, cc, bias, orow + ow * O, O, tail, relu, first, 1, nv);
     }
     /* interior: full tiles, then one narrower vectorized tile */
     const int ur = FC_UR_FULL(nv);
     int ow = ow_a;
     for (; ow + ur <= ow_b; ow += ur)
         FN(fc_tile_any)(xrow + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow, ws_c,
-                        ws_kw, ws_kh, nkh, KW, Cg, bias, orow + ow * O, O, tail, relu, ur, nv);
+                        ws_kw, ws_kh, nkh, KW, cc, bias, orow + ow * O, O, tail, relu, first, ur,
+                        nv);
     if (ow < ow_b)
         FN(fc_tile_any)(xrow + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow, ws_c,
-                        ws_kw, ws_kh, nkh, KW, Cg, bias, orow + ow * O, O, tail, relu, ow_b - ow, nv);
+                        ws_kw, ws_kh, nkh, KW, cc, bias, orow + ow * O, O, tail, relu, first,
+                        ow_b - ow, nv);
+}
+
+/* One work item of the general kind: output rows [oh0, oh0 + RG) of image n, output
+ * channel block b of group g.  With input-channel chunks of CC < Cg, each chunk of
+ * filters is applied to every row of the item before the next, so it is reused from
+ * L2 over RG rows; the chunk order is fixed, hence so is every reduction order. */
+static FC_ATTR void FN(fc_row_general)(const fc_conv_args *a, ptrdiff_t item)
+{
+    const ptrdiff_t OHG = (a->OH + a->RG - 1) / a->RG;   /* row groups per image */
+    const int nb = a->nb;
+    int b, g;
+    ptrdiff_t q, n;
+    if (a->block_major) {   /* item = ((g * nb + b) * N + n) * OHG + q */
+        ptrdiff_t r = item / OHG;
+        q = item % OHG;
+        n = r % a->N;
+        r /= a->N;
+        b = (int)(r % nb);
+        g = (int)(r / nb);
+    } else {                /* item = ((n * OHG + q) * groups + g) * nb + b */
+        ptrdiff_t r = item / nb;
+        b = (int)(item % nb);
+        g = (int)(r % a->groups);
+        r /= a->groups;
+        q = r % OHG;
+        n = r / OHG;
+    }
+    const ptrdiff_t oh0 = q * a->RG;
+    const ptrdiff_t oh1 = (oh0 + a->RG) < a->OH ? oh0 + a->RG : a->OH;
+    const int Cg = a->Cg, CC = a->CC;
+    for (int c0 = 0; c0 < Cg; c0 += CC) {
+        const int cc = (Cg - c0) < CC ? Cg - c0 : CC;
+        for (ptrdiff_t oh = oh0; oh < oh1; oh++)
+            FN(fc_row_general_part)(a, n, oh, g, b, c0, cc, c0 == 0, c0 + cc == Cg);
+    }
 }
 
 /* Depthwise tile (one input channel per output channel): ur pixels x nv channel
