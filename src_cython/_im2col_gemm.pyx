@@ -189,8 +189,8 @@ def conv2d_im2col(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
     buf_bytes = (buf_bytes + 63) // 64 * 64
     cdef int failed = 0
     cdef int *failed_ptr = &failed
-    cdef floating *col
-    cdef Py_ssize_t *held          # per thread: which tile its buffer holds
+    cdef floating *col = NULL
+    cdef Py_ssize_t *held = NULL   # per thread: which tile its buffer holds
     cdef const floating *A
     cdef Py_ssize_t task, t, p0, rows, o0, on
     cdef int g
