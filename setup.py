@@ -81,6 +81,7 @@ extensions = [
         f"fastconv.{pyx.stem}",
         [str(pyx.relative_to(HERE))],
         include_dirs=[np.get_include(), "src_cython"],
+        depends=[str(h.relative_to(HERE)) for h in sorted((HERE / "src_cython").glob("*.h"))],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,
