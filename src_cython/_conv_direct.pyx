@@ -161,6 +161,13 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     cdef int lanes
     if N == 0 or OH == 0 or OW == 0 or O == 0:
         return
+    if KH == 0 or KW == 0 or Cg == 0 or H == 0 or W == 0:
+        # an empty sum: only the bias (and ReLU) remain
+        out_arr = np.asarray(out)
+        out_arr[...] = 0 if bias is None else np.asarray(bias)
+        if relu:
+            np.maximum(out_arr, 0, out=out_arr)
+        return
     if level > fc_cpu_simd_level():
         level = fc_cpu_simd_level()
     if level < 0:
@@ -185,7 +192,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
         if a.Og % lanes != 0 or a.nb > 1:
             # [groups][nb][KH][KW][Cg][OB], zero past Og: every (kh, kw, c) of a block
             # is OB contiguous weights, whatever O is
-            packed = np.empty(groups * a.nb * KH * KW * Cg * a.OB,
+            packed = np.empty(<Py_ssize_t>groups * a.nb * KH * KW * Cg * a.OB,
                               dtype=np.float64 if floating is double else np.float32)
             a.packed = 1
 
@@ -200,7 +207,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
             a.RG -= 1
     # all filter blocks larger than half of a 2 MB L2: walk one block at a time
     a.block_major = (a.kind == FC_KIND_GENERAL and a.nb > 1 and
-                     groups * a.nb * KH * KW * Cg * a.OB * sizeof(floating) > L2_SHARE_BYTES)
+                     <Py_ssize_t>groups * a.nb * tap_bytes * Cg > L2_SHARE_BYTES)
 
     cdef floating[::1] packed_view
     if packed is not None:

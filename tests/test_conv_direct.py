@@ -232,3 +232,13 @@ def test_matches_torch(level):
         torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(w).permute(3, 2, 0, 1),
         torch.from_numpy(b), stride=(2, 1), padding=(1, 2), dilation=(1, 2)))
     np.testing.assert_allclose(got, expected.permute(0, 2, 3, 1).numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_empty_reduction_leaves_bias(level):
+    case = _case(1, 4, 5, 0, 5, 3, 3, P=(1, 1, 1, 1))
+    rng = np.random.default_rng(8)
+    x, w, b, out = _make(case, np.float32, rng)
+    b[0] = -1.0
+    got = _run(case, x, w, b, out, True, 2, level)
+    np.testing.assert_array_equal(got, _reference_out(case, x, w, b, out, True))
