@@ -204,13 +204,12 @@ def build_planes(x, planes, SH, SW, top, left, Wq, n_chunks):
                 for j in range(lo):
                     planes[n, c, ph, pw, i * Wq + j] = 0
                 ulo = np.uint64(lo)
-                if C == 1 and SW == 1:
-                    ucol = np.uint64(lo + pw - left)
+                if hi > lo:
+                    # unsigned offsets: no negative-index wraparound in the copy loop
+                    usrc = np.uint64((lo * SW + pw - left) * C + c)
+                    ustep = np.uint64(SW * C)
                     for j in range(np.uint64(hi - lo)):
-                        planes[n, 0, ph, pw, ub + ulo + j] = x3[n, r, ucol + j]
-                else:
-                    for j in range(lo, hi):
-                        planes[n, c, ph, pw, i * Wq + j] = x[n, r, j * SW + pw - left, c]
+                        planes[n, c, ph, pw, ub + ulo + j] = x3[n, r, usrc + j * ustep]
                 for j in range(hi, Wq):
                     planes[n, c, ph, pw, i * Wq + j] = 0
 
@@ -297,7 +296,7 @@ def _planar_unit(pflat, toff, wt, bias, out, acc, n, q0, m, Wq, groups, relu):
         seg = min(m - j, Wq - ow0)
         cnt = min(seg, OW - ow0)
         if cnt > 0:
-            if O < 8:
+            if O <= 16:
                 # few channels: contiguous runs along the row
                 uj = np.uint64(j)
                 uow0 = np.uint64(ow0)
