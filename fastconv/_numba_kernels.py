@@ -208,8 +208,12 @@ def build_planes(x, planes, SH, SW, top, left, Wq, n_chunks):
                     # unsigned offsets: no negative-index wraparound in the copy loop
                     usrc = np.uint64((lo * SW + pw - left) * C + c)
                     ustep = np.uint64(SW * C)
-                    for j in range(np.uint64(hi - lo)):
-                        planes[n, c, ph, pw, ub + ulo + j] = x3[n, r, usrc + j * ustep]
+                    if ustep == 1:
+                        for j in range(np.uint64(hi - lo)):
+                            planes[n, c, ph, pw, ub + ulo + j] = x3[n, r, usrc + j]
+                    else:
+                        for j in range(np.uint64(hi - lo)):
+                            planes[n, c, ph, pw, ub + ulo + j] = x3[n, r, usrc + j * ustep]
                 for j in range(hi, Wq):
                     planes[n, c, ph, pw, i * Wq + j] = 0
 
