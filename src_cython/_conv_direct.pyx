@@ -83,7 +83,7 @@ cdef void _run(const fc_conv_args *a, int num_threads) noexcept nogil:
     """Run every work item of ``a``, split statically over ``num_threads`` OpenMP threads."""
     cdef Py_ssize_t i
     cdef Py_ssize_t n_items = fc_conv_direct_items(a)
-    cdef unsigned int saved
+    cdef unsigned int saved = 0
     if num_threads > n_items:
         num_threads = <int>n_items
     if num_threads <= 1:
