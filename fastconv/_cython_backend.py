@@ -18,11 +18,10 @@ path on one machine, or for comparing them.  The module imports only when the
 compiled modules are present; otherwise the ImportError makes the registry
 report "extension not built".
 """
-import contextlib
 import os
-import threading
 
 from . import _build_info, _im2col_gemm, _relu_pool  # ImportError when not built
+from ._threads import blas_controller, single_threaded_blas
 
 try:
     from . import _conv_direct
@@ -37,12 +36,6 @@ SIMD_LEVELS = ("generic", "avx2", "avx512")
 ALGORITHMS = ("direct", "im2col") if _conv_direct is not None else ("im2col",)
 
 _CPU_SIMD = _build_info.cpu_simd_level()   # the CPU does not change while we run
-_blas_controller = None
-_blas_lock = threading.Lock()
-_blas_users = 0          # im2col convolutions running now (from any Python thread)
-_blas_limiter = None
-
-
 def cpu_simd_level():
     """The best SIMD level of this CPU: 'avx512', 'avx2' or 'generic'."""
     return _CPU_SIMD
@@ -72,39 +65,6 @@ def simd_level():
         raise ValueError(f"environment variable {SIMD_ENV_VAR}={raw!r} asks for more than "
                          f"this CPU supports: its best SIMD level is {SIMD_LEVELS[best]!r}.")
     return level
-
-
-def _blas():
-    """A threadpoolctl controller for the BLAS libraries loaded (created once)."""
-    global _blas_controller
-    if _blas_controller is None:
-        from threadpoolctl import ThreadpoolController
-        _blas_controller = ThreadpoolController()
-    return _blas_controller
-
-
-@contextlib.contextmanager
-def _single_threaded_blas():
-    """Hold BLAS to one thread while fastconv's own OpenMP threads call it.
-
-    Two BLAS threads under each of two OpenMP threads halved throughput here
-    (scikit-learn's k-means limits BLAS the same way).  A counter under a lock
-    makes concurrent calls from several Python threads safe: the first one in
-    sets the limit, the last one out restores the previous thread counts.
-    """
-    global _blas_users, _blas_limiter
-    with _blas_lock:
-        if _blas_users == 0:
-            _blas_limiter = _blas().limit(limits=1, user_api="blas")
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                _blas_limiter.restore_original_limits()
-                _blas_limiter = None
 
 
 #: "auto" picks im2col + GEMM (groups == 1) when the output has at most
@@ -193,7 +153,7 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
     if algorithm != "im2col":
         raise ValueError(f"algorithm must be one of ('auto',) + {ALGORITHMS}; "
                          f"got {algorithm!r}.")
-    with _single_threaded_blas():
+    with single_threaded_blas():
         _im2col_gemm.conv2d_im2col(x, w, bias, out, strides[0], strides[1], dilations[0],
                                    dilations[1], pads[0], pads[1], groups, bool(relu),
                                    num_threads, level)
@@ -218,7 +178,7 @@ def im2col(x, out, ksize, strides, dilations, pads, num_threads):
 
 def _blas_info():
     """threadpoolctl's description of the BLAS SciPy's cython_blas calls."""
-    libs = [lib for lib in _blas().info() if lib.get("user_api") == "blas"]
+    libs = [lib for lib in blas_controller().info() if lib.get("user_api") == "blas"]
     scipy_libs = [lib for lib in libs if "scipy" in os.path.basename(
         os.path.dirname(lib.get("filepath", "")))]
     chosen = (scipy_libs or libs)[:1]

@@ -34,11 +34,7 @@ import numpy as np
 
 from . import _numba_config as _cfg
 from . import _numba_kernels as _k
-
-try:
-    from threadpoolctl import ThreadpoolController
-except ImportError:  # pragma: no cover - threadpoolctl is a test/runtime extra
-    ThreadpoolController = None
+from ._threads import single_threaded_blas
 
 __all__ = ["conv2d", "relu", "max_pool2d", "im2col", "info", "warmup", "choose_algorithm"]
 
@@ -55,45 +51,6 @@ MIN_WORK_PER_THREAD = 1 << 16
 
 
 # ----------------------------------------------------------------------------- threads and BLAS
-class _BlasPin:
-    """Hold BLAS to one thread while any im2col call runs (re-entrant across Python threads).
-
-    A counter under a lock makes overlapping calls from several Python threads
-    share one limit: the first call in sets it, the last call out restores the
-    previous thread counts.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._controller = None
-        self._limiter = None
-
-    def _get_controller(self):
-        if self._controller is None and ThreadpoolController is not None:
-            import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls)
-            self._controller = ThreadpoolController()
-        return self._controller
-
-    @contextlib.contextmanager
-    def __call__(self):
-        with self._lock:
-            if self._depth == 0:
-                controller = self._get_controller()
-                if controller is not None:
-                    self._limiter = controller.limit(limits=1, user_api="blas")
-            self._depth += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._depth -= 1
-                if self._depth == 0 and self._limiter is not None:
-                    self._limiter.restore_original_limits()
-                    self._limiter = None
-
-
-_blas_one_thread = _BlasPin()
 _workqueue_lock = threading.Lock()
 
 
@@ -202,7 +159,7 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
         wmat = np.ascontiguousarray(w.reshape(K, groups, Og).transpose(1, 0, 2))
         P = N * out.shape[1] * out.shape[2]
         tile = _im2col_tile(P, K, x.itemsize)
-        with _blas_one_thread(), _numba_threads(num_threads, P * K * Og) as n:
+        with single_threaded_blas(), _numba_threads(num_threads, P * K * Og) as n:
             _k.conv2d_im2col(x, wmat, b, out, KH, KW, SH, SW, DH, DW, top, left, relu, tile, n)
         return
     if algorithm != "direct":
@@ -337,9 +294,7 @@ def _cache_dir():
 def info():
     """Facts for :func:`fastconv.show_config`: Numba version, threading layer, flags, cache."""
     layer = _cfg.threading_layer()
-    blas = "threadpoolctl (1 BLAS thread inside parallel im2col)"
-    if ThreadpoolController is None:
-        blas = "not pinned: threadpoolctl is not installed"
+    blas = "held to 1 thread inside parallel im2col (threadpoolctl)"
     return {
         "numba": numba.__version__,
         "threading layer": layer if layer is not None

@@ -7,8 +7,10 @@
 available cores (-1 = all, -2 = all but one, never fewer than 1), as in
 scikit-learn and joblib; 0 is an error.
 """
+import contextlib
 import numbers
 import os
+import threading
 
 ENV_VAR = "FASTCONV_NUM_THREADS"
 _default = None
@@ -64,3 +66,50 @@ def resolve_num_threads(num_threads):
     if num_threads is None:
         return get_num_threads()
     return _normalize(num_threads, "num_threads")
+
+
+# --------------------------------------------------------------------------- BLAS inside our threads
+_blas_lock = threading.Lock()
+_blas_users = 0          # calls inside single_threaded_blas() now, from any Python thread
+_blas_limiter = None
+_blas_controller = None
+
+
+def blas_controller():
+    """threadpoolctl's controller over the BLAS libraries loaded (created once).
+
+    SciPy's ``cython_blas`` -- which the Cython GEMM path calls, and which
+    NumPy's and Numba's ``np.dot`` share here -- is imported first so it is
+    among them.
+    """
+    global _blas_controller
+    if _blas_controller is None:
+        import scipy.linalg.cython_blas  # noqa: F401
+        from threadpoolctl import ThreadpoolController
+        _blas_controller = ThreadpoolController()
+    return _blas_controller
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Hold BLAS to one thread while fastconv's own threads call it.
+
+    Two BLAS threads under each of two OpenMP or Numba threads halved GEMM
+    throughput on this project's machine (scikit-learn's k-means limits BLAS
+    the same way, with threadpoolctl).  A counter under a lock makes
+    overlapping calls from several Python threads share one limit: the first
+    call in sets it, the last call out restores the previous thread counts.
+    """
+    global _blas_users, _blas_limiter
+    with _blas_lock:
+        if _blas_users == 0:
+            _blas_limiter = blas_controller().limit(limits=1, user_api="blas")
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None

@@ -20,8 +20,12 @@ For one thread count, :func:`run` does, in one process:
    engines alike.  A sample is the mean over enough back-to-back calls to
    last ``min_time`` seconds; the reported time is the median of the samples.
    Each sample starts after a short pause (:data:`SETTLE_S`) so that worker
-   threads another library left spinning do not run against it, and runs with
-   Python's garbage collector off.
+   threads another library left spinning do not run against it, then one
+   untimed call of the same engine, so that its own worker threads -- asleep
+   after the pause, and slow to wake on this virtual machine (1-7 ms measured
+   for a 2-thread OpenMP region after 20-100 ms idle) -- are running when the
+   clock starts; every engine is treated alike.  Samples run with Python's
+   garbage collector off.
 """
 import gc
 import math
@@ -391,10 +395,12 @@ def _run_case(case, engines, repeat, min_time, probe, method, bar, peaks, skip, 
         k = r % len(live) if live else 0
         for row, prepared, inner in live[k:] + live[:k]:
             time.sleep(SETTLE_S)
+            prepared()  # untimed: wakes this engine's own worker threads after the pause
             row["times_s"].append(_time_calls(prepared, inner))
             bar.step(f"{case.name} round {r + 1}/{repeat}")
         if probe is not None and live:
             time.sleep(SETTLE_S)
+            probe()
             case_peaks.append(probe.flops / _time_calls(probe, 1) / 1e9)
     peaks.extend(case_peaks)
     peak = statistics.median(case_peaks) if case_peaks else None
