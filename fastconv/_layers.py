@@ -322,12 +322,12 @@ class Conv2D(Layer):
         if self.use_bias:
             self._weights.append(_initial(self.bias_initializer, (self.filters,), 1, 1, rng))
 
-    def call(self, x, backend=None, num_threads=None, fuse_relu=False):
+    def call(self, x, backend=None, num_threads=None, fuse_relu=False, out=None):
         bias = self._weights[1] if self.use_bias else None
         relu_now = fuse_relu or self.activation == "relu"
         y = conv2d(x, self._weights[0], self.strides, self.padding.upper(),
                    dilations=self.dilation_rate, groups=self.groups, bias=bias,
-                   activation="relu" if relu_now else None, backend=backend,
+                   activation="relu" if relu_now else None, out=out, backend=backend,
                    num_threads=num_threads)
         if self.activation != "relu":
             apply_activation(self.activation, y)
@@ -370,9 +370,9 @@ class MaxPooling2D(Layer):
                              f"small for pool_size {self.pool_size} ({exc})") from None
         return OH, OW, C
 
-    def call(self, x, backend=None, num_threads=None):
-        return max_pool2d(x, self.pool_size, self.strides, self.padding.upper(), backend=backend,
-                          num_threads=num_threads)
+    def call(self, x, backend=None, num_threads=None, out=None):
+        return max_pool2d(x, self.pool_size, self.strides, self.padding.upper(), out=out,
+                          backend=backend, num_threads=num_threads)
 
 
 class Flatten(Layer):

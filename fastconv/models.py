@@ -25,6 +25,8 @@ returns every layer's activations for pictures (see :mod:`fastconv.viz`).
 
 Only ``channels_last`` (NHWC) data is supported, as on Keras's CPU backend.
 """
+import threading
+
 import numpy as np
 
 from ._layers import (ACTIVATIONS, DTYPE, Activation, Conv2D, Dense, Dropout, Flatten,
@@ -264,15 +266,25 @@ class Sequential:
             i += 1
         return plan
 
-    def _forward(self, x, plan, backend, num_threads):
+    def _forward(self, x, plan, backend, num_threads, workspace=None):
+        """Run ``plan`` on ``x``.
+
+        With a ``workspace`` dict, convolution and pooling layers write into
+        buffers kept there (keyed by layer) and reused by later calls, which
+        skips the page faults of fresh multi-megabyte outputs; only
+        :meth:`predict`, which copies the result out, passes one.
+        """
         owned = False  # never modify the caller's array in place
         for layer, fuse in plan:
+            kwargs = {}
+            if workspace is not None and isinstance(layer, (Conv2D, MaxPooling2D)):
+                kwargs["out"] = _buffer(workspace, layer, (x.shape[0], *layer.output_shape))
             if fuse:
-                x = layer.call(x, backend, num_threads, fuse_relu=True)
+                x = layer.call(x, backend, num_threads, fuse_relu=True, **kwargs)
             elif not owned and _works_in_place(layer):
                 x = layer.call(x.copy(), backend, num_threads)
             else:
-                x = layer.call(x, backend, num_threads)
+                x = layer.call(x, backend, num_threads, **kwargs)
             owned = owned or not isinstance(layer, (Flatten, Dropout))  # those return views
         return x
 
@@ -299,10 +311,18 @@ class Sequential:
         plan = self._plan()
         n = x.shape[0]
         out = np.empty((n, *self.layers[-1].output_shape), dtype=DTYPE)
+        workspace = self._workspace()
         for start in range(0, n, batch_size):
             out[start:start + batch_size] = self._forward(x[start:start + batch_size], plan,
-                                                          backend, num_threads)
+                                                          backend, num_threads, workspace)
         return out
+
+    def _workspace(self):
+        """This Python thread's reusable layer outputs (see :meth:`_forward`)."""
+        local = self.__dict__.setdefault("_local", threading.local())
+        if not hasattr(local, "buffers"):
+            local.buffers = {}
+        return local.buffers
 
     def __call__(self, x, training=False, *, backend=None, num_threads=None):
         """The whole input in one forward pass (like ``model(x)`` in Keras), as NumPy."""
@@ -344,6 +364,14 @@ class Sequential:
 def _is_plain_relu(layer):
     return ((isinstance(layer, ReLU) and layer.is_plain)
             or (isinstance(layer, Activation) and layer.activation == "relu"))
+
+
+def _buffer(workspace, layer, shape):
+    """A float32 array of ``shape`` kept in ``workspace`` for ``layer``, reused when it fits."""
+    buf = workspace.get(id(layer))
+    if buf is None or buf.shape != shape:
+        buf = workspace[id(layer)] = np.empty(shape, dtype=DTYPE)
+    return buf
 
 
 def _works_in_place(layer):

@@ -268,6 +268,22 @@ def test_predict_matches_the_reference_backend_and_is_batch_invariant():
     np.testing.assert_allclose(ref.sum(axis=1), 1, rtol=1e-5)  # softmax rows
 
 
+def test_predict_reuses_its_workspace_without_aliasing_results():
+    """predict keeps layer outputs between calls; returned arrays never share them."""
+    model = Sequential([Conv2D(4, 3, activation="relu", input_shape=(9, 9, 2)), MaxPooling2D(2),
+                        Conv2D(3, 2, padding="same")], seed=5)
+    x1, x2 = _images((6, 9, 9, 2), seed=1), _images((6, 9, 9, 2), seed=2)
+    y1 = model.predict(x1, batch_size=4)
+    y1_before = y1.copy()
+    y2 = model.predict(x2, batch_size=4)
+    np.testing.assert_array_equal(y1, y1_before)
+    assert not np.shares_memory(y1, y2)
+    for x, y in ((x1, y1), (x2, y2)):
+        np.testing.assert_allclose(y, model.predict(x, batch_size=6, backend="numpy"),
+                                   rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(model(x1), model(x1))
+
+
 def test_feature_maps_are_each_layer_in_turn():
     model = Sequential([Conv2D(3, 3, input_shape=(8, 8, 1)), ReLU(), MaxPooling2D(2), Flatten(),
                         Dense(4), Softmax()], seed=4)

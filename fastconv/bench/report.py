@@ -355,7 +355,8 @@ def evaluate_targets(doc):
     * C_in <= 3: >= 10x PyTorch (best of NCHW and channels_last) and TensorFlow;
     * edge_1ch: within 1.5x of OpenCV (time <= 1.5 x OpenCV's);
     * relu, max_pool2d: >= 1.5x PyTorch;
-    * 1 -> 2 threads: >= 1.8x on compute-bound shapes.
+    * 1 -> 2 threads: >= 1.8x on compute-bound shapes;
+    * the lesson model (teaching issue): ``predict`` >= 3x Keras ``predict``.
 
     Each dict has ``target``, ``case``, ``threads``, ``engine``, ``measured``,
     ``required`` and ``status`` ('met', 'missed' or 'n/a: why').
@@ -410,6 +411,8 @@ def evaluate_targets(doc):
                     s is not None and 1 / s <= 1.5, w)
             if case.op in ("relu", "max_pool2d"):
                 ratio_target(f"{case.op} vs torch", ("torch", "torch-cl"), 1.5)
+            if case.op == "model":
+                ratio_target("model predict vs Keras predict", ("keras-predict",), 3)
     # thread scaling
     by_threads = {r["threads"]: r for r in doc["runs"]}
     if 1 in by_threads and 2 in by_threads:
