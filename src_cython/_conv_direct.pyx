@@ -13,8 +13,9 @@ with zero outside the input, then ReLU when asked.  Three layers:
    filters into output-channel blocks (``fc_pack_filters``) when the HWIO layout
    does not fit the vector width or there are several blocks, and fills an
    ``fc_conv_args`` record;
-2. ``_run`` (``noexcept nogil``) splits the work items -- one output row
-   ``(n, oh)`` of one block of output channels -- over OpenMP threads with a
+2. ``_run`` (``noexcept nogil``) splits the work items -- a few output rows
+   of one image and one block of output channels (general kind), one output row
+   otherwise -- over OpenMP threads with a
    static ``prange``, with denormals flushed to zero in every thread;
 3. the ``static inline`` C micro-kernels of ``fc_conv_direct.h``: a
    register-blocked tile of output pixels x output-channel vectors (the loop nest
@@ -68,12 +69,19 @@ cdef extern from "fc_conv_direct.h" nogil:
 cdef enum:
     L2_SHARE_BYTES = 1 << 20
 # a block of filters larger than this is applied in chunks of input channels of about
-# this size (3x3 x 64 channels x 64 float32 outputs), each over several output rows
+# this size (3x3 x 128 channels x 64 float32 outputs: 288 KB, in L2 with the input rows),
+# each over several output rows.  Measured on 1 thread: 64-channel chunks ran 8x56x56
+# 128->128 3x3/2 at 101 GFLOP/s and 8x14x14 256->256 3x3 at 113, 128-channel ones at
+# 106 and 115; smaller chunks (8 to 32 channels, to keep them in L1) were slower.
 cdef enum:
-    CHUNK_BYTES = 9 * 64 * 64 * 4
+    CHUNK_BYTES = 9 * 128 * 64 * 4
 # output pixels a work item should cover when the filters are chunked
 cdef enum:
     CHUNK_MIN_PIXELS = 48
+# output rows of a general work item: its border columns run as tiles of up to this
+# many rows (one pixel per row) instead of one pixel at a time
+cdef enum:
+    BORDER_ROWS = 6
 
 KIND_NAMES = {FC_KIND_GENERAL: "general", FC_KIND_DEPTHWISE: "depthwise",
               FC_KIND_WIDTH: "width"}
@@ -199,10 +207,12 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     a.RG = 1
     a.CC = Cg
     cdef Py_ssize_t tap_bytes = <Py_ssize_t>KH * KW * a.OB * sizeof(floating)
-    if a.kind == FC_KIND_GENERAL and tap_bytes * Cg > CHUNK_BYTES:
-        a.CC = max(1, CHUNK_BYTES // tap_bytes)
-        a.RG = min(OH, max(1, (CHUNK_MIN_PIXELS + OW - 1) // OW))
-        # keep at least 4 work items per thread
+    if a.kind == FC_KIND_GENERAL:
+        a.RG = min(OH, BORDER_ROWS)
+        if tap_bytes * Cg > CHUNK_BYTES:
+            a.CC = max(1, CHUNK_BYTES // tap_bytes)
+            a.RG = min(OH, max(a.RG, (CHUNK_MIN_PIXELS + OW - 1) // OW))
+        # keep at least 4 work items per thread (RG never changes a reduction order)
         while a.RG > 1 and N * ((OH + a.RG - 1) // a.RG) * groups * a.nb < 4 * num_threads:
             a.RG -= 1
     # all filter blocks larger than half of a 2 MB L2: walk one block at a time

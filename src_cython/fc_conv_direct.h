@@ -27,14 +27,17 @@
  *
  * Borders never cost a branch in the hot loop: per output row the valid kh range is
  * computed once, and each row is split into an interior (all kw valid, full tiles) and
- * border pixels, which run the same vectorized kernel one pixel at a time with their
- * own kw range.  A work item is one output row (n, oh) of one output-channel block
- * (general kind) or one whole output row (depthwise and width kinds).  General items
- * are ordered row-major (n, oh, g, b) when all the filters fit in L2 together, and
- * block-major (g, b, n, oh) otherwise, so that consecutive items (and each thread's
- * static share) reuse one block of filters from L2 instead of cycling through all;
- * the tiling inside a row never depends on the thread count, so every output element
- * is reduced in a fixed order and results are bitwise identical for any thread count.
+ * border pixels, which run the same vectorized kernel with their own kw range (general
+ * kind: one tile per border column, its pixels taken down the rows of the work item;
+ * depthwise: one pixel at a time).  A work item is RG output rows (n, oh .. oh+RG-1)
+ * of one output-channel block (general kind) or one whole output row (depthwise and
+ * width kinds).  General items are ordered row-major (n, oh, g, b) when all the
+ * filters fit in L2 together, and block-major (g, b, n, oh) otherwise, so that
+ * consecutive items (and each thread's static share) reuse one block of filters from
+ * L2 instead of cycling through all.  How pixels are grouped into tiles never changes
+ * a pixel's reduction order (input-channel chunk -> kh -> kw -> c, the chunks fixed by
+ * the filter size alone), so every output element is reduced in a fixed order and
+ * results are bitwise identical for any thread count.
  */
 #ifndef FASTCONV_FC_CONV_DIRECT_H
 #define FASTCONV_FC_CONV_DIRECT_H

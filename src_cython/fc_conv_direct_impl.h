@@ -204,17 +204,27 @@ static __attribute__((noinline)) FC_ATTR void FN(fc_tile_any)(
 #endif
 }
 
-/* Input channels [c0, c0 + cc) of one output row (n, oh) of output-channel block b of
- * group g.  first: start from zero (else add to the partial sums in out); last: add
- * the bias and apply ReLU at the store. */
-static FC_ATTR void FN(fc_row_general_part)(const fc_conv_args *a, ptrdiff_t n, ptrdiff_t oh,
-                                            int g, int b, int c0, int cc, int first, int last)
+/* Input channels [c0, c0 + cc) of output rows [oh0, oh1) of image n, output-channel
+ * block b of group g.  first: start from zero (else add to the partial sums in out);
+ * last: add the bias and apply ReLU at the store.
+ *
+ * Border pixels (the columns whose kw range is cut by the padding) cannot join the
+ * row's tiles, so a border column is run down the rows instead: consecutive rows with
+ * the same kh range form one tile whose "pixels" are one row apart (input stride
+ * SH * W * C, output stride OW * O).  One pixel at a time, each weight vector would
+ * serve a single FMA and the border would run at a fraction of the FMA rate.  The
+ * interior of each row is run as full tiles plus one narrower vectorized tile.  Every
+ * pixel's reduction order (kh -> kw -> c) is the same however the pixels are grouped. */
+static FC_ATTR void FN(fc_rows_general_part)(const fc_conv_args *a, ptrdiff_t n, ptrdiff_t oh0,
+                                             ptrdiff_t oh1, int g, int b, int c0, int cc,
+                                             int first, int last)
 {
     const ptrdiff_t H = a->H, W = a->W, C = a->C, O = a->O, OH = a->OH, OW = a->OW;
     const int KH = a->KH, KW = a->KW, Cg = a->Cg, Og = a->Og, OB = a->OB, nb = a->nb;
     const int ob = (Og - b * OB) < OB ? (Og - b * OB) : OB;
     const int nv = (ob + FCV_L - 1) / FCV_L;
     const int tail = ob - (nv - 1) * FCV_L;
+    const int ur = FC_UR_FULL(nv);
 
     const FC_T *w = (const FC_T *)a->w;
     ptrdiff_t ws_c;
@@ -228,45 +238,62 @@ static FC_ATTR void FN(fc_row_general_part)(const fc_conv_args *a, ptrdiff_t n, 
     const ptrdiff_t ws_kw = Cg * ws_c, ws_kh = KW * ws_kw;
     w += c0 * ws_c;
 
-    const ptrdiff_t ih0 = oh * a->SH - a->pt;
-    int kh_lo, kh_hi;
-    fc_tap_range(ih0, a->DH, KH, H, &kh_lo, &kh_hi);
-    const int nkh = kh_hi - kh_lo;
     const ptrdiff_t xs_p = a->SW * C, xs_kh = a->DH * W * C, xs_kw = a->DW * C;
-    /* row of the first valid kh, first channel of the chunk; column offsets added below */
-    const FC_T *xrow = (const FC_T *)a->x + g * (ptrdiff_t)Cg + c0;
-    if (nkh > 0) xrow += ((n * H + ih0 + (ptrdiff_t)kh_lo * a->DH) * W) * C;
-    const FC_T *wrow = w + kh_lo * ws_kh;
+    const ptrdiff_t xs_row = a->SH * W * C, os_row = OW * O;
+    /* first channel of the chunk in image n; row and column offsets added below */
+    const FC_T *ximg = (const FC_T *)a->x + n * H * W * C + g * (ptrdiff_t)Cg + c0;
     const ptrdiff_t o0 = (ptrdiff_t)g * Og + (ptrdiff_t)b * OB;
-    FC_T *orow = (FC_T *)a->out + ((n * OH + oh) * OW) * O + o0;
+    FC_T *oimg = (FC_T *)a->out + n * OH * OW * O + o0;
     const FC_T *bias = (a->bias == NULL || !last) ? NULL : (const FC_T *)a->bias + o0;
     const int relu = last ? a->relu : 0;
 
     int ow_a, ow_b;
     fc_interior(a->pl, a->SW, a->DW, KW, W, (int)OW, &ow_a, &ow_b);
-    /* border pixels: one at a time, with their own kw range */
-    for (int ow = 0; ow < OW; ow++) {
-        if (ow == ow_a) ow = ow_b;
-        if (ow >= OW) break;
-        const ptrdiff_t iw0 = (ptrdiff_t)ow * a->SW - a->pl;
-        int kw_lo, kw_hi;
-        fc_tap_range(iw0, a->DW, KW, W, &kw_lo, &kw_hi);
-        const int nkw = kw_hi - kw_lo;
-        const ptrdiff_t xoff = (nkw > 0 && nkh > 0) ? (iw0 + (ptrdiff_t)kw_lo * a->DW) * C : 0;
-        FN(fc_tile_any)(xrow + xoff, xs_p, xs_kh, xs_kw, wrow + kw_lo * ws_kw, ws_c, ws_kw, ws_kh,
-                        nkh, nkw, cc, bias, orow + ow * O, O, tail, relu, first, 1, nv);
+    for (ptrdiff_t oh = oh0; oh < oh1;) {
+        /* rows [oh, oh_end) share the kh range of row oh */
+        const ptrdiff_t ih0 = oh * a->SH - a->pt;
+        int kh_lo, kh_hi;
+        fc_tap_range(ih0, a->DH, KH, H, &kh_lo, &kh_hi);
+        const int nkh = kh_hi - kh_lo;
+        ptrdiff_t oh_end = oh + 1;
+        while (oh_end < oh1 && oh_end - oh < ur) {
+            int lo, hi;
+            fc_tap_range(oh_end * a->SH - a->pt, a->DH, KH, H, &lo, &hi);
+            if (lo != kh_lo || hi != kh_hi) break;
+            oh_end++;
+        }
+        const int nrows = (int)(oh_end - oh);
+        /* input row of the first valid kh (rows of pure padding read nothing) */
+        const FC_T *xrow = nkh > 0 ? ximg + (ih0 + (ptrdiff_t)kh_lo * a->DH) * W * C : ximg;
+        const FC_T *wrow = w + kh_lo * ws_kh;
+        /* border columns: one tile of nrows pixels per column, each its own kw range */
+        for (int ow = 0; ow < OW; ow++) {
+            if (ow == ow_a) ow = ow_b;
+            if (ow >= OW) break;
+            const ptrdiff_t iw0 = (ptrdiff_t)ow * a->SW - a->pl;
+            int kw_lo, kw_hi;
+            fc_tap_range(iw0, a->DW, KW, W, &kw_lo, &kw_hi);
+            const int nkw = kw_hi - kw_lo;
+            const ptrdiff_t xoff = (nkw > 0 && nkh > 0) ? (iw0 + (ptrdiff_t)kw_lo * a->DW) * C : 0;
+            FN(fc_tile_any)(xrow + xoff, nkh > 0 ? xs_row : 0, xs_kh, xs_kw, wrow + kw_lo * ws_kw,
+                            ws_c, ws_kw, ws_kh, nkh, nkw, cc, bias, oimg + oh * os_row + ow * O,
+                            os_row, tail, relu, first, nrows, nv);
+        }
+        for (ptrdiff_t r = oh; r < oh_end; r++) {
+            const FC_T *xr = nkh > 0 ? xrow + (r - oh) * xs_row : xrow;
+            FC_T *orow = oimg + r * os_row;
+            int ow = ow_a;
+            for (; ow + ur <= ow_b; ow += ur)
+                FN(fc_tile_any)(xr + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow,
+                                ws_c, ws_kw, ws_kh, nkh, KW, cc, bias, orow + ow * O, O, tail, relu,
+                                first, ur, nv);
+            if (ow < ow_b)
+                FN(fc_tile_any)(xr + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow,
+                                ws_c, ws_kw, ws_kh, nkh, KW, cc, bias, orow + ow * O, O, tail, relu,
+                                first, ow_b - ow, nv);
+        }
+        oh = oh_end;
     }
-    /* interior: full tiles, then one narrower vectorized tile */
-    const int ur = FC_UR_FULL(nv);
-    int ow = ow_a;
-    for (; ow + ur <= ow_b; ow += ur)
-        FN(fc_tile_any)(xrow + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow, ws_c,
-                        ws_kw, ws_kh, nkh, KW, cc, bias, orow + ow * O, O, tail, relu, first, ur,
-                        nv);
-    if (ow < ow_b)
-        FN(fc_tile_any)(xrow + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow, ws_c,
-                        ws_kw, ws_kh, nkh, KW, cc, bias, orow + ow * O, O, tail, relu, first,
-                        ow_b - ow, nv);
 }
 
 /* One work item of the general kind: output rows [oh0, oh0 + RG) of image n, output
@@ -299,8 +326,7 @@ static FC_ATTR void FN(fc_row_general)(const fc_conv_args *a, ptrdiff_t item)
     const int Cg = a->Cg, CC = a->CC;
     for (int c0 = 0; c0 < Cg; c0 += CC) {
         const int cc = (Cg - c0) < CC ? Cg - c0 : CC;
-        for (ptrdiff_t oh = oh0; oh < oh1; oh++)
-            FN(fc_row_general_part)(a, n, oh, g, b, c0, cc, c0 == 0, c0 + cc == Cg);
+        FN(fc_rows_general_part)(a, n, oh0, oh1, g, b, c0, cc, c0 == 0, c0 + cc == Cg);
     }
 }
 

@@ -113,6 +113,18 @@ BORDER_CASES = [
     _case(2, 5, 9, 256, 130, 3, 3, P=(1, 1, 1, 1)),               # > 1 MB of filters
 ]
 
+# Border columns run as tiles down the rows of a work item (up to 6 rows, or more when
+# the filters are chunked): rows with different kh ranges in one item, items taller
+# than a tile, images narrower than the kernel, C_in = 3 runs and chunked filters.
+BORDER_ROW_CASES = [
+    _case(2, 30, 7, 3, 16, 3, 3, P=(1, 1, 1, 1)),                 # cars-like C=3 -> 16
+    _case(1, 25, 5, 3, 64, 7, 7, S=(2, 2), P=(3, 3, 3, 3)),       # stem-like, all border
+    _case(2, 15, 13, 128, 128, 3, 3, S=(2, 2), P=(0, 1, 0, 1)),   # resnet-like 128 -> 128 / 2
+    _case(1, 17, 11, 130, 33, 3, 3, S=(2, 1), P=(2, 2, 1, 1)),    # odd sizes, tails
+    _case(1, 13, 6, 200, 20, 3, 3, P=(1, 1, 1, 1)),               # chunked: 128 + 72 channels
+    _case(1, 20, 9, 5, 24, 5, 3, D=(3, 1), P=(6, 6, 1, 1)),       # many distinct kh ranges
+]
+
 GROUP_CASES = [
     _case(2, 7, 9, 8, 6, 3, 3, groups=2, P=(1, 1, 1, 1)),
     _case(1, 8, 9, 9, 12, 3, 2, groups=3, S=(2, 1), P=(1, 0, 0, 1)),
@@ -138,7 +150,7 @@ SINGLE_CHANNEL_CASES = [
     _case(1, 10, 19, 2, 1, 3, 3, P=(1, 1, 1, 1)),                 # 2 -> 1
 ]
 
-ALL_CASES = TAIL_CASES + BORDER_CASES + GROUP_CASES + SINGLE_CHANNEL_CASES
+ALL_CASES = TAIL_CASES + BORDER_CASES + BORDER_ROW_CASES + GROUP_CASES + SINGLE_CHANNEL_CASES
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -181,6 +193,8 @@ def test_nan_propagates_through_relu(case, level):
     _case(2, 11, 10, 64, 64, 3, 3, S=(2, 2), P=(0, 1, 0, 1)),
     _case(2, 5, 9, 256, 130, 3, 3, S=(1, 2), P=(1, 1, 1, 1)),
     GROUP_CASES[1], GROUP_CASES[5], GROUP_CASES[7], SINGLE_CHANNEL_CASES[0],
+    _case(1, 9, 7, 3, 16, 3, 3, P=(1, 1, 1, 1)),   # rows per item shrink with the threads
+    BORDER_ROW_CASES[2], BORDER_ROW_CASES[4],
 ], ids=_case_id)
 def test_bitwise_identical_across_thread_counts(case, level, dtype):
     rng = np.random.default_rng(4)
