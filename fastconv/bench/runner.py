@@ -24,7 +24,9 @@ For one thread count, :func:`run` does, in one process:
    untimed call of the same engine, so that its own worker threads -- asleep
    after the pause, and slow to wake on this virtual machine (1-7 ms measured
    for a 2-thread OpenMP region after 20-100 ms idle) -- are running when the
-   clock starts; every engine is treated alike.  Samples run with Python's
+   clock starts; every engine is treated alike.  After an OpenBLAS product on
+   two or more threads (the NumPy peer, the peak probe) the runner waits
+   :data:`BLAS_SPIN_S`, until OpenBLAS's spinning idle worker has gone to sleep.  Samples run with Python's
    garbage collector off.
 """
 import gc
@@ -44,6 +46,11 @@ __all__ = ["run", "measure_peak", "make_data", "reference", "check_result", "Pro
 #: pause before each sample, so the previous engine's spinning worker threads (OpenMP,
 #: OpenBLAS, Eigen) have gone to sleep and do not steal cores from the next engine
 SETTLE_S = 0.002
+#: after an OpenBLAS product on 2+ threads (the NumPy peer, the peak probe), its idle worker
+#: keeps spinning for about 2**28 TSC cycles (OpenBLAS's THREAD_TIMEOUT, ~0.1 s here) and takes
+#: a core from whatever runs next: a 2-thread fastconv conv right after a NumPy matmul took
+#: 10.6 ms instead of 2.8 ms.  The runner waits this long after such samples.
+BLAS_SPIN_S = 0.15
 #: float32 relative tolerance of the result check (scaled by the output's magnitude)
 RTOL = 2e-3
 
@@ -304,7 +311,8 @@ def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progr
             peaks = []
             for case, case_engines in plan:
                 results.extend(_run_case(case, case_engines, repeat, min_time, probe, method,
-                                         bar, peaks, skip or {}, breadcrumb))
+                                         bar, peaks, skip or {}, breadcrumb,
+                                         BLAS_SPIN_S if threads > 1 else 0.0))
                 if partial:
                     _write_partial(partial, results, peaks)
             bar.close()
@@ -350,7 +358,8 @@ def _leave_breadcrumb(path, case, engine):
             os.close(fd)
 
 
-def _run_case(case, engines, repeat, min_time, probe, method, bar, peaks, skip, breadcrumb):
+def _run_case(case, engines, repeat, min_time, probe, method, bar, peaks, skip, breadcrumb,
+              spin_s=0.0):
     gc.collect()
     data = make_data(case)
     expected = reference(case, data)
@@ -397,11 +406,14 @@ def _run_case(case, engines, repeat, min_time, probe, method, bar, peaks, skip, 
             time.sleep(SETTLE_S)
             prepared()  # untimed: wakes this engine's own worker threads after the pause
             row["times_s"].append(_time_calls(prepared, inner))
+            if spin_s and row["engine"] == "numpy":
+                time.sleep(spin_s)
             bar.step(f"{case.name} round {r + 1}/{repeat}")
         if probe is not None and live:
             time.sleep(SETTLE_S)
             probe()
             case_peaks.append(probe.flops / _time_calls(probe, 1) / 1e9)
+            time.sleep(spin_s)
     peaks.extend(case_peaks)
     peak = statistics.median(case_peaks) if case_peaks else None
     for row, prepared, inner in live:
