@@ -46,7 +46,8 @@ def main(argv=None):
     status = 0
     if ours.from_json:
         doc = report.load_json(ours.from_json)
-        command = doc["meta"].get("command", command)
+        if doc["meta"].get("command"):
+            command = f"{doc['meta']['command']}` (the run); this file by `{command}"
     else:
         if "--suite" not in bench_args:
             bench_args = DEFAULT_BENCH_ARGS[:2] + bench_args
