@@ -175,7 +175,7 @@ def relu(features, *, out=None, backend=None, num_threads=None):
     return out
 
 
-def _pool_geometry(x, ksize, strides, data_format, dilations=1):
+def _pool_geometry(ksize, strides, data_format, dilations=1):
     KH, KW = spatial_pair(ksize, "ksize", data_format)
     if strides is None:
         SH, SW = KH, KW
@@ -226,7 +226,7 @@ def max_pool2d(input, ksize, strides=None, padding="VALID", data_format="NHWC", 
     x = as_float_array(input, "input")
     check_ndim(x, 4, "input", data_format)
     data_format = check_data_format(data_format)
-    ksize, strides, dilations = _pool_geometry(x, ksize, strides, data_format)
+    ksize, strides, dilations = _pool_geometry(ksize, strides, data_format)
     N, H, W, C = _split(x, data_format)
     _check_spatial(H, W)
     win = resolve_window(H, W, *ksize, *strides, *dilations, padding, data_format)

@@ -111,13 +111,25 @@ def _split_shape(input_shape, data_format):
     return N, H, W, C
 
 
-def _kernel_pair(kernel_size):
+def _kernel(kernel_size):
+    """``(KH, KW, C_out or None)`` from an int, ``(KH, KW)`` or a filter shape."""
     if isinstance(kernel_size, numbers.Integral):
-        return spatial_pair(kernel_size, "kernel_size")
+        return (*spatial_pair(kernel_size, "kernel_size"), None)
     ks = tuple(kernel_size)
     if len(ks) == 4:  # a filter shape [KH, KW, C_in, C_out]
-        ks = ks[:2]
-    return spatial_pair(ks, "kernel_size")
+        return (*spatial_pair(ks[:2], "kernel_size"), int(ks[3]))
+    return (*spatial_pair(ks, "kernel_size"), None)
+
+
+def _geometry(input_shape, kernel_size, strides, padding, data_format, dilations):
+    """What both public helpers need: the layout, ``(N, C)``, the filter's C_out, the window."""
+    data_format = check_data_format(data_format)
+    N, H, W, C = _split_shape(input_shape, data_format)
+    KH, KW, O = _kernel(kernel_size)
+    SH, SW = spatial_pair(strides, "strides", data_format)
+    DH, DW = spatial_pair(dilations, "dilations", data_format)
+    win = resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding, data_format)
+    return data_format, N, C, O, win
 
 
 def output_shape(input_shape, kernel_size, strides=1, padding="VALID", data_format="NHWC",
@@ -148,16 +160,9 @@ def output_shape(input_shape, kernel_size, strides=1, padding="VALID", data_form
     >>> output_shape((1, 5, 5, 1), 2, strides=2, padding="SAME")
     (1, 3, 3, 1)
     """
-    data_format = check_data_format(data_format)
-    N, H, W, C = _split_shape(input_shape, data_format)
-    if not isinstance(kernel_size, numbers.Integral) and len(tuple(kernel_size)) == 4 \
-            and out_channels is None:
-        out_channels = int(tuple(kernel_size)[3])
-    KH, KW = _kernel_pair(kernel_size)
-    SH, SW = spatial_pair(strides, "strides", data_format)
-    DH, DW = spatial_pair(dilations, "dilations", data_format)
-    win = resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding, data_format)
-    O = C if out_channels is None else int(out_channels)
+    data_format, N, C, O_filter, win = _geometry(input_shape, kernel_size, strides, padding,
+                                                 data_format, dilations)
+    O = int(out_channels) if out_channels is not None else (C if O_filter is None else O_filter)
     return (N, win.OH, win.OW, O) if data_format == "NHWC" else (N, O, win.OH, win.OW)
 
 
@@ -176,11 +181,7 @@ def explicit_padding(input_shape, kernel_size, strides=1, padding="VALID",
     >>> explicit_padding((1, 6, 6, 1), 3, strides=2, padding="SAME")
     [[0, 0], [0, 1], [0, 1], [0, 0]]
     """
-    data_format = check_data_format(data_format)
-    N, H, W, C = _split_shape(input_shape, data_format)
-    KH, KW = _kernel_pair(kernel_size)
-    SH, SW = spatial_pair(strides, "strides", data_format)
-    DH, DW = spatial_pair(dilations, "dilations", data_format)
-    win = resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding, data_format)
+    data_format, _, _, _, win = _geometry(input_shape, kernel_size, strides, padding,
+                                          data_format, dilations)
     hw = [[win.pad_top, win.pad_bottom], [win.pad_left, win.pad_right]]
     return [[0, 0], *hw, [0, 0]] if data_format == "NHWC" else [[0, 0], [0, 0], *hw]
