@@ -2,14 +2,17 @@
 
 ``num_threads=None`` means the process default: the value given to
 :func:`set_num_threads`, else the environment variable
-``FASTCONV_NUM_THREADS``, else the cores this process may run on
-(``os.sched_getaffinity``).  A negative count is counted back from the
-available cores (-1 = all, -2 = all but one, never fewer than 1), as in
+``FASTCONV_NUM_THREADS``, else 1 inside a task of a Dask worker (Dask
+runs one task per worker thread and already supplies the parallelism; its
+nanny sets ``OMP_NUM_THREADS=1`` for the same reason), else the cores
+this process may run on (``os.sched_getaffinity``).  A negative count is
+counted back from the available cores (-1 = all, -2 = all but one, never fewer than 1), as in
 scikit-learn and joblib; 0 is an error.
 """
 import contextlib
 import numbers
 import os
+import sys
 import threading
 
 ENV_VAR = "FASTCONV_NUM_THREADS"
@@ -47,6 +50,18 @@ def _from_env():
     return _normalize(value, ENV_VAR)
 
 
+def _in_dask_task():
+    """True inside a task run by a ``distributed`` worker (never imports distributed)."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return False
+    try:
+        distributed.get_worker()
+    except (ValueError, AttributeError):
+        return False
+    return True
+
+
 def set_num_threads(n):
     """Set the process-wide default thread count (``None`` restores the default)."""
     global _default
@@ -58,7 +73,9 @@ def get_num_threads():
     if _default is not None:
         return _default
     env = _from_env()
-    return env if env is not None else available_cores()
+    if env is not None:
+        return env
+    return 1 if _in_dask_task() else available_cores()
 
 
 def resolve_num_threads(num_threads):

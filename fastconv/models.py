@@ -329,6 +329,19 @@ class Sequential:
             local.buffers = {}
         return local.buffers
 
+    def __getstate__(self):
+        """Everything but the per-thread buffers of :meth:`predict`, which cannot be pickled.
+
+        A model that has predicted can so be copied or sent to other
+        processes (Dask workers); the copy allocates fresh buffers on first use.
+        """
+        state = self.__dict__.copy()
+        state.pop("_local", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
     def __call__(self, x, training=False, *, backend=None, num_threads=None):
         """The whole input in one forward pass (like ``model(x)`` in Keras), as NumPy."""
         if training:

@@ -1,0 +1,414 @@
+"""fastconv on Dask arrays: images larger than memory, datasets larger than one machine.
+
+The functions here have the names and signatures of the in-memory ones
+(:func:`fastconv.conv2d`, :func:`fastconv.relu`, :func:`fastconv.max_pool2d`,
+:meth:`fastconv.models.Sequential.predict`), take anything
+``dask.array.asarray`` accepts and return a lazy ``dask.array.Array`` equal to
+the in-memory result.  This module needs the ``fastconv[dask]`` extra
+(``dask[array]`` and ``distributed``); ``import fastconv`` never imports it.
+
+How a strided, padded window is split over chunks
+-------------------------------------------------
+Along one spatial axis of size ``H`` (the same holds for ``W``), with kernel
+``KH``, stride ``SH``, dilation ``DH``, effective kernel
+``EK = (KH - 1) * DH + 1`` and the global padding ``(P0, P1)`` that the
+in-memory call would use (TensorFlow's ``SAME``/``VALID`` rules or explicit
+pairs), output row ``o`` reads the padded input rows
+``[o * SH - P0, o * SH - P0 + EK - 1]``.
+
+* **Owner rule.** Output row ``o`` belongs to the chunk that holds input row
+  ``clip(o * SH - P0, 0, H - 1)``, the first row of its window.  With chunk
+  starts ``c_0 = 0 < c_1 < ... < c_n = H`` block ``j`` owns the rows
+  ``[A(c_j), A(c_{j+1}))`` with ``A(c) = min(OH, ceil((c + P0) / SH))`` for
+  ``0 < c < H``, ``A(0) = 0`` and ``A(H) = OH``.
+* **One-sided halo.** The last window a block owns ends at most ``EK - 1``
+  rows past the block, so every block is extended by its right neighbour's
+  first ``EK - 1`` rows: ``map_overlap(depth=(0, EK - 1), boundary="none",
+  trim=False)``.  No block needs rows from its left neighbour.
+* **Per-block padding.** Block ``j`` owning ``[a, b)`` needs the padded rows
+  ``[lo, hi]`` with ``lo = a * SH - P0`` and ``hi = (b - 1) * SH - P0 + EK - 1``.
+  It runs the in-memory operation on its rows ``[max(lo, 0), min(hi, H - 1)]``
+  with explicit padding ``top = max(0, -lo)`` and ``bottom = max(0, hi - H + 1)``,
+  which yields exactly ``(hi - lo + 1 - EK) // SH + 1 = b - a`` rows: padding is
+  only ever added where the global input is padded, so each output pixel is
+  computed from the same values as in memory.
+* **Chunk arithmetic.** Before mapping, chunks narrower than the halo
+  ``EK - 1`` are merged with Dask's own rule
+  (``dask.array.overlap.ensure_minimum_chunksize``), and a block that would
+  own no output row (narrower than the stride, or past the last ``VALID``
+  window), or whose windows would all lie in the padding, is merged into its
+  neighbour.  The output chunks along the axis are the counts ``b - a``.
+  With ``allow_rechunk=False`` a needed rechunk raises instead.
+
+Threads
+-------
+Dask supplies the parallelism: every block call uses ``num_threads=1``
+unless told otherwise.  For a few big chunks, run one single-threaded
+worker per host and pass ``num_threads=-1`` (all the host's cores).
+"""
+import numpy as np
+
+try:
+    import dask.array as da
+    from dask.array.overlap import ensure_minimum_chunksize
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("fastconv.dask needs Dask: pip install 'fastconv[dask]' "
+                      "(dask[array] and distributed).") from exc
+
+import fastconv
+from . import _ops
+from ._shapes import resolve_window
+from ._threads import resolve_num_threads
+from ._validation import check_data_format, positive_int, spatial_pair
+
+__all__ = ["conv2d", "relu", "max_pool2d", "predict"]
+
+
+# --------------------------------------------------------------------------- helpers
+def _as_dask(value, name):
+    """``value`` as a dask array with known chunk sizes."""
+    x = da.asarray(value)
+    if any(np.isnan(c) for chunks in x.chunks for c in chunks):
+        raise ValueError(f"{name} has unknown chunk sizes; call {name}.compute_chunk_sizes() "
+                         f"first.")
+    return x
+
+
+def _probe(x):
+    """An empty in-memory array with ``x``'s dtype and trailing shape (batch axis 0)."""
+    shape = (0,) + tuple(int(s) for s in x.shape[1:]) if x.ndim else ()
+    return np.empty(shape, dtype=x.dtype)
+
+
+def _block_threads(num_threads):
+    """The per-block thread count: 1 by default (Dask supplies the parallelism).
+
+    Any other value is checked here, with the in-memory rule, and passed on
+    unchanged, so that a negative count is counted back from the cores of
+    the worker that runs the block.
+    """
+    if num_threads is None:
+        return 1
+    resolve_num_threads(num_threads)
+    return num_threads
+
+
+def _backend_name(backend):
+    """Freeze the caller's default backend into the graph (workers have their own default)."""
+    return fastconv.get_backend() if backend is None else backend
+
+
+def _layout_axes(data_format):
+    """``(H axis, W axis, C axis)`` of a 4-D array in ``data_format``."""
+    return (1, 2, 3) if data_format == "NHWC" else (2, 3, 1)
+
+
+def _explicit(top, bottom, left, right, data_format):
+    hw = [[top, bottom], [left, right]]
+    return [[0, 0], *hw, [0, 0]] if data_format == "NHWC" else [[0, 0], [0, 0], *hw]
+
+
+def _first_output(c, size, OH, S, P0):
+    """``A(c)``: the first output row whose window starts (clipped) at or after row ``c``."""
+    if c <= 0:
+        return 0
+    if c >= size:
+        return OH
+    return min(OH, -(-(c + P0) // S))
+
+
+def _block_geometry(c0, c1, size, OH, EK, S, P0, first, last):
+    """``(a, b, lo, hi)`` of the block ``[c0, c1)``, or None when it must be merged."""
+    a = 0 if first else _first_output(c0, size, OH, S, P0)
+    b = OH if last else _first_output(c1, size, OH, S, P0)
+    if b <= a:
+        return None
+    lo = a * S - P0
+    hi = (b - 1) * S - P0 + EK - 1
+    if hi < 0 or lo > size - 1:  # every window of the block lies in the padding
+        return None
+    return a, b, lo, hi
+
+
+def _axis_plan(chunks, size, OH, EK, S, P0, P1):
+    """Final chunks, output chunks and per-block row slices/padding along one axis.
+
+    Returns ``(chunks, out_chunks, blocks, depth)`` where ``blocks[j]`` is
+    ``(local_start, local_stop, pad_before, pad_after)`` for block ``j`` and
+    ``depth`` is the one-sided halo (0 when the axis is one chunk).
+    """
+    chunks = tuple(int(c) for c in chunks)
+    halo = EK - 1
+    if len(chunks) > 1 and halo > min(chunks):
+        chunks = ensure_minimum_chunksize(halo, chunks) if halo < size else (size,)
+    starts = [0]
+    for c in chunks[:-1]:
+        starts.append(starts[-1] + c)
+    # Merge blocks that would own no output (or only all-padding windows) into a neighbour.
+    merged = True
+    while merged and len(starts) > 1:
+        merged = False
+        bounds = starts + [size]
+        for j in range(len(starts)):
+            geom = _block_geometry(bounds[j], bounds[j + 1], size, OH, EK, S, P0,
+                                   j == 0, j == len(starts) - 1)
+            if geom is None:
+                del starts[max(j, 1)]  # block 0 absorbs block 1; any other joins its left
+                merged = True
+                break
+    bounds = starts + [size]
+    chunks = tuple(bounds[j + 1] - bounds[j] for j in range(len(starts)))
+    if len(chunks) == 1:  # one block: the in-memory call itself
+        return chunks, (OH,), [(0, size, P0, P1)], 0
+    out_chunks, blocks = [], []
+    for j in range(len(chunks)):
+        a, b, lo, hi = _block_geometry(bounds[j], bounds[j + 1], size, OH, EK, S, P0,
+                                       j == 0, j == len(chunks) - 1)
+        r0, r1 = max(lo, 0), min(hi, size - 1) + 1
+        blocks.append((r0 - bounds[j], r1 - bounds[j], max(0, -lo), max(0, hi - size + 1)))
+        out_chunks.append(b - a)
+    return chunks, tuple(out_chunks), blocks, halo
+
+
+def _plan_spatial(x, data_format, kernel, strides, dilations, padding, allow_rechunk, name):
+    """Rechunk ``x`` for the window and return ``(x, out_chunks_hw, blocks_hw, depth)``."""
+    h_ax, w_ax, _ = _layout_axes(data_format)
+    H, W = int(x.shape[h_ax]), int(x.shape[w_ax])
+    (KH, KW), (SH, SW), (DH, DW) = kernel, strides, dilations
+    win = resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding, data_format)
+    plans = [_axis_plan(x.chunks[h_ax], H, win.OH, (KH - 1) * DH + 1, SH, win.pad_top,
+                        win.pad_bottom),
+             _axis_plan(x.chunks[w_ax], W, win.OW, (KW - 1) * DW + 1, SW, win.pad_left,
+                        win.pad_right)]
+    new = {ax: plan[0] for ax, plan in zip((h_ax, w_ax), plans) if plan[0] != x.chunks[ax]}
+    if new:
+        if not allow_rechunk:
+            ax, chunks = next(iter(new.items()))
+            raise ValueError(
+                f"{name}: the chunks of axis {ax} ({'height' if ax == h_ax else 'width'}) "
+                f"{x.chunks[ax]} are too small for the window (each chunk must hold at least "
+                f"the halo of effective kernel - 1 rows and own an output row); pass "
+                f"allow_rechunk=True or rechunk first, e.g. x.rechunk({{{ax}: {chunks}}}).")
+        x = x.rechunk(new)
+    depth = {ax: (0, plan[3]) for ax, plan in zip((h_ax, w_ax), plans)}
+    return x, (plans[0][1], plans[1][1]), (plans[0][2], plans[1][2]), depth
+
+
+def _map_windows(func, x, data_format, out_c_chunks, blocks_hw, out_hw, depth, dtype, **kwargs):
+    """``map_overlap`` with the one-sided halo; ``func(block, padding, **kwargs)``."""
+    h_ax, w_ax, c_ax = _layout_axes(data_format)
+    out_chunks = [None] * 4
+    out_chunks[0], out_chunks[h_ax], out_chunks[w_ax] = x.chunks[0], out_hw[0], out_hw[1]
+    out_chunks[c_ax] = out_c_chunks
+    rows, cols = blocks_hw
+
+    def run(block, block_id=None):
+        r0, r1, top, bottom = rows[block_id[h_ax]]
+        q0, q1, left, right = cols[block_id[w_ax]]
+        index = [slice(None)] * 4
+        index[h_ax], index[w_ax] = slice(r0, r1), slice(q0, q1)
+        return func(block[tuple(index)], _explicit(top, bottom, left, right, data_format),
+                    **kwargs)
+
+    return da.map_overlap(run, x, depth=depth, boundary="none", trim=False,
+                          allow_rechunk=False, chunks=tuple(out_chunks), dtype=dtype,
+                          meta=np.empty((0, 0, 0, 0), dtype=dtype))
+
+
+# --------------------------------------------------------------------------- conv2d
+def _conv_block(block, padding, *, filters, strides, data_format, dilations, groups, bias,
+                activation, backend, num_threads, algorithm):
+    return fastconv.conv2d(block, filters, strides, padding, data_format, dilations,
+                           groups=groups, bias=bias, activation=activation, backend=backend,
+                           num_threads=num_threads, algorithm=algorithm)
+
+
+def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilations=1, *,
+           groups=1, bias=None, activation=None, backend=None, num_threads=None,
+           algorithm="auto", allow_rechunk=True):
+    """Lazy :func:`fastconv.conv2d` over a chunked dask array.
+
+    The result equals ``fastconv.conv2d`` on the whole array (same formula,
+    same padding rules) for any chunking of N, H and W.  Each block runs the
+    in-memory convolution on its rows plus a one-sided halo of
+    ``EK - 1 = (KH - 1) * DH + 1 - 1`` rows (``KW``/``DW`` along W), with
+    its own explicit padding; see the module docstring for the arithmetic.
+
+    Parameters
+    ----------
+    input : dask array or array_like, 4-D
+        NHWC ``(N, H, W, C_in)`` (NCHW with ``data_format="NCHW"``); passed
+        through ``dask.array.asarray``.  The channel axis must be one chunk.
+    filters, strides, padding, data_format, dilations, groups, bias, activation, backend, \
+algorithm
+        As for :func:`fastconv.conv2d`; ``filters`` and ``bias`` are in-memory
+        arrays stored once in the graph.  ``backend=None`` means the caller's
+        default at the time of the call.
+    num_threads : int, optional
+        Threads per block call; default 1 (Dask supplies the parallelism).
+    allow_rechunk : bool
+        Merge H/W chunks smaller than the halo (or owning no output row);
+        with False such chunks raise ``ValueError``.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(N, OH, OW, C_out)`` (or NCHW), chunked like the input along N and
+        by the owner rule along OH and OW; C_out is one chunk.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Every error of :func:`fastconv.conv2d`, when the graph is built;
+        ``ValueError`` when the channel axis is split over several chunks.
+    """
+    x = _as_dask(input, "input")
+    w = np.asarray(filters)
+    b = None if bias is None else np.asarray(bias)
+    num_threads = _block_threads(num_threads)
+    # The in-memory call on an empty batch raises fastconv's own errors and gives the shape.
+    probe = fastconv.conv2d(_probe(x), w, strides, padding, data_format, dilations,
+                            groups=groups, bias=b, activation=activation, backend=backend,
+                            num_threads=1, algorithm=algorithm)
+    data_format = check_data_format(data_format)
+    h_ax, w_ax, c_ax = _layout_axes(data_format)
+    if len(x.chunks[c_ax]) > 1:
+        raise ValueError(f"conv2d: the channel axis {c_ax} of input is split into "
+                         f"{len(x.chunks[c_ax])} chunks {x.chunks[c_ax]}; a convolution sums "
+                         f"over every channel, so it must be one chunk: "
+                         f"x.rechunk({{{c_ax}: -1}}).")
+    KH, KW = w.shape[0], w.shape[1]
+    geometry = ((KH, KW), spatial_pair(strides, "strides", data_format),
+                spatial_pair(dilations, "dilations", data_format))
+    x, out_hw, blocks_hw, depth = _plan_spatial(x, data_format, *geometry, padding,
+                                                allow_rechunk, "conv2d")
+    O = probe.shape[c_ax]
+    return _map_windows(_conv_block, x, data_format, (O,), blocks_hw, out_hw, depth,
+                        probe.dtype, filters=w.astype(probe.dtype, copy=False),
+                        strides=strides, data_format=data_format, dilations=dilations,
+                        groups=groups,
+                        bias=None if b is None else b.astype(probe.dtype, copy=False),
+                        activation=activation, backend=_backend_name(backend),
+                        num_threads=num_threads, algorithm=algorithm)
+
+
+# --------------------------------------------------------------------------- relu
+def _relu_block(block, *, backend, num_threads):
+    return fastconv.relu(block, backend=backend, num_threads=num_threads)
+
+
+def relu(features, *, backend=None, num_threads=None):
+    """Lazy :func:`fastconv.relu`, ``max(features, 0)``, block by block (any chunking).
+
+    NaN stays NaN and ``-inf`` becomes 0, as in memory; the input is never
+    modified.  ``num_threads`` defaults to 1 per block.
+    """
+    x = _as_dask(features, "features")
+    num_threads = _block_threads(num_threads)
+    probe = fastconv.relu(np.empty((0,), dtype=x.dtype), backend=backend, num_threads=1)
+    return x.map_blocks(_relu_block, dtype=probe.dtype,
+                        meta=np.empty((0,) * x.ndim, dtype=probe.dtype),
+                        backend=_backend_name(backend), num_threads=num_threads)
+
+
+# --------------------------------------------------------------------------- max_pool2d
+def _pool_block(block, padding, *, ksize, strides, data_format, backend, num_threads):
+    return fastconv.max_pool2d(block, ksize, strides, padding, data_format, backend=backend,
+                               num_threads=num_threads)
+
+
+def max_pool2d(input, ksize, strides=None, padding="VALID", data_format="NHWC", *,
+               backend=None, num_threads=None, allow_rechunk=True):
+    """Lazy :func:`fastconv.max_pool2d` over a chunked dask array.
+
+    The same plan as :func:`conv2d` (one-sided halo of ``KH - 1`` rows and
+    ``KW - 1`` columns, per-block explicit padding); the channel axis may be
+    chunked and keeps its chunks.  A maximum is exact, so the result equals
+    the in-memory one bit for bit, NaN propagating as in memory.
+
+    Parameters
+    ----------
+    input : dask array or array_like, 4-D
+        NHWC (or NCHW with ``data_format="NCHW"``).
+    ksize, strides, padding, data_format, backend
+        As for :func:`fastconv.max_pool2d`.
+    num_threads : int, optional
+        Threads per block call; default 1.
+    allow_rechunk : bool
+        As for :func:`conv2d`.
+
+    Returns
+    -------
+    dask.array.Array
+        ``(N, OH, OW, C)`` (or NCHW).
+    """
+    x = _as_dask(input, "input")
+    num_threads = _block_threads(num_threads)
+    probe = fastconv.max_pool2d(_probe(x), ksize, strides, padding, data_format,
+                                backend=backend, num_threads=1)
+    data_format = check_data_format(data_format)
+    geometry = _ops._pool_geometry(ksize, strides, data_format)
+    x, out_hw, blocks_hw, depth = _plan_spatial(x, data_format, *geometry, padding,
+                                                allow_rechunk, "max_pool2d")
+    c_ax = _layout_axes(data_format)[2]
+    return _map_windows(_pool_block, x, data_format, x.chunks[c_ax], blocks_hw, out_hw,
+                        depth, probe.dtype, ksize=ksize, strides=strides,
+                        data_format=data_format, backend=_backend_name(backend),
+                        num_threads=num_threads)
+
+
+# --------------------------------------------------------------------------- predict
+def _predict_block(block, *, model, batch_size, backend, num_threads):
+    return model.predict(block, batch_size=batch_size, backend=backend,
+                         num_threads=num_threads)
+
+
+def predict(model, x, batch_size=32, *, backend=None, num_threads=None):
+    """Lazy :meth:`fastconv.models.Sequential.predict` over the chunks of the batch axis.
+
+    Each chunk of ``x`` along N is predicted on a worker, ``batch_size``
+    examples at a time, by a copy of ``model`` sent with the graph (a model
+    already used in memory pickles: its per-thread buffers are dropped).
+
+    Parameters
+    ----------
+    model : fastconv.models.Sequential
+    x : dask array or array_like ``(N, H, W, C)``
+        Chunked along N only: every chunk holds whole images.
+    batch_size : int
+        Examples per forward pass inside a chunk.
+    backend : str, optional
+        As for :func:`conv2d`.
+    num_threads : int, optional
+        Threads per chunk; default 1.
+
+    Returns
+    -------
+    dask.array.Array, float32
+        ``(N, ...)`` with ``x``'s chunks along N and one chunk along every
+        other axis.
+    """
+    from .models import Sequential
+
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model must be a fastconv.models.Sequential; got "
+                        f"{type(model).__name__}.")
+    x = _as_dask(x, "x")
+    batch_size = positive_int(batch_size, "batch_size")
+    num_threads = _block_threads(num_threads)
+    probe = model.predict(_probe(x), batch_size=batch_size, backend=backend, num_threads=1)
+    split = [ax for ax in range(1, x.ndim) if len(x.chunks[ax]) > 1]
+    if split:
+        fix = ", ".join(f"{ax}: -1" for ax in split)
+        raise ValueError(f"predict needs whole images in every chunk, but x is chunked along "
+                         f"axes {split}; chunk along N only: x.rechunk({{{fix}}}).")
+    out_chunks = (x.chunks[0], *((int(d),) for d in probe.shape[1:]))
+    extra = {}
+    if probe.ndim < x.ndim:
+        extra["drop_axis"] = list(range(probe.ndim, x.ndim))
+    elif probe.ndim > x.ndim:
+        extra["new_axis"] = list(range(x.ndim, probe.ndim))
+    return x.map_blocks(_predict_block, dtype=probe.dtype, chunks=out_chunks,
+                        meta=np.empty((0,) * probe.ndim, dtype=probe.dtype), model=model,
+                        batch_size=batch_size, backend=_backend_name(backend),
+                        num_threads=num_threads, **extra)
