@@ -1,0 +1,815 @@
+"""Backward passes: the gradients of conv2d, relu, max pooling and im2col.
+
+For a convolution ``y = conv2d(x, w)`` (cross-correlation, strides SH, SW,
+dilations DH, DW, padding top, left, groups G; :func:`fastconv.conv2d`) and an
+upstream gradient ``dy = dL/dy``, the chain rule gives::
+
+    dL/dw[kh, kw, c, o] = sum_{n, oh, ow} x_pad[n, oh*SH + kh*DH, ow*SW + kw*DW, g*Cg + c] * dy[n, oh, ow, o]
+    dL/dx[n, h, w, g*Cg + c] = sum_{oh*SH + kh*DH = h + top, ow*SW + kw*DW = w + left, o in group g}
+                                   dy[n, oh, ow, o] * w[kh, kw, c, o]
+    dL/db[o] = sum_{n, oh, ow} dy[n, oh, ow, o]
+
+Every backend runs the same composition of its own fast primitives (unless
+it provides a gradient driver itself, as the NumPy reference does):
+
+* **Filter gradient** -- ``im2col(x)^T @ dy`` per group (BLAS GEMM), as in
+  Chellapilla, Puri and Simard, "High performance convolutional neural
+  networks for document processing" (2006).  The output pixels are cut into
+  pieces whose boundaries depend on the shapes only; each piece's product is
+  computed by one thread with single-threaded BLAS, and the pieces are summed
+  in their fixed order, so the result is bitwise identical for any
+  ``num_threads``.
+* **Input gradient** -- either ``col2im(dy @ w^T)`` (the adjoint of the
+  unfolding) or, equivalently, a *forward* convolution, on the backend's fast
+  kernel, of ``dy`` with zeros inserted between its pixels (stride > 1) and
+  padded by ``(KH - 1) * DH - top`` rows, with the filters rotated by 180
+  degrees and their in/out channels swapped (Dumoulin and Visin, "A guide to
+  convolution arithmetic for deep learning", 2016, section 4).
+  :func:`input_grad_method` says which one runs.
+* **Bias gradient** -- a sum over ``N, OH, OW``.
+
+Max pooling routes each output's gradient to the input position its window
+took the maximum from (the first maximum in window order); overlapping windows
+add up.  ``col2im`` is the adjoint of ``im2col``: every window entry is added
+back to the pixel it was read from.
+"""
+import collections
+import concurrent.futures
+import threading
+
+import numpy as np
+
+from . import _backends
+from ._backends import reference as _reference
+from ._shapes import check_pool_windows, nhwc_dims, resolve_window
+from ._threads import resolve_num_threads, single_threaded_blas
+from ._validation import (as_float_array, cast_operand, check_activation, check_data_format,
+                          check_ndim, positive_int, spatial_pair)
+
+__all__ = ["conv2d_backward", "relu_backward", "max_pool2d_with_argmax", "max_pool2d_backward",
+           "col2im", "conv2d_transpose"]
+
+#: bytes of unfolded input (or of its gradient) per piece of a gradient GEMM
+PIECE_BYTES = 2 << 20
+#: output pixels per piece at least (so that each GEMM's inner dimension is long)
+MIN_PIECE_PIXELS = 512
+NEEDS = ("input", "filters", "bias")
+
+
+# ============================================================================ validation
+def _to_nhwc(x, data_format):
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1) if data_format == "NCHW" else x)
+
+
+def _from_nhwc(x, data_format):
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if data_format == "NCHW" else x
+
+
+def _layout(N, H, W, C, data_format):
+    return (N, H, W, C) if data_format == "NHWC" else (N, C, H, W)
+
+
+def _shape4(value, name, data_format):
+    """A 4-entry shape (``input_sizes``, ``output_shape``) as ``(N, H, W, C)``."""
+    try:
+        shape = tuple(np.asarray(value).reshape(-1).tolist())
+    except Exception:
+        shape = None
+    if (shape is None or len(shape) != 4 or
+            not all(isinstance(s, int) and not isinstance(s, bool) for s in shape)):
+        raise ValueError(f"{name} must be 4 integers ({data_format} order); got {value!r}.")
+    if min(shape) < 1:
+        raise ValueError(f"{name} must have positive entries; got {list(shape)}.")
+    return nhwc_dims(shape, data_format)
+
+
+def conv_geometry(nhwc, w_shape, strides, padding, data_format, dilations, groups,
+                  filters_name="filters"):
+    """Check a convolution's shapes; return ``((SH, SW), (DH, DW), Window)``.
+
+    ``nhwc`` is the input's ``(N, H, W, C)``, ``w_shape`` the HWIO filters' shape.
+    """
+    N, H, W, C = nhwc
+    KH, KW, Cg, O = w_shape = tuple(w_shape)
+    if min(KH, KW, Cg, O) < 1:
+        raise ValueError(f"{filters_name} must have non-zero dimensions; got shape {w_shape}.")
+    if Cg * groups != C:
+        raise ValueError(
+            f"channel mismatch: input has C_in={C} channels, so {filters_name}.shape[2] must be "
+            f"C_in / groups = {C}/{groups}; got {filters_name} of shape {w_shape} "
+            f"({filters_name}.shape[2]={Cg}).")
+    if O % groups:
+        raise ValueError(f"C_out={O} ({filters_name}.shape[3]) must be divisible by "
+                         f"groups={groups}.")
+    if H < 1 or W < 1:
+        raise ValueError(f"input height and width must be >= 1; got {H}x{W}.")
+    SH, SW = spatial_pair(strides, "strides", data_format)
+    DH, DW = spatial_pair(dilations, "dilations", data_format)
+    win = resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding, data_format)
+    return (SH, SW), (DH, DW), win
+
+
+def _check_grad_output(dy, expected_nhwc, data_format, name="grad_output"):
+    expected = _layout(*expected_nhwc, data_format)
+    if dy.shape != expected:
+        raise ValueError(f"{name} has shape {dy.shape}; the forward output has shape "
+                         f"{expected} ({data_format}).")
+
+
+def _check_need(need):
+    if isinstance(need, str):
+        need = (need,)
+    try:
+        need = tuple(need)
+    except TypeError:
+        raise TypeError(f"need must be a sequence of names from {NEEDS}; got {need!r}.") from None
+    unknown = [n for n in need if n not in NEEDS]
+    if unknown:
+        raise ValueError(f"need may contain only {NEEDS}; got {unknown[0]!r}.")
+    return set(need)
+
+
+# ============================================================================ driver lookup
+def _driver(module, name):
+    """The backend's own driver ``name``, or None (the generic composition is used)."""
+    return getattr(module, name, None)
+
+
+def _col2im_driver(module):
+    return _driver(module, "col2im") or _reference.col2im
+
+
+def _argmax_driver(module):
+    return _driver(module, "max_pool2d_argmax") or _reference.max_pool2d_argmax
+
+
+# ============================================================================ pieces and threads
+_pool_lock = threading.Lock()
+_pool = None
+
+
+def _executor(workers):
+    """A shared thread pool with at least ``workers`` threads."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers < workers:
+            old, _pool = _pool, concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="fastconv-grad")
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool
+
+
+def pixel_pieces(N, OH, OW, row_bytes):
+    """Cut the output pixels into fixed pieces ``(n0, n1, oh0, oh1)``.
+
+    A piece is either a run of whole images or a band of output rows of one
+    image, holding about :data:`PIECE_BYTES` of unfolded input (``row_bytes``
+    per output pixel) and at least :data:`MIN_PIECE_PIXELS` pixels.  The cut
+    depends on the shapes only, never on the thread count.
+    """
+    pixels = max(MIN_PIECE_PIXELS, PIECE_BYTES // max(int(row_bytes), 1))
+    per_image = OH * OW
+    if per_image <= pixels:
+        k = pixels // per_image
+        return [(n0, min(n0 + k, N), 0, OH) for n0 in range(0, N, k)]
+    rows = max(1, pixels // OW)
+    return [(n, n + 1, oh0, min(oh0 + rows, OH)) for n in range(N) for oh0 in range(0, OH, rows)]
+
+
+def _band(piece, H, KH, SH, DH, top):
+    """Input rows ``[r0, r1)`` that the output rows of ``piece`` read, and their top padding."""
+    n0, n1, oh0, oh1 = piece
+    first = oh0 * SH - top
+    last = (oh1 - 1) * SH - top + (KH - 1) * DH + 1
+    if n1 - n0 > 1 or oh1 - oh0 == 0:
+        return 0, H, top  # whole images: the unfolding skips unused rows itself
+    r0, r1 = max(first, 0), min(last, H)
+    return r0, r1, r0 - first
+
+
+def _ordered_map(func, jobs, n_threads):
+    """Yield ``func(job)`` for each job in order, up to ``n_threads`` running at once.
+
+    ``jobs`` is consumed in the calling thread (so backend primitives called
+    while producing a job never run concurrently with each other); ``func``
+    runs in pool threads.
+    """
+    if n_threads <= 1:
+        for job in jobs:
+            yield func(job)
+        return
+    pool = _executor(n_threads)
+    pending = collections.deque()
+    for job in jobs:
+        pending.append(pool.submit(func, job))
+        if len(pending) >= n_threads:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+# ============================================================================ filter gradient
+def _group_matmul_t(a, b, G):
+    """``a^T @ b`` per group: a (P, T, G, Cg), b (P, G, Og) -> (G, T*Cg, Og)."""
+    P, T, _, Cg = a.shape
+    if G == 1:
+        return (a.reshape(P, T * Cg).T @ b.reshape(P, -1))[None]
+    ag = np.ascontiguousarray(a.transpose(2, 0, 1, 3)).reshape(G, P, T * Cg)
+    return np.matmul(ag.transpose(0, 2, 1), b.transpose(1, 0, 2))
+
+
+def filter_grad(x, dy, ksize, strides, dilations, pads, groups, module, n_threads):
+    """``dL/dw`` (KH, KW, C / groups, O) by unfolded pieces of ``x`` times ``dy`` (NHWC).
+
+    Each piece: ``im2col`` of the input band it reads (the backend's
+    unfolding, in the calling thread), then one GEMM per group (a pool thread,
+    BLAS held to one thread); the piece products are summed in piece order.
+    """
+    N, H, W, C = x.shape
+    _, OH, OW, O = dy.shape
+    KH, KW = ksize
+    (SH, SW), (DH, DW), (top, left) = strides, dilations, pads
+    G, Cg, Og, T = groups, C // groups, O // groups, KH * KW
+    pieces = pixel_pieces(N, OH, OW, T * C * x.itemsize)
+    im2col = module.im2col
+
+    def unfold(piece):
+        n0, n1, oh0, oh1 = piece
+        r0, r1, ptop = _band(piece, H, KH, SH, DH, top)
+        cols = np.empty((n1 - n0, oh1 - oh0, OW, KH, KW, C), dtype=x.dtype)
+        if r1 <= r0:
+            return None
+        im2col(x[n0:n1, r0:r1], cols, ksize, strides, dilations, (ptop, left), n_threads)
+        return cols
+
+    def product(job):
+        cols, piece = job
+        n0, n1, oh0, oh1 = piece
+        P = cols.shape[0] * cols.shape[1] * OW
+        b = dy[n0:n1, oh0:oh1].reshape(P, G, Og)
+        return _group_matmul_t(cols.reshape(P, T, G, Cg), b, G)
+
+    total = None
+    with single_threaded_blas():
+        jobs = ((cols, piece) for piece in pieces for cols in [unfold(piece)] if cols is not None)
+        for part in _ordered_map(product, jobs, n_threads if len(pieces) > 1 else 1):
+            if total is None:
+                total = part
+            else:
+                total += part
+    if total is None:
+        return np.zeros((KH, KW, Cg, O), dtype=x.dtype)
+    # (G, T*Cg, Og) -> (KH, KW, Cg, G*Og)
+    return np.ascontiguousarray(total.reshape(G, T, Cg, Og).transpose(1, 2, 0, 3)).reshape(
+        KH, KW, Cg, O)
+
+
+# ============================================================================ input gradient
+def input_grad_method(strides, groups):
+    """Which input-gradient algorithm the composition runs: 'conv' or 'col2im'.
+
+    Stride 1: ``'conv'``, a forward convolution of ``dy`` with the rotated
+    filters on the backend's fast kernel (no unfolding, no scatter).  Stride
+    > 1 with ``groups == 1``: ``'col2im'``, one GEMM ``dy @ w^T`` per piece and
+    the scatter-add of the result, which does no work on the zeros a
+    convolution of the zero-inserted ``dy`` would multiply.  Strided grouped
+    and depthwise convolutions: ``'conv'`` again (their per-group GEMMs are
+    too small to pay off).  Both give the same sums up to rounding, and each
+    is bitwise identical for any ``num_threads``.
+    """
+    return "conv" if tuple(strides) == (1, 1) or groups > 1 else "col2im"
+
+
+def rotated_filters(w, groups):
+    """Filters of the transposed convolution: ``wt[kh, kw, o, g*Cg + c] = w[KH-1-kh, KW-1-kw, c, g*Og + o]``."""
+    KH, KW, Cg, O = w.shape
+    Og = O // groups
+    wt = w[::-1, ::-1].reshape(KH, KW, Cg, groups, Og).transpose(0, 1, 4, 3, 2)
+    return np.ascontiguousarray(wt).reshape(KH, KW, Og, groups * Cg)
+
+
+def _input_grad_conv(dy, w, out, strides, dilations, pads, groups, module, n_threads):
+    """``out = dL/dx`` as a stride-1 convolution of the zero-inserted ``dy``."""
+    N, OH, OW, O = dy.shape
+    KH, KW = w.shape[:2]
+    (SH, SW), (DH, DW), (top, left) = strides, dilations, pads
+    if (SH, SW) != (1, 1):
+        z = np.zeros((N, (OH - 1) * SH + 1, (OW - 1) * SW + 1, O), dtype=dy.dtype)
+        z[:, ::SH, ::SW] = dy
+        dy = z
+    # the transposed convolution reads dy from row h - ((KH-1)*DH - top); a negative
+    # padding means the first rows of dy are never read: drop them
+    ptop, pleft = (KH - 1) * DH - top, (KW - 1) * DW - left
+    dy = dy[:, max(-ptop, 0):, max(-pleft, 0):]
+    if dy.shape[1] == 0 or dy.shape[2] == 0:
+        out[...] = 0
+        return
+    module.conv2d(np.ascontiguousarray(dy), rotated_filters(w, groups), None, out, (1, 1),
+                  (DH, DW), (max(ptop, 0), max(pleft, 0)), groups, False, n_threads, "auto")
+
+
+def _input_grad_col2im(dy, w, out, strides, dilations, pads, groups, module, n_threads):
+    """``out = dL/dx`` as ``col2im(dy @ w^T)``, piece by piece (scatter-adds in piece order)."""
+    N, H, W, C = out.shape
+    _, OH, OW, O = dy.shape
+    KH, KW, Cg, _ = w.shape
+    (SH, SW), (DH, DW), (top, left) = strides, dilations, pads
+    G, Og, T = groups, O // groups, KH * KW
+    # (G, Og, T*Cg): group g's filters, transposed
+    wt = np.ascontiguousarray(w.reshape(T, Cg, G, Og).transpose(2, 3, 0, 1)).reshape(G, Og, T * Cg)
+    col2im = _col2im_driver(module)
+    pieces = pixel_pieces(N, OH, OW, T * C * dy.itemsize)
+    out[...] = 0
+
+    def product(piece):
+        n0, n1, oh0, oh1 = piece
+        P = (n1 - n0) * (oh1 - oh0) * OW
+        d = dy[n0:n1, oh0:oh1].reshape(P, G, Og)
+        if G == 1:
+            cols = d.reshape(P, O) @ wt[0]
+        else:
+            cols = np.matmul(d.transpose(1, 0, 2), wt).reshape(G, P, T, Cg).transpose(1, 2, 0, 3)
+        return np.ascontiguousarray(cols).reshape(n1 - n0, oh1 - oh0, OW, KH, KW, C)
+
+    with single_threaded_blas():
+        parts = _ordered_map(product, pieces, n_threads if len(pieces) > 1 else 1)
+        for piece, cols in zip(pieces, parts):
+            n0, n1, oh0, oh1 = piece
+            r0, r1, ptop = _band(piece, H, KH, SH, DH, top)
+            if r1 > r0:
+                col2im(cols, out[n0:n1, r0:r1], (KH, KW), strides, dilations, (ptop, left),
+                       n_threads)
+
+
+def input_grad(dy, w, out, strides, dilations, pads, groups, module, n_threads, method=None):
+    """Fill ``out`` (N, H, W, C) with ``dL/dx``: the backend's driver, else the composition."""
+    own = _driver(module, "conv2d_backward_input")
+    if method is None and own is not None:
+        own(dy, w, out, strides, dilations, pads, groups, n_threads)
+        return
+    method = method or input_grad_method(strides, groups)
+    run = _input_grad_conv if method == "conv" else _input_grad_col2im
+    run(dy, w, out, strides, dilations, pads, groups, module, n_threads)
+
+
+def filters_grad(x, dy, ksize, strides, dilations, pads, groups, module, n_threads,
+                 composed=False):
+    """``dL/dw``: the backend's driver, else the composition (:func:`filter_grad`)."""
+    own = None if composed else _driver(module, "conv2d_backward_filters")
+    if own is not None:
+        out = np.empty((*ksize, x.shape[3] // groups, dy.shape[3]), dtype=x.dtype)
+        own(x, dy, out, strides, dilations, pads, groups, n_threads)
+        return out
+    return filter_grad(x, dy, ksize, strides, dilations, pads, groups, module, n_threads)
+
+
+# ============================================================================ public ops
+def conv2d_backward(input, filters, grad_output, strides=1, padding="VALID", data_format="NHWC",
+                    dilations=1, *, groups=1, output=None, activation=None,
+                    need=("input", "filters", "bias"), backend=None, num_threads=None):
+    """Gradients of :func:`fastconv.conv2d` with respect to its input, filters and bias.
+
+    For ``y = act(conv2d(x, w) + b)`` and ``dy = dL/dy`` (``grad_output``)::
+
+        dz = dy * (y > 0)            if activation == "relu", else dz = dy
+        grad_filters[kh, kw, c, o] = sum_{n, oh, ow} x_pad[n, oh*SH + kh*DH, ow*SW + kw*DW, g*Cg + c] * dz[n, oh, ow, o]
+        grad_input = the adjoint of the convolution applied to dz (each dz[n, oh, ow, o]
+                     times w[kh, kw, c, o] added to the input pixel the tap read)
+        grad_bias[o] = sum_{n, oh, ow} dz[n, oh, ow, o]
+
+    with ``g = o // (C_out / groups)``; padding positions receive nothing.
+    The filter gradient is ``im2col(x)^T @ dz`` per group (GEMM), summed over
+    fixed pieces of the output in a fixed order; the input gradient is a
+    forward convolution of ``dz`` with the rotated filters, or ``col2im(dz @
+    w^T)`` (see :func:`fastconv._backward.input_grad_method`).  Results are
+    bitwise identical for any ``num_threads``.
+
+    Parameters
+    ----------
+    input : array_like, 4-D
+        The forward input, NHWC or NCHW; float32 or float64.
+    filters : array_like, 4-D
+        HWIO ``(KH, KW, C_in / groups, C_out)``; cast to the input's dtype.
+    grad_output : array_like, 4-D
+        ``dL/dy``, the shape of the forward output; cast to the input's dtype.
+    strides, padding, data_format, dilations, groups
+        The forward convolution's, as for :func:`fastconv.conv2d`.
+    output : array_like, optional
+        The forward output ``y``; required with ``activation="relu"`` (its
+        positive entries are where the ReLU passed the gradient).
+    activation : {None, 'relu'}
+        The fused forward activation.
+    need : sequence of {'input', 'filters', 'bias'}
+        Which gradients to compute; the others are returned as None.
+    backend, num_threads
+        As for :func:`fastconv.conv2d`.
+
+    Returns
+    -------
+    grad_input : ndarray or None
+        The input's shape and layout.
+    grad_filters : ndarray or None
+        ``(KH, KW, C_in / groups, C_out)``.
+    grad_bias : ndarray or None
+        ``(C_out,)``.
+
+    Examples
+    --------
+    >>> import numpy as np, fastconv
+    >>> x = np.ones((1, 4, 4, 1)); w = np.ones((3, 3, 1, 1)); dy = np.ones((1, 2, 2, 1))
+    >>> dx, dw, db = fastconv.conv2d_backward(x, w, dy)
+    >>> dx[0, :, :, 0]
+    array([[1., 2., 2., 1.],
+           [2., 4., 4., 2.],
+           [2., 4., 4., 2.],
+           [1., 2., 2., 1.]])
+    >>> float(db[0]), dw.shape
+    (4.0, (3, 3, 1, 1))
+    """
+    x = as_float_array(input, "input")
+    check_ndim(x, 4, "input", "NHWC" if data_format != "NCHW" else "NCHW")
+    data_format = check_data_format(data_format)
+    w = cast_operand(filters, "filters", x.dtype)
+    check_ndim(w, 4, "filters", "HWIO: [KH, KW, C_in / groups, C_out]")
+    groups = positive_int(groups, "groups")
+    wanted = _check_need(need)
+    nhwc = nhwc_dims(x.shape, data_format)
+    strides, dilations, win = conv_geometry(nhwc, w.shape, strides, padding, data_format, dilations,
+                                            groups)
+    N, H, W, C = nhwc
+    KH, KW, Cg, O = w.shape
+    dy = cast_operand(grad_output, "grad_output", x.dtype)
+    _check_grad_output(dy, (N, win.OH, win.OW, O), data_format)
+    relu = check_activation(activation)
+    if relu:
+        if output is None:
+            raise ValueError("activation='relu' needs output=, the forward output (its "
+                             "positive entries are where the gradient passes).")
+        y = cast_operand(output, "output", x.dtype)
+        if y.shape != dy.shape:
+            raise ValueError(f"output has shape {y.shape}; expected the forward output's "
+                             f"shape {dy.shape}.")
+    elif output is not None:
+        raise ValueError("output= is used only with activation='relu' (the ReLU mask); "
+                         "pass activation='relu' or drop output.")
+    n_threads = resolve_num_threads(num_threads)
+    _, module = _backends.resolve(backend)
+    dz = _to_nhwc(dy, data_format)
+    if relu:
+        dz = np.where(_to_nhwc(y, data_format) > 0, dz, np.zeros((), dz.dtype))
+    pads = (win.pad_top, win.pad_left)
+    grad_input = grad_filters = grad_bias = None
+    if "bias" in wanted:
+        grad_bias = dz.reshape(-1, O).sum(axis=0)
+    if "filters" in wanted:
+        grad_filters = filters_grad(_to_nhwc(x, data_format), dz, (KH, KW), strides, dilations,
+                                    pads, groups, module, n_threads)
+    if "input" in wanted:
+        dx = np.empty((N, H, W, C), dtype=x.dtype)
+        if dx.size and dz.size:
+            input_grad(dz, w, dx, strides, dilations, pads, groups, module, n_threads)
+        else:
+            dx[...] = 0
+        grad_input = _from_nhwc(dx, data_format)
+    return grad_input, grad_filters, grad_bias
+
+
+def conv2d_transpose(input, filters, output_shape, strides, padding="SAME", data_format="NHWC",
+                     dilations=None, *, groups=1, backend=None, num_threads=None):
+    """Transposed convolution with ``tf.nn.conv2d_transpose`` semantics.
+
+    The adjoint of :func:`fastconv.conv2d`: the gradient, with respect to its
+    input, of a forward convolution of an ``output_shape`` input with
+    ``filters`` -- so that ``<conv2d(x, w), y> == <x, conv2d_transpose(y, w,
+    x.shape)>`` for every ``x`` and ``y``.  Each ``input[n, i, j, o]`` times
+    ``filters[kh, kw, c, o]`` is added to output pixel
+    ``(i*SH + kh*DH - top, j*SW + kw*DW - left)``, channel ``c`` (of group
+    ``o // (C_in / groups)``), where ``top``, ``left`` are the forward
+    convolution's padding.
+
+    Parameters
+    ----------
+    input : array_like, 4-D
+        ``(N, H_in, W_in, C_in)`` (or NCHW); float32 or float64.
+    filters : array_like, 4-D
+        ``(KH, KW, C_out / groups, C_in)``: the forward convolution's HWIO
+        filters, whose output channels are this op's input channels.
+    output_shape : sequence of 4 ints
+        The output shape in ``data_format`` order; the forward convolution of
+        this shape must give ``input``'s height and width (several sizes may,
+        with strides > 1: this chooses one).
+    strides, padding, dilations
+        The forward convolution's, as for :func:`fastconv.conv2d`.
+    data_format : {'NHWC', 'NCHW'}
+    groups : int
+        Grouped transposed convolution (``C_in`` and ``C_out`` divisible).
+    backend, num_threads
+        As for :func:`fastconv.conv2d`.
+
+    Returns
+    -------
+    ndarray of ``output_shape``, the input's dtype.
+    """
+    dy = as_float_array(input, "input")
+    data_format = check_data_format(data_format)
+    check_ndim(dy, 4, "input", data_format)
+    w = cast_operand(filters, "filters", dy.dtype)
+    check_ndim(w, 4, "filters", "[KH, KW, C_out / groups, C_in]")
+    groups = positive_int(groups, "groups")
+    nhwc = _shape4(output_shape, "output_shape", data_format)
+    return _backprop_input(nhwc, w, dy, strides, padding, data_format,
+                           1 if dilations is None else dilations, groups, backend, num_threads,
+                           shape_name="output_shape", dy_name="input")
+
+
+def _backprop_input(nhwc, w, dy, strides, padding, data_format, dilations, groups, backend,
+                    num_threads, shape_name="input_sizes", dy_name="out_backprop"):
+    """``dL/dx`` for an input of ``nhwc`` shape, in ``data_format`` (shared by the TF/torch names)."""
+    strides, dilations, win = conv_geometry(nhwc, w.shape, strides, padding, data_format, dilations,
+                                            groups)
+    N, H, W, C = nhwc
+    O = w.shape[3]
+    expected = (N, win.OH, win.OW, O)
+    if dy.shape != _layout(*expected, data_format):
+        raise ValueError(f"{dy_name} has shape {dy.shape}, but a convolution of "
+                         f"{shape_name}={list(_layout(*nhwc, data_format))} with filters of "
+                         f"shape {w.shape} gives {_layout(*expected, data_format)} "
+                         f"({data_format}).")
+    return transposed_conv(dy, w, nhwc, strides, dilations, (win.pad_top, win.pad_left), groups,
+                           data_format, backend, num_threads)
+
+
+def transposed_conv(dy, w, nhwc, strides, dilations, pads, groups, data_format, backend=None,
+                    num_threads=None):
+    """The input gradient of shape ``nhwc`` for padding ``(top, left)``; ``dy`` in ``data_format``.
+
+    Shapes must already be consistent (``dy``'s channels are ``w.shape[3]``,
+    ``nhwc``'s are ``w.shape[2] * groups``); the output may extend past the
+    last window (those pixels get 0), as PyTorch's ``output_padding`` asks.
+    """
+    n_threads = resolve_num_threads(num_threads)
+    _, module = _backends.resolve(backend)
+    dx = np.empty(nhwc, dtype=dy.dtype)
+    if dy.size:
+        input_grad(_to_nhwc(dy, data_format), np.ascontiguousarray(w), dx, strides, dilations, pads, groups, module,
+                   n_threads)
+    else:
+        dx[...] = 0
+    return _from_nhwc(dx, data_format)
+
+
+def _backprop_filter(x, w_shape, dy, strides, padding, data_format, dilations, groups,
+                     backend, num_threads, shape_name="filter_sizes", dy_name="out_backprop"):
+    """``dL/dw`` of HWIO shape ``w_shape`` for a convolution of ``x`` (the TF/torch names)."""
+    nhwc = nhwc_dims(x.shape, data_format)
+    strides, dilations, win = conv_geometry(nhwc, w_shape, strides, padding, data_format,
+                                            dilations, groups, filters_name=shape_name)
+    KH, KW, _, O = w_shape
+    expected = _layout(nhwc[0], win.OH, win.OW, O, data_format)
+    if dy.shape != expected:
+        raise ValueError(f"{dy_name} has shape {dy.shape}; the forward output has shape "
+                         f"{expected} ({data_format}).")
+    n_threads = resolve_num_threads(num_threads)
+    _, module = _backends.resolve(backend)
+    return filters_grad(_to_nhwc(x, data_format), _to_nhwc(dy, data_format), (KH, KW), strides,
+                        dilations, (win.pad_top, win.pad_left), groups, module, n_threads)
+
+
+def relu_backward(grad_output, features_or_output):
+    """Gradient of :func:`fastconv.relu`: ``grad_output`` where the value is > 0, else 0.
+
+    ``features_or_output`` may be the ReLU's input or its output: both are
+    positive at the same places.  At exactly 0 the gradient is 0 (TensorFlow
+    and PyTorch agree); a NaN value gives 0, as in TensorFlow's ``ReluGrad``.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        float32 or float64.
+    features_or_output : array_like
+        The same shape; any real dtype.
+
+    Returns
+    -------
+    ndarray, the shape and dtype of ``grad_output``.
+    """
+    dy = as_float_array(grad_output, "grad_output")
+    f = np.asarray(features_or_output)
+    if f.dtype.kind not in "fiu":
+        raise TypeError(f"features_or_output has dtype {f.dtype}; expected real numbers.")
+    if f.shape != dy.shape:
+        raise ValueError(f"features_or_output has shape {f.shape}; expected grad_output's "
+                         f"shape {dy.shape}.")
+    out = np.zeros(dy.shape, dtype=dy.dtype)
+    np.copyto(out, dy, where=f > 0)
+    return out
+
+
+def _pool_setup(x, ksize, strides, padding, data_format):
+    """Check a max pool's geometry; return ``(nhwc, ksize, strides, dilations, window)``."""
+    KH, KW = spatial_pair(ksize, "ksize", data_format)
+    SH, SW = spatial_pair(strides, "strides", data_format)
+    N, H, W, C = nhwc = nhwc_dims(x.shape, data_format)
+    if H < 1 or W < 1:
+        raise ValueError(f"input height and width must be >= 1; got {H}x{W}.")
+    win = resolve_window(H, W, KH, KW, SH, SW, 1, 1, padding, data_format)
+    check_pool_windows(H, W, KH, KW, SH, SW, 1, 1, win)
+    return nhwc, (KH, KW), (SH, SW), (1, 1), win
+
+
+def _argmax_nhwc(x_nhwc, nhwc, ksize, strides, dilations, win, module, n_threads):
+    N, H, W, C = nhwc
+    out = np.empty((N, win.OH, win.OW, C), dtype=x_nhwc.dtype)
+    idx = np.empty((N, win.OH, win.OW, C), dtype=np.int64)
+    if out.size:
+        _argmax_driver(module)(x_nhwc, out, idx, ksize, strides, dilations,
+                               (win.pad_top, win.pad_left), n_threads)
+    return out, idx
+
+
+def _index_layout(idx, nhwc, data_format, include_batch):
+    """Turn per-image NHWC flat indices into the flat index in ``data_format``'s layout."""
+    N, H, W, C = nhwc
+    if data_format == "NCHW":
+        pix, c = np.divmod(idx, C)
+        idx = c * (H * W) + pix
+        idx = idx.transpose(0, 3, 1, 2)
+    if include_batch:
+        idx = idx + (np.arange(N, dtype=np.int64) * (H * W * C)).reshape(N, 1, 1, 1)
+    return np.ascontiguousarray(idx)
+
+
+def max_pool2d_with_argmax(input, ksize, strides, padding, data_format="NHWC", *,
+                           include_batch_in_index=False, backend=None, num_threads=None):
+    """Max pooling that also returns where each maximum came from (``tf.nn.max_pool_with_argmax``).
+
+    ``argmax`` is the flat index of the maximum in the input as laid out in
+    ``data_format``: for NHWC ``(h * W + w) * C + c`` (TensorFlow's rule),
+    for NCHW ``(c * H + h) * W + w``; with ``include_batch_in_index=True`` the
+    image's offset ``n * H * W * C`` is added, so that
+    ``input.reshape(-1)[argmax] == output``.
+
+    Ties go to the first maximum in window order (row by row), as in
+    TensorFlow and PyTorch.  A window holding NaN outputs NaN (the forward
+    :func:`fastconv.max_pool2d` propagates it) and its argmax is the first
+    NaN; TensorFlow's kernel skips NaN instead.
+
+    Parameters
+    ----------
+    input : array_like, 4-D
+        NHWC or NCHW; float32 or float64.
+    ksize, strides : int or list of 1, 2 or 4 ints
+    padding : {'VALID', 'SAME'} or list of 4 [before, after] pairs
+        As for :func:`fastconv.max_pool2d`; padding is never picked.
+    data_format : {'NHWC', 'NCHW'}
+    include_batch_in_index : bool
+    backend, num_threads
+        As for :func:`fastconv.conv2d`.
+
+    Returns
+    -------
+    output : ndarray
+        The pooled input (as :func:`fastconv.max_pool2d`).
+    argmax : ndarray of int64
+        The output's shape.
+    """
+    x = as_float_array(input, "input")
+    data_format = check_data_format(data_format)
+    check_ndim(x, 4, "input", data_format)
+    nhwc, ksize, strides, dilations, win = _pool_setup(x, ksize, strides, padding, data_format)
+    n_threads = resolve_num_threads(num_threads)
+    _, module = _backends.resolve(backend)
+    out, idx = _argmax_nhwc(_to_nhwc(x, data_format), nhwc, ksize, strides, dilations, win,
+                            module, n_threads)
+    return _from_nhwc(out, data_format), _index_layout(idx, nhwc, data_format,
+                                                       bool(include_batch_in_index))
+
+
+def max_pool2d_backward(grad_output, input, ksize, strides, padding, data_format="NHWC", *,
+                        argmax=None, include_batch_in_index=False, backend=None,
+                        num_threads=None):
+    """Gradient of :func:`fastconv.max_pool2d` with respect to its input.
+
+    ``grad_input[p] = sum of grad_output over the windows whose maximum is
+    at p``: each window sends its gradient to its first maximum in window
+    order (TensorFlow and PyTorch agree), overlapping windows add up, and a
+    window holding NaN sends its gradient to its first NaN.
+
+    Parameters
+    ----------
+    grad_output : array_like, 4-D
+        ``dL/dy``, the pooled shape; cast to the input's dtype.
+    input : array_like, 4-D
+        The forward input (NHWC or NCHW); float32 or float64.
+    ksize, strides, padding, data_format
+        The forward pool's, as for :func:`max_pool2d_with_argmax`.
+    argmax : array_like of ints, optional
+        What :func:`max_pool2d_with_argmax` returned for the same input and
+        geometry (with the same ``include_batch_in_index``); found again from
+        ``input`` when omitted.
+    include_batch_in_index : bool
+        Whether ``argmax`` includes the image offset.
+    backend, num_threads
+        As for :func:`fastconv.conv2d`.
+
+    Returns
+    -------
+    ndarray, the input's shape, layout and dtype.
+    """
+    x = as_float_array(input, "input")
+    data_format = check_data_format(data_format)
+    check_ndim(x, 4, "input", data_format)
+    nhwc, ksize, strides, dilations, win = _pool_setup(x, ksize, strides, padding, data_format)
+    N, H, W, C = nhwc
+    dy = cast_operand(grad_output, "grad_output", x.dtype)
+    _check_grad_output(dy, (N, win.OH, win.OW, C), data_format)
+    n_threads = resolve_num_threads(num_threads)
+    _, module = _backends.resolve(backend)
+    size = H * W * C
+    if argmax is None:
+        _, idx = _argmax_nhwc(_to_nhwc(x, data_format), nhwc, ksize, strides, dilations, win,
+                              module, n_threads)
+        flat = idx + (np.arange(N, dtype=np.int64) * size).reshape(N, 1, 1, 1)
+        flat_dy = _to_nhwc(dy, data_format)
+        layout_nhwc = True
+    else:
+        idx = np.asarray(argmax)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"argmax has dtype {idx.dtype}; expected integers (the indices "
+                            f"max_pool2d_with_argmax returned).")
+        if idx.shape != dy.shape:
+            raise ValueError(f"argmax has shape {idx.shape}; expected the pooled shape "
+                             f"{dy.shape}.")
+        flat = idx.astype(np.int64)
+        if not include_batch_in_index:
+            flat = flat + (np.arange(N, dtype=np.int64) * size).reshape(N, 1, 1, 1)
+        lo = (np.arange(N, dtype=np.int64) * size).reshape(N, 1, 1, 1)
+        if flat.size and ((flat < lo) | (flat >= lo + size)).any():
+            raise ValueError(f"argmax holds indices outside the input "
+                             f"(include_batch_in_index={bool(include_batch_in_index)}); pass "
+                             f"what max_pool2d_with_argmax returned for this input.")
+        flat_dy = dy
+        layout_nhwc = data_format == "NHWC"
+    dx = _scatter(module, flat_dy, flat, N * size, n_threads)
+    if layout_nhwc:
+        return _from_nhwc(dx.reshape(nhwc), data_format)
+    return dx.reshape(x.shape)
+
+
+def _scatter(module, dy, flat, size, n_threads):
+    """``out[flat[i]] += dy[i]`` over a zeroed flat output of ``size`` (the pool backward)."""
+    own = _driver(module, "max_pool2d_backward")
+    out = np.empty(size, dtype=dy.dtype)
+    if own is not None:
+        own(np.ascontiguousarray(dy).reshape(-1), np.ascontiguousarray(flat).reshape(-1), out,
+            n_threads)
+        return out
+    sums = np.bincount(flat.reshape(-1), weights=dy.reshape(-1), minlength=size)
+    out[...] = sums
+    return out
+
+
+def col2im(cols, input_shape, ksize, strides=1, padding="VALID", dilations=1, *, backend=None,
+           num_threads=None):
+    """Fold the rows of a patch matrix back into an image: the adjoint of :func:`fastconv.im2col`.
+
+    Each entry ``cols[(n*OH + oh)*OW + ow, (kh*KW + kw)*C + c]`` is added to
+    input pixel ``(n, oh*SH + kh*DH - top, ow*SW + kw*DW - left, c)``;
+    overlapping windows add up and entries that fall in the padding are
+    dropped.  So ``<im2col(x), cols> == <x, col2im(cols)>``: it is the
+    gradient of ``im2col``, not its inverse.
+
+    Parameters
+    ----------
+    cols : array_like (N * OH * OW, KH * KW * C)
+        float32 or float64.
+    input_shape : sequence of 4 ints
+        ``(N, H, W, C)`` of the image (NHWC).
+    ksize, strides, padding, dilations
+        As for :func:`fastconv.im2col`.
+    backend, num_threads
+        As for :func:`fastconv.conv2d`.
+
+    Returns
+    -------
+    ndarray of ``input_shape``, the dtype of ``cols``.
+    """
+    c = as_float_array(cols, "cols")
+    N, H, W, C = _shape4(input_shape, "input_shape", "NHWC")
+    KH, KW = spatial_pair(ksize, "ksize")
+    SH, SW = spatial_pair(strides, "strides")
+    DH, DW = spatial_pair(dilations, "dilations")
+    win = resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding)
+    expected = (N * win.OH * win.OW, KH * KW * C)
+    if c.shape != expected:
+        raise ValueError(f"cols has shape {c.shape}; im2col of input_shape {[N, H, W, C]} "
+                         f"with ksize {(KH, KW)} gives {expected}.")
+    n_threads = resolve_num_threads(num_threads)
+    _, module = _backends.resolve(backend)
+    out = np.zeros((N, H, W, C), dtype=c.dtype)
+    if c.size:
+        _col2im_driver(module)(np.ascontiguousarray(c).reshape(N, win.OH, win.OW, KH, KW, C),
+                               out, (KH, KW), (SH, SW), (DH, DW), (win.pad_top, win.pad_left),
+                               n_threads)
+    return out
