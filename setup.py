@@ -1,7 +1,11 @@
 """Build fastconv's Cython extensions.
 
-Every ``src_cython/<name>.pyx`` becomes the private module ``fastconv.<name>``.
-This file is the one place for Cython compiler directives and C flags.
+Every ``src_cython/<name>.pyx`` becomes the private module
+``fastconv._backends.cython.<name>``, next to the driver that calls it
+(``fastconv/_backends/cython/driver.py``).  The C entry points are declared
+once in ``src_cython/fastconv_c.pxd``; the kernels are the headers of
+``src_cython/include/``.  This file is the one place for Cython compiler
+directives and C flags.
 
 OpenMP is used when the compiler accepts ``-fopenmp``; otherwise the build
 warns loudly and produces a working serial build (``fastconv.show_config()``
@@ -76,17 +80,24 @@ if USE_OPENMP:
 if DEBUG:
     COMPILE_ARGS = [a if a != "-O3" else "-O0" for a in COMPILE_ARGS] + ["-g"]
 
+SRC = HERE / "src_cython"
+INCLUDE = SRC / "include"
+PACKAGE = "fastconv._backends.cython"
+#: a module is rebuilt when any kernel header or the declarations change
+DEPENDS = [str(p.relative_to(HERE)) for p in sorted(INCLUDE.glob("*.h"))] + [
+    str((SRC / "fastconv_c.pxd").relative_to(HERE))]
+
 extensions = [
     Extension(
-        f"fastconv.{pyx.stem}",
+        f"{PACKAGE}.{pyx.stem}",
         [str(pyx.relative_to(HERE))],
-        include_dirs=[np.get_include(), "src_cython"],
-        depends=[str(h.relative_to(HERE)) for h in sorted((HERE / "src_cython").glob("*.h"))],
+        include_dirs=[np.get_include(), str(INCLUDE.relative_to(HERE))],
+        depends=DEPENDS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=COMPILE_ARGS,
         extra_link_args=LINK_ARGS,
     )
-    for pyx in sorted((HERE / "src_cython").glob("*.pyx"))
+    for pyx in sorted(SRC.glob("*.pyx"))
 ]
 
 setup(

@@ -23,7 +23,7 @@ def config():
     for status in _backends.backends():
         entry = {"available": status.available}
         if status.available:
-            module, _ = _backends._load(status.name)
+            module = _backends.driver(status.name)
             entry.update(module.info())
         else:
             entry["reason"] = status.reason

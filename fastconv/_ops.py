@@ -7,7 +7,7 @@ the output, and hands it to a backend driver (see :mod:`fastconv._backends`).
 import numpy as np
 
 from . import _backends
-from ._shapes import check_pool_windows, resolve_window
+from ._shapes import check_pool_windows, nhwc_dims, resolve_window
 from ._threads import resolve_num_threads
 from ._validation import (as_float_array, cast_operand, check_activation, check_algorithm,
                           check_data_format, check_ndim, check_out, positive_int, spatial_pair)
@@ -18,14 +18,6 @@ __all__ = ["conv2d", "relu", "max_pool2d", "im2col"]
 def _to_nhwc(x, data_format):
     x = x.transpose(0, 2, 3, 1) if data_format == "NCHW" else x
     return np.ascontiguousarray(x)
-
-
-def _split(x, data_format):
-    """(N, H, W, C) of a 4-D array in ``data_format``."""
-    if data_format == "NHWC":
-        return x.shape
-    N, C, H, W = x.shape
-    return N, H, W, C
 
 
 def _check_spatial(H, W, name="input"):
@@ -114,7 +106,7 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
     w = cast_operand(filters, "filters", x.dtype)
     check_ndim(w, 4, "filters", "HWIO: [KH, KW, C_in / groups, C_out]")
     groups = positive_int(groups, "groups")
-    N, H, W, C = _split(x, data_format)
+    N, H, W, C = nhwc_dims(x.shape, data_format)
     KH, KW, Cg, O = w.shape
     if min(KH, KW, Cg, O) < 1:
         raise ValueError(f"filters must have non-zero dimensions; got shape {w.shape}.")
@@ -187,7 +179,7 @@ def _pool_geometry(ksize, strides, data_format, dilations=1):
 
 def run_max_pool2d(x, data_format, ksize, strides, dilations, win, out, backend, num_threads):
     """Validate ``out``, then run a backend's max pool on a resolved window."""
-    N, H, W, C = _split(x, data_format)
+    N, H, W, C = nhwc_dims(x.shape, data_format)
     check_pool_windows(H, W, *ksize, *strides, *dilations, win)
     n_threads = resolve_num_threads(num_threads)
     _, module = _backends.resolve(backend)
@@ -227,7 +219,7 @@ def max_pool2d(input, ksize, strides=None, padding="VALID", data_format="NHWC", 
     check_ndim(x, 4, "input", data_format)
     data_format = check_data_format(data_format)
     ksize, strides, dilations = _pool_geometry(ksize, strides, data_format)
-    N, H, W, C = _split(x, data_format)
+    N, H, W, C = nhwc_dims(x.shape, data_format)
     _check_spatial(H, W)
     win = resolve_window(H, W, *ksize, *strides, *dilations, padding, data_format)
     return run_max_pool2d(x, data_format, ksize, strides, dilations, win, out, backend,

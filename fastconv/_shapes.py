@@ -100,7 +100,8 @@ def check_pool_windows(H, W, KH, KW, SH, SW, DH, DW, win, name="padding"):
                              f"window).")
 
 
-def _split_shape(input_shape, data_format):
+def nhwc_dims(input_shape, data_format):
+    """``(N, H, W, C)`` of a 4-D shape given in ``data_format`` ('NHWC' or 'NCHW')."""
     shape = tuple(int(s) for s in input_shape)
     if len(shape) != 4:
         raise ValueError(f"input_shape must have 4 entries ({data_format}); got {input_shape!r}.")
@@ -124,7 +125,7 @@ def _kernel(kernel_size):
 def _geometry(input_shape, kernel_size, strides, padding, data_format, dilations):
     """What both public helpers need: the layout, ``(N, C)``, the filter's C_out, the window."""
     data_format = check_data_format(data_format)
-    N, H, W, C = _split_shape(input_shape, data_format)
+    N, H, W, C = nhwc_dims(input_shape, data_format)
     KH, KW, O = _kernel(kernel_size)
     SH, SW = spatial_pair(strides, "strides", data_format)
     DH, DW = spatial_pair(dilations, "dilations", data_format)

@@ -16,7 +16,8 @@ thread count.
 """
 import numpy as np
 
-from . import _ops, _reference
+from . import _ops
+from ._backends import reference as _reference
 from ._shapes import Window
 from ._validation import as_float_array, cast_operand, positive_int
 

@@ -1,12 +1,8 @@
 """Facts about the compiled extension: OpenMP and the CPU's SIMD support."""
+from cython.parallel cimport parallel
 
-cdef extern from "fc_cpu.h" nogil:
-    int fc_openmp_enabled()
-    int fc_openmp_max_threads()
-    int fc_cpu_simd_level()
-    int FC_SIMD_GENERIC
-    int FC_SIMD_AVX2
-    int FC_SIMD_AVX512
+from fastconv_c cimport (FC_SIMD_AVX2, FC_SIMD_AVX512, FC_SIMD_GENERIC, fc_cpu_simd_level,
+                         fc_openmp_enabled, fc_team_size, fc_thread_num)
 
 SIMD_NAMES = {FC_SIMD_GENERIC: "generic", FC_SIMD_AVX2: "avx2", FC_SIMD_AVX512: "avx512"}
 
@@ -16,11 +12,20 @@ def openmp_enabled():
     return bool(fc_openmp_enabled())
 
 
-def openmp_max_threads():
-    """Return OpenMP's default team size (1 without OpenMP)."""
-    return fc_openmp_max_threads()
-
-
 def cpu_simd_level():
     """Return the best SIMD level of this CPU: 'avx512', 'avx2' or 'generic'."""
     return SIMD_NAMES[fc_cpu_simd_level()]
+
+
+def parallel_team_size(int num_threads):
+    """Threads OpenMP actually starts for ``parallel(num_threads=num_threads)``.
+
+    Every kernel opens its parallel region the same way, so this tells whether
+    a requested thread count is honoured (1 in a build without OpenMP).
+    """
+    cdef int size = 0
+    cdef int *p = &size
+    with nogil, parallel(num_threads=num_threads):
+        if fc_thread_num() == 0:
+            p[0] = fc_team_size()
+    return size

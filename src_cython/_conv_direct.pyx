@@ -1,4 +1,4 @@
-"""Direct 2-D convolution kernels for NHWC activations (compiled as ``fastconv._conv_direct``).
+"""Direct 2-D convolution kernels for NHWC activations (the compiled backend's ``_conv_direct``).
 
 One public entry point, :func:`conv2d_direct`, called by the Cython backend
 driver on already-validated arrays.  It computes::
@@ -32,56 +32,10 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 
-cdef extern from "fc_cpu.h" nogil:
-    int fc_cpu_simd_level()
-
-cdef extern from "fc_conv_direct.h" nogil:
-    ctypedef struct fc_conv_args:
-        const void *x
-        const void *w
-        const void *bias
-        void *out
-        int N, H, W, C, OH, OW, O, KH, KW, Cg, Og, groups
-        int SH, SW, DH, DW, pt, pl
-        int relu
-        int kind
-        int level
-        int is_double
-        int packed
-        int OB
-        int nb
-        int block_major
-        int RG
-        int CC
-    int FC_KIND_GENERAL
-    int FC_KIND_DEPTHWISE
-    int FC_KIND_WIDTH
-    Py_ssize_t fc_conv_direct_items(const fc_conv_args *a)
-    void fc_conv_direct_item(const fc_conv_args *a, Py_ssize_t item)
-    int fc_conv_block_channels(int level, int is_double)
-    int fc_conv_vector_lanes(int level, int is_double)
-    void fc_pack_filters(const void *w, void *packed, size_t size, int KH, int KW, int Cg,
-                         int O, int groups, int OB, int nb)
-    unsigned int fc_ftz_enter()
-    void fc_ftz_leave(unsigned int saved)
-
-# filters larger than this are walked block by block (see fc_conv_direct.h)
-cdef enum:
-    L2_SHARE_BYTES = 1 << 20
-# a block of filters larger than this is applied in chunks of input channels of about
-# this size (3x3 x 128 channels x 64 float32 outputs: 288 KB, in L2 with the input rows),
-# each over several output rows.  Measured on 1 thread: 64-channel chunks ran 8x56x56
-# 128->128 3x3/2 at 101 GFLOP/s and 8x14x14 256->256 3x3 at 113, 128-channel ones at
-# 106 and 115; smaller chunks (8 to 32 channels, to keep them in L1) were slower.
-cdef enum:
-    CHUNK_BYTES = 9 * 128 * 64 * 4
-# output pixels a work item should cover when the filters are chunked
-cdef enum:
-    CHUNK_MIN_PIXELS = 48
-# output rows of a general work item: its border columns run as tiles of up to this
-# many rows (one pixel per row) instead of one pixel at a time
-cdef enum:
-    BORDER_ROWS = 6
+from fastconv_c cimport (FC_KIND_DEPTHWISE, FC_KIND_GENERAL, FC_KIND_WIDTH, fc_conv_args,
+                         fc_conv_block_channels, fc_conv_direct_item, fc_conv_direct_items,
+                         fc_conv_vector_lanes, fc_cpu_simd_level, fc_ftz_enter, fc_ftz_leave,
+                         fc_pack_filters)
 
 KIND_NAMES = {FC_KIND_GENERAL: "general", FC_KIND_DEPTHWISE: "depthwise",
               FC_KIND_WIDTH: "width"}
@@ -131,7 +85,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
                   const floating[::1] bias,             # IN  (O,) or None
                   floating[:, :, :, ::1] out,           # OUT (N, OH, OW, O)
                   int SH, int SW, int DH, int DW, int pad_top, int pad_left,
-                  int groups, bint relu, int num_threads, int simd_level):
+                  int groups, bint relu, int num_threads, int simd_level, tuning):
     """Direct convolution of NHWC ``x`` with HWIO ``w`` into ``out`` (fully overwritten).
 
     Parameters
@@ -154,6 +108,11 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     simd_level : int
         2 = AVX-512, 1 = AVX2 + FMA, 0 = portable C.  Levels above what this CPU
         supports are lowered to the CPU's level (never a SIGILL).
+    tuning : mapping
+        ``block_major_bytes``, ``chunk_bytes``, ``chunk_min_pixels`` and
+        ``border_rows`` (see :mod:`fastconv._tuning`): how work items are cut
+        and in which order filter blocks are walked.  They never change the
+        result for a given machine and never depend on the thread count.
 
     Notes
     -----
@@ -204,20 +163,26 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
                               dtype=np.float64 if floating is double else np.float32)
             a.packed = 1
 
+    cdef Py_ssize_t block_major_bytes = tuning["block_major_bytes"]
+    cdef Py_ssize_t chunk_bytes = tuning["chunk_bytes"]
+    cdef int chunk_min_pixels = tuning["chunk_min_pixels"]
+    cdef int border_rows = tuning["border_rows"]
     a.RG = 1
     a.CC = Cg
     cdef Py_ssize_t tap_bytes = <Py_ssize_t>KH * KW * a.OB * sizeof(floating)
     if a.kind == FC_KIND_GENERAL:
-        a.RG = min(OH, BORDER_ROWS)
-        if tap_bytes * Cg > CHUNK_BYTES:
-            a.CC = max(1, CHUNK_BYTES // tap_bytes)
-            a.RG = min(OH, max(a.RG, (CHUNK_MIN_PIXELS + OW - 1) // OW))
+        # border columns run as tiles down up to border_rows rows of a work item
+        a.RG = min(OH, border_rows)
+        if tap_bytes * Cg > chunk_bytes:
+            # filters applied in chunks of input channels, each over several rows
+            a.CC = max(1, chunk_bytes // tap_bytes)
+            a.RG = min(OH, max(a.RG, (chunk_min_pixels + OW - 1) // OW))
         # keep at least 4 work items per thread (RG never changes a reduction order)
         while a.RG > 1 and N * ((OH + a.RG - 1) // a.RG) * groups * a.nb < 4 * num_threads:
             a.RG -= 1
-    # all filter blocks larger than half of a 2 MB L2: walk one block at a time
+    # filters too large to share L2: walk one output-channel block at a time
     a.block_major = (a.kind == FC_KIND_GENERAL and a.nb > 1 and
-                     <Py_ssize_t>groups * a.nb * tap_bytes * Cg > L2_SHARE_BYTES)
+                     <Py_ssize_t>groups * a.nb * tap_bytes * Cg > block_major_bytes)
 
     cdef floating[::1] packed_view
     if packed is not None:

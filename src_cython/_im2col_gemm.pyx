@@ -6,19 +6,15 @@ each output pixel's window is unfolded into a row (im2col; Chellapilla et al.,
 
     out[P, O] = cols[P, K] @ w[K, O],   P = N*OH*OW,  K = KH*KW*C_in
 
-Materializing ``cols`` whole costs ``KH*KW`` times the input in memory traffic
-(58 MB for 8x56x56x64 with a 3x3 kernel) and made one big 2-thread sgemm run
-at 87 GFLOP/s (shared notes, performance.md).  Instead the P output pixels are cut into tiles of
-``tile_pixels`` rows sized so that a tile's columns (``tile_pixels * K``
-elements) stay in the 2 MB L2 cache; each OpenMP thread unfolds one tile into
-its own buffer, multiplies it with SciPy's single-threaded BLAS
+Materializing ``cols`` whole costs ``KH*KW`` times the input in memory
+traffic.  Instead the P output pixels are cut into tiles of ``tile_pixels``
+rows sized so that a tile's columns stay in the L2 cache (the size comes from
+:mod:`fastconv._tuning`, read from the machine); each OpenMP thread unfolds one
+tile into its own buffer, multiplies it with SciPy's single-threaded BLAS
 (``scipy.linalg.cython_blas`` sgemm/dgemm) straight into the tile's rows of
 ``out``, then adds the bias and applies the ReLU while those rows are still
-in cache -- the pattern of scikit-learn's chunked k-means
-(``sklearn/cluster/_k_means_lloyd.pyx``).  The notes report 152-159 GFLOP/s
-for 64-1024 pixel tiles; measured on one thread in a busy run here, this
-kernel did 8x56x56 64->64 3x3 at 79 GFLOP/s while SciPy's sgemm alone did
-82-87 in the same run: the unfolding costs about 5-10% of the GEMM.
+in cache -- the chunked-GEMM pattern of scikit-learn's k-means
+(``sklearn/cluster/_k_means_lloyd.pyx``).
 
 Grouped convolution: the tile's columns are laid out ``(g, kh, kw, c')`` (see
 ``fc_im2col.h``), so group ``g`` is one GEMM on the contiguous column slice
@@ -28,9 +24,8 @@ convolution needs no unfolding at all: the input already is ``cols``.  When
 there are too few pixel tiles to keep the threads busy (a 7x7 layer of one
 image), each tile's output channels are also split into blocks, one GEMM per
 (tile, block) task, so that threads share the work without cutting the GEMM's
-n below ``MIN_TILE`` (measured: a 1x7x7 512->2048 1x1 layer cut into 16-pixel
-tiles ran 7x slower than the direct kernel, repacking the 4 MB of filters for
-every tiny tile).
+n below ``min_tile`` (tiny tiles would repack the whole filter matrix for every
+few pixels).
 
 BLAS is column-major: the row-major product ``C = A @ B`` is computed as
 ``C^T = B^T @ A^T``, i.e. ``gemm('N', 'N', m=O, n=rows, k=K, B, A, C)``, as in
@@ -46,76 +41,71 @@ from cython.parallel cimport parallel, prange
 from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
+from fastconv_c cimport fc_bias_relu_f32, fc_bias_relu_f64, fc_im2col_rows
+
 cdef extern from "stdlib.h" nogil:
     void *aligned_alloc(size_t alignment, size_t size)
 
-cdef extern from "fc_relu.h" nogil:
-    void fc_bias_relu_f32(float *out, Py_ssize_t rows, Py_ssize_t O, Py_ssize_t ldo,
-                          const float *bias, int relu, int simd)
-    void fc_bias_relu_f64(double *out, Py_ssize_t rows, Py_ssize_t O, Py_ssize_t ldo,
-                          const double *bias, int relu, int simd)
 
-cdef extern from "fc_im2col.h" nogil:
-    void fc_im2col_rows(const void *x, void *col, size_t es, Py_ssize_t H, Py_ssize_t W,
-                        Py_ssize_t C, int KH, int KW, int SH, int SW, int DH, int DW,
-                        int top, int left, Py_ssize_t OH, Py_ssize_t OW, int groups,
-                        Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t ldcol)
-
-#: bytes of unfolded columns per tile: half the 2 MB L2, leaving room for the
-#: GEMM's packed filter panel and the output rows.
-TILE_BYTES = 1 << 20
-#: never more than this per thread's column buffer, however large the filters.
-MAX_BUFFER_BYTES = 16 << 20
-#: bounds on the pixels per tile (below 64 the GEMM's n is too small to
-#: amortize packing the filters; above 1024 nothing more is gained).
-MIN_TILE, MAX_TILE = 64, 1024
-#: a problem is cut into at least this many tasks (when it is large enough),
-#: so that threads share it and a slow thread does not hold up the others.
-MIN_TASKS = 8
-#: fewest output channels per task when the channels are split.
-MIN_O_BLOCK = 64
+ctypedef struct tiling:
+    Py_ssize_t tile_bytes, max_buffer_bytes, min_tile, max_tile, min_tasks, min_o_block
 
 
-def tile_pixels(Py_ssize_t P, Py_ssize_t K, Py_ssize_t O, Py_ssize_t itemsize):
+cdef tiling _tiling(object t):
+    """The tiling tunables (a mapping, see :mod:`fastconv._tuning`) as a C record."""
+    cdef tiling c
+    c.tile_bytes = t["tile_bytes"]
+    c.max_buffer_bytes = t["max_buffer_bytes"]
+    c.min_tile = t["min_tile"]
+    c.max_tile = t["max_tile"]
+    c.min_tasks = t["min_tasks"]
+    c.min_o_block = t["min_o_block"]
+    return c
+
+
+def tile_pixels(Py_ssize_t P, Py_ssize_t K, Py_ssize_t O, Py_ssize_t itemsize, tuning):
     """Output pixels per tile for ``P`` pixels, ``K`` columns, ``O`` output channels.
 
     Every tile is one GEMM that reads all ``K x O`` filters, so a tile should
     hold at least as many bytes of columns as the filters have (``K*O``), and
-    otherwise ``TILE_BYTES`` (L2-sized): ``max(TILE_BYTES, K*O*itemsize) /
-    (K*itemsize)`` pixels, clipped to ``[MIN_TILE, MAX_TILE]`` and to
-    ``MAX_BUFFER_BYTES``.  Small filters on few pixels are cut into up to
-    ``MIN_TASKS`` tiles (of at least ``MIN_TILE``) so threads share them; large
+    otherwise ``tile_bytes`` (half of L2): ``max(tile_bytes, K*O*itemsize) /
+    (K*itemsize)`` pixels, clipped to ``[min_tile, max_tile]`` and to
+    ``max_buffer_bytes``.  Small filters on few pixels are cut into up to
+    ``min_tasks`` tiles (of at least ``min_tile``) so threads share them; large
     filters are shared by splitting the channels instead (:func:`o_block`).
-    The tiles are then made equal (no tiny last tile).  Depends on the shape
+    The tiles are then made equal (no tiny last tile).  ``tuning`` holds those
+    names (see :mod:`fastconv._tuning`).  Depends on the shape and the tuning
     only, never on the thread count.
     """
+    cdef tiling c = _tiling(tuning)
     cdef Py_ssize_t row = max(K * itemsize, 1)
     cdef Py_ssize_t filt = K * O * itemsize
-    cdef Py_ssize_t tp = max(TILE_BYTES, filt) // row
-    tp = min(tp, MAX_BUFFER_BYTES // row)
-    tp = min(max(tp, MIN_TILE), MAX_TILE)
+    cdef Py_ssize_t tp = max(c.tile_bytes, filt) // row
+    tp = min(tp, c.max_buffer_bytes // row)
+    tp = min(max(tp, c.min_tile), c.max_tile)
     cdef Py_ssize_t n_tiles = (P + tp - 1) // tp
-    if n_tiles < MIN_TASKS and filt <= TILE_BYTES:
-        n_tiles = max(n_tiles, min(MIN_TASKS, P // MIN_TILE))
+    if n_tiles < c.min_tasks and filt <= c.tile_bytes:
+        n_tiles = max(n_tiles, min(c.min_tasks, P // c.min_tile))
     n_tiles = max(n_tiles, 1)
     return max((P + n_tiles - 1) // n_tiles, 1)
 
 
-def o_block(Py_ssize_t n_tiles, Py_ssize_t O, int groups):
+def o_block(Py_ssize_t n_tiles, Py_ssize_t O, int groups, tuning):
     """Output channels per task: all ``O`` unless there are too few tiles to share.
 
-    With fewer than ``MIN_TASKS`` pixel tiles (few output pixels, e.g. a late
+    With fewer than ``min_tasks`` pixel tiles (few output pixels, e.g. a late
     7x7 layer with N=1) and ``groups == 1``, the channels are split into
-    blocks of at least ``MIN_O_BLOCK`` (a multiple of 16) so that threads
+    blocks of at least ``min_o_block`` (a multiple of 16) so that threads
     still share the work; each block is its own GEMM.  Shape-only, like
     :func:`tile_pixels`.
     """
-    if groups != 1 or n_tiles >= MIN_TASKS:
+    cdef tiling c = _tiling(tuning)
+    if groups != 1 or n_tiles >= c.min_tasks:
         return O
-    cdef Py_ssize_t want = (MIN_TASKS + n_tiles - 1) // n_tiles
+    cdef Py_ssize_t want = (c.min_tasks + n_tiles - 1) // n_tiles
     cdef Py_ssize_t size = (O + want - 1) // want
     size = (size + 15) // 16 * 16
-    return min(max(size, MIN_O_BLOCK), O)
+    return min(max(size, c.min_o_block), O)
 
 
 cdef inline void _gemm_rowmajor(int rows, int O, int K, const floating *A, int lda,
@@ -136,7 +126,7 @@ def conv2d_im2col(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
                   const floating[::1] bias,         # IN  (O,) or None
                   floating[:, :, :, ::1] out,       # OUT (N, OH, OW, O)
                   int SH, int SW, int DH, int DW, int pad_top, int pad_left, int groups,
-                  bint relu, int num_threads, int simd_level, Py_ssize_t tile=0):
+                  bint relu, int num_threads, int simd_level, tuning, Py_ssize_t tile=0):
     """Convolution by tiled im2col + GEMM, bias and ReLU fused per tile.
 
     ``out[n, oh, ow, o] = bias[o] + sum_{kh, kw, c} x[n, oh*SH - pad_top + kh*DH,
@@ -156,6 +146,7 @@ def conv2d_im2col(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
     relu : apply ``max(., 0)`` after the bias (NaN stays NaN)
     num_threads : OpenMP threads; tiles go to threads dynamically
     simd_level : FC_SIMD_* level for the fused bias/ReLU pass
+    tuning : mapping of the tiling tunables (:func:`tile_pixels`)
     tile : pixels per tile; 0 means :func:`tile_pixels` (tests force others)
 
     Notes
@@ -172,9 +163,9 @@ def conv2d_im2col(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
     if P == 0 or O == 0:
         return
     cdef Py_ssize_t tp = tile if tile > 0 else tile_pixels(P, K, O // groups,
-                                                          sizeof(floating))
+                                                          sizeof(floating), tuning)
     cdef Py_ssize_t n_tiles = (P + tp - 1) // tp
-    cdef Py_ssize_t ob = o_block(n_tiles, O, groups)
+    cdef Py_ssize_t ob = o_block(n_tiles, O, groups, tuning)
     cdef Py_ssize_t n_ob = (O + ob - 1) // ob
     # a 1x1, stride-1, unpadded window reads x itself as the column matrix
     cdef bint identity = (KH == 1 and KW == 1 and SH == 1 and SW == 1 and pad_top == 0

@@ -111,7 +111,8 @@ def test_missing_numba_is_reported_in_a_fresh_process():
 
 def test_set_backend_and_use_backend(monkeypatch):
     calls = []
-    from fastconv import _backends, _reference
+    from fastconv import _backends
+    from fastconv._backends import reference as _reference
 
     class Spy:
         def __getattr__(self, name):
@@ -165,7 +166,8 @@ def test_thread_count_rules(monkeypatch):
 
 def test_num_threads_reaches_the_backend(monkeypatch):
     seen = []
-    from fastconv import _backends, _reference
+    from fastconv import _backends
+    from fastconv._backends import reference as _reference
 
     def relu(x, out, n):
         seen.append(n)

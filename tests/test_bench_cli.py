@@ -5,7 +5,10 @@ OpenCV, PyTorch), so the whole file takes seconds; TensorFlow is kept out
 because importing it is slow.
 """
 import json
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 
 import numpy as np
@@ -189,19 +192,47 @@ def test_threads_are_restored_after_a_run(capsys):
     assert fastconv.get_num_threads() == before
 
 
-def test_save_history_and_history_listing(capsys, tmp_path):
-    d = tmp_path / "history"
+def _git_repo(path):
+    """A one-commit git repository at ``path``; returns its HEAD."""
+    if shutil.which("git") is None:
+        pytest.fail("git is needed to test --save-history")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
+    path.mkdir()
+    (path / "f.txt").write_text("x\n")
+    for cmd in (["init", "-q"], ["add", "f.txt"], ["commit", "-q", "-m", "one"]):
+        subprocess.run(["git", *cmd], cwd=path, check=True, env=env, capture_output=True)
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, check=True, text=True,
+                          capture_output=True).stdout.strip()
+
+
+def test_save_history_uses_the_checkout_of_the_current_directory(capsys, tmp_path,
+                                                                  monkeypatch):
+    repo = tmp_path / "repo"
+    commit = _git_repo(repo)
+    monkeypatch.chdir(repo)
     status, out, err = run_cli(capsys, *FAST, "--peers", "numpy", "--shapes", "tiny_conv",
-                               "--save-history", str(d))
+                               "--save-history")
     assert status == 0, err
-    (saved,) = list(d.iterdir())
-    commit, _ = report.git_commit(fastconv.__path__[0])
-    if commit is None:
-        pytest.skip("not a git checkout")
-    assert saved.name.startswith(commit)
-    status, out, err = run_cli(capsys, "--history", str(d))
+    (saved,) = list((repo / "benchmarks" / "history").iterdir())
+    assert saved.name == f"{commit}-tiny.json"
+    status, out, err = run_cli(capsys, "--history", str(saved.parent))
     assert status == 0
     assert commit[:12] in out and "fastconv:numpy" in out
+
+
+def test_save_history_with_an_explicit_commit_outside_a_checkout(capsys, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    d = tmp_path / "history"
+    status, _, err = run_cli(capsys, *FAST, "--peers", "", "--shapes", "tiny_relu",
+                             "--save-history", str(d))
+    assert status == 2 and "--commit" in err
+    status, _, err = run_cli(capsys, *FAST, "--peers", "", "--shapes", "tiny_relu",
+                             "--save-history", str(d), "--commit", "abc123")
+    assert status == 0, err
+    (saved,) = list(d.iterdir())
+    assert saved.name.startswith("abc123-")
 
 
 class _WrongPeer(peers.NumpyEngine):

@@ -1,4 +1,4 @@
-"""The Cython direct-convolution kernels (``fastconv._conv_direct``) against the NumPy judge.
+"""The compiled direct-convolution kernels (``_conv_direct``) against the NumPy judge.
 
 Every SIMD level this CPU has (0 = portable C, 1 = AVX2, 2 = AVX-512) is forced in
 turn, for float32 and float64, over shapes chosen to hit every tile tail, every
@@ -10,13 +10,14 @@ import math
 import numpy as np
 import pytest
 
-from fastconv import _reference
+from fastconv._backends import reference as _reference
 
 _conv_direct = pytest.importorskip(
-    "fastconv._conv_direct", reason="compiled extension not built")
+    "fastconv._backends.cython._conv_direct", reason="compiled extension not built")
 conv2d_direct = _conv_direct.conv2d_direct
+from fastconv._backends.cython.driver import DIRECT_TUNING  # noqa: E402
 
-from fastconv._build_info import cpu_simd_level  # noqa: E402  (after the skip)
+from fastconv._backends.cython._build_info import cpu_simd_level  # noqa: E402  (after the skip)
 
 _CPU_LEVEL = {"generic": 0, "avx2": 1, "avx512": 2}[cpu_simd_level()]
 LEVELS = [pytest.param(level, id=name) for level, name in enumerate(("c", "avx2", "avx512"))
@@ -49,7 +50,7 @@ def _run(case, x, w, b, out, relu, num_threads, level):
     DH, DW = case.get("D", (1, 1))
     top, _, left, _ = case.get("P", (0, 0, 0, 0))
     conv2d_direct(x, w, b, out, SH, SW, DH, DW, top, left, case.get("groups", 1), relu,
-                  num_threads, level)
+                  num_threads, level, DIRECT_TUNING)
     return out
 
 

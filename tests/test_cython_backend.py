@@ -1,7 +1,7 @@
 """The compiled ("cython") backend against the NumPy reference.
 
 Every op goes through the public API with ``backend="cython"`` and is compared
-with ``backend="numpy"`` (:mod:`fastconv._reference`, the judge) for every
+with ``backend="numpy"`` (:mod:`fastconv._backends.reference`, the judge) for every
 SIMD path this CPU has (selected with ``FASTCONV_SIMD``), 1-3 threads,
 float32 and float64, odd sizes (channel tails of every vector width), NaN and
 infinities.  ReLU, pooling and im2col must match exactly; convolutions within
@@ -16,15 +16,17 @@ import pytest
 
 import fastconv
 
-_relu_pool = pytest.importorskip("fastconv._relu_pool", reason="Cython extension not built")
-from fastconv import _build_info, _cython_backend, _im2col_gemm  # noqa: E402
+cython_driver = pytest.importorskip("fastconv._backends.cython.driver",
+                                    reason="Cython extension not built")
+from fastconv import _tuning  # noqa: E402
+from fastconv._backends.cython import _build_info, _im2col_gemm, _relu  # noqa: E402
 
-LEVELS = _cython_backend.SIMD_LEVELS
+LEVELS = cython_driver.SIMD_LEVELS
 CPU_LEVEL = _build_info.cpu_simd_level()
 USABLE_LEVELS = LEVELS[:LEVELS.index(CPU_LEVEL) + 1]
 THREADS = (1, 2, 3)
 DTYPES = (np.float32, np.float64)
-HAVE_DIRECT = "direct" in _cython_backend.ALGORITHMS
+HAVE_DIRECT = "direct" in cython_driver.BUILT_ALGORITHMS
 
 
 @pytest.fixture(params=LEVELS)
@@ -90,11 +92,11 @@ def test_relu_streaming_stores(simd, dtype, num_threads, offset, n):
     x = _data((n,), dtype, seed=n, specials=True)
     backing = np.full(n + 8, 42.0, dtype)
     out = backing[offset:offset + n]
-    level = _cython_backend.simd_level()
-    _relu_pool.relu(x, out, num_threads, level, True)
+    level = cython_driver.simd_level()
+    _relu.relu(x, out, num_threads, level, _tuning.RELU_CHUNK, _tuning.STREAM_BYTES, True)
     np.testing.assert_array_equal(out, np.maximum(x, 0))
     assert (backing[:offset] == 42).all() and (backing[offset + n:] == 42).all()
-    _relu_pool.relu(x, x, num_threads, level, True)
+    _relu.relu(x, x, num_threads, level, _tuning.RELU_CHUNK, _tuning.STREAM_BYTES, True)
     np.testing.assert_array_equal(x, out)
 
 
@@ -233,25 +235,34 @@ def test_im2col_gemm_tiles_and_remainders(dtype, tile):
     ref = fastconv.conv2d(x, w, activation="relu", backend="numpy", **kwargs)
     out = np.full(ref.shape, np.nan, dtype)
     _im2col_gemm.conv2d_im2col(x, w, kwargs["bias"], out, 1, 1, 1, 1, 1, 0, 2, True, 2,
-                               _cython_backend.simd_level(), tile)
+                               cython_driver.simd_level(), cython_driver.IM2COL_TUNING, tile)
     np.testing.assert_allclose(out, ref, **_conv_tol(dtype, K))
 
 
+#: a fixed tiling (a 2 MiB-L2 machine's), so the rule is checked independently of this machine
+_RULE = {"tile_bytes": 1 << 20, "max_buffer_bytes": 16 << 20, "min_tile": 64, "max_tile": 1024,
+         "min_tasks": 8, "min_o_block": 64}
+
+
 def test_tile_pixels_rule():
-    tp = _im2col_gemm.tile_pixels
+    def tp(*args):
+        return _im2col_gemm.tile_pixels(*args, _RULE)
+
+    def ob(*args):
+        return _im2col_gemm.o_block(*args, _RULE)
     assert tp(25088, 576, 64, 4) == 448                # 8x56x56, 3x3x64 -> 64: 56 equal tiles
     assert tp(6272, 256, 256, 4) == 784                # 8 tiles: threads share the work
     assert tp(196, 4608, 512, 4) == 196                # big filters: one tile, split O
-    assert tp(10**6, 10**6, 1, 4) == _im2col_gemm.MIN_TILE
-    assert tp(10**6, 1, 1, 4) == _im2col_gemm.MAX_TILE
+    assert tp(10**6, 10**6, 1, 4) == _RULE["min_tile"]
+    assert tp(10**6, 1, 1, 4) == _RULE["max_tile"]
     assert tp(40, 64, 8, 4) == 40                      # small: one tile
-    assert tp(64 * 20, 64, 8, 4) == 160                # >= MIN_TASKS tiles
+    assert tp(64 * 20, 64, 8, 4) == 160                # >= min_tasks tiles
     assert tp(1030, 8, 8, 4) == 129                    # equal tiles, no tiny last tile
-    assert _im2col_gemm.o_block(1, 2048, 1) == 256
-    assert _im2col_gemm.o_block(1, 100, 1) == 64
-    assert _im2col_gemm.o_block(1, 50, 1) == 50
-    assert _im2col_gemm.o_block(8, 2048, 1) == 2048
-    assert _im2col_gemm.o_block(1, 2048, 2) == 2048
+    assert ob(1, 2048, 1) == 256
+    assert ob(1, 100, 1) == 64
+    assert ob(1, 50, 1) == 50
+    assert ob(8, 2048, 1) == 2048
+    assert ob(1, 2048, 2) == 2048
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -283,17 +294,17 @@ def test_conv2d_nan_inf_propagate():
 
 
 def test_direct_unavailable_message(monkeypatch):
-    monkeypatch.setattr(_cython_backend, "_conv_direct", None)
+    monkeypatch.setattr(cython_driver, "_conv_direct", None)
     x, w, kwargs, _ = _conv_case(CONVS[0], np.float32)
     with pytest.raises(ValueError, match="algorithm='direct'.*_conv_direct"):
         fastconv.conv2d(x, w, backend="cython", algorithm="direct", **kwargs)
-    assert _cython_backend.choose_algorithm(x.shape, w.shape, (2, 9, 11, 7), (1, 1), (1, 1),
+    assert cython_driver.choose_algorithm(x.shape, w.shape, (2, 9, 11, 7), (1, 1), (1, 1),
                                             1) == "im2col"
 
 
 @pytest.mark.skipif(not HAVE_DIRECT, reason="fastconv._conv_direct is not built")
 def test_auto_rule():
-    choose = _cython_backend.choose_algorithm
+    choose = cython_driver.choose_algorithm
     # suite shapes: direct
     assert choose((8, 56, 56, 64), (3, 3, 64, 64), (8, 56, 56, 64), (1, 1), (1, 1), 1) == "direct"
     assert choose((8, 56, 56, 64), (3, 3, 1, 64), (8, 56, 56, 64), (1, 1), (1, 1), 64) == "direct"
@@ -315,28 +326,28 @@ def test_auto_rule():
 def test_simd_env_bad_values(monkeypatch):
     monkeypatch.setenv("FASTCONV_SIMD", "sse9")
     with pytest.raises(ValueError, match="FASTCONV_SIMD.*sse9"):
-        _cython_backend.simd_level()
+        cython_driver.simd_level()
     with pytest.raises(ValueError, match="FASTCONV_SIMD"):
         fastconv.relu(np.ones(3), backend="cython")
-    monkeypatch.setattr(_cython_backend, "cpu_simd_level", lambda: "avx2")
+    monkeypatch.setattr(cython_driver, "cpu_simd_level", lambda: "avx2")
     monkeypatch.setenv("FASTCONV_SIMD", "avx512")
     with pytest.raises(ValueError, match="FASTCONV_SIMD.*'avx2'"):
-        _cython_backend.simd_level()
+        cython_driver.simd_level()
     monkeypatch.setenv("FASTCONV_SIMD", "generic")
-    assert _cython_backend.simd_level() == 0
+    assert cython_driver.simd_level() == 0
 
 
 def test_simd_env_default_and_levels(monkeypatch):
     monkeypatch.delenv("FASTCONV_SIMD", raising=False)
-    assert _cython_backend.simd_level() == LEVELS.index(CPU_LEVEL)
+    assert cython_driver.simd_level() == LEVELS.index(CPU_LEVEL)
     for name in USABLE_LEVELS:
         monkeypatch.setenv("FASTCONV_SIMD", f" {name.upper()} ")
-        assert _cython_backend.simd_level() == LEVELS.index(name)
-        assert _cython_backend.info()["simd"] == name
+        assert cython_driver.simd_level() == LEVELS.index(name)
+        assert cython_driver.info()["simd"] == name
 
 
 def test_info():
-    info = _cython_backend.info()
+    info = cython_driver.info()
     assert set(info) == {"openmp", "simd", "cpu simd", "blas", "algorithms"}
     assert info["cpu simd"] == CPU_LEVEL
     assert "openblas" in info["blas"].lower() or "mkl" in info["blas"].lower()
@@ -359,14 +370,14 @@ def test_build_has_openmp(tmp_path):
     if not _gcc_has_openmp(tmp_path):
         pytest.skip("gcc with -fopenmp is not available here")
     assert _build_info.openmp_enabled()
-    assert _cython_backend.info()["openmp"] is True
+    assert cython_driver.info()["openmp"] is True
 
 
 @pytest.mark.parametrize("num_threads", (1, 2, 3, 4))
 def test_num_threads_honoured(num_threads):
     if not _build_info.openmp_enabled():
         pytest.skip("serial build")
-    assert _relu_pool.parallel_team_size(num_threads) == num_threads
+    assert _build_info.parallel_team_size(num_threads) == num_threads
 
 
 def test_blas_restored_after_im2col_conv():
@@ -400,7 +411,8 @@ def test_concurrent_im2col_calls_from_python_threads():
     assert after == before
 
 
-@pytest.mark.parametrize("missing", ("fastconv._relu_pool", "fastconv._im2col_gemm"))
+@pytest.mark.parametrize("missing", ("fastconv._backends.cython._relu",
+                                     "fastconv._backends.cython._im2col_gemm"))
 def test_import_error_without_compiled_modules(monkeypatch, missing):
     """Without its compiled modules the backend refuses to import: 'extension not built'."""
     import importlib.util
@@ -408,8 +420,9 @@ def test_import_error_without_compiled_modules(monkeypatch, missing):
 
     from fastconv import _backends
     monkeypatch.setitem(sys.modules, missing, None)
-    monkeypatch.delattr(fastconv, missing.split(".")[1])
-    spec = importlib.util.find_spec("fastconv._cython_backend")
+    parent, child = missing.rsplit(".", 1)
+    monkeypatch.delattr(sys.modules[parent], child)
+    spec = importlib.util.find_spec("fastconv._backends.cython.driver")
     module = importlib.util.module_from_spec(spec)
     with pytest.raises(ImportError) as info:
         spec.loader.exec_module(module)

@@ -20,14 +20,15 @@ import pytest
 import fastconv
 
 numba = pytest.importorskip("numba")
-from fastconv import _numba_backend as nb  # noqa: E402
-from fastconv import _numba_config as nbcfg  # noqa: E402
+from fastconv import _tuning  # noqa: E402
+from fastconv._backends.numba import driver as nb  # noqa: E402
+from fastconv._backends.numba import options as nbcfg  # noqa: E402
 
 from conftest import assert_close  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 ALGORITHMS = ["auto", "direct", "im2col"]
-REPO = Path(__file__).resolve().parents[1]
+PACKAGE = Path(fastconv.__file__).resolve().parent
 
 # (N, H, W, C, KH, KW, O, strides, dilations, padding, groups)
 CONV_CASES = {
@@ -82,7 +83,7 @@ def test_conv2d_matches_reference_every_algorithm(rng, name, dtype):
 @pytest.mark.parametrize("name", ["stride2_odd_same", "groups2", "depthwise", "c16_many_out",
                                   "c1_o1_edge"])
 def test_conv2d_bitwise_identical_for_1_2_3_threads(rng, name, monkeypatch):
-    monkeypatch.setattr(nb, "MIN_WORK_PER_THREAD", 1)  # split even these small problems
+    monkeypatch.setattr(_tuning, "NUMBA_MIN_WORK_PER_THREAD", 1)  # split even these small problems
     x, w, b, kwargs = _conv_inputs(rng, CONV_CASES[name], np.float32)
     x = np.repeat(x, 3, axis=0)  # enough rows/tiles for three chunks
     for algorithm in ALGORITHMS:
@@ -157,7 +158,7 @@ def test_conv2d_matches_torch_small_channel_shapes(torch, rng, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_relu_nan_inf_and_in_place(rng, dtype, monkeypatch):
-    monkeypatch.setattr(nb, "MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(_tuning, "NUMBA_MIN_WORK_PER_THREAD", 1)
     x = rng.standard_normal(100_003).astype(dtype)  # several blocks, odd tail
     x[:4] = [np.nan, -np.inf, np.inf, -0.0]
     expected = fastconv.relu(x, backend="numpy")
@@ -185,7 +186,7 @@ POOL_CASES = [
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", POOL_CASES)
 def test_max_pool2d_matches_reference(rng, case, dtype, monkeypatch):
-    monkeypatch.setattr(nb, "MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(_tuning, "NUMBA_MIN_WORK_PER_THREAD", 1)
     N, H, W, C, k, s, pad = case
     x = rng.standard_normal((N, H, W, C)).astype(dtype) - 5  # all negative: padding never wins
     x.flat[::7] = np.nan
@@ -211,7 +212,7 @@ def test_max_pool2d_dilated_nchw(rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_im2col_matches_reference(rng, dtype, monkeypatch):
-    monkeypatch.setattr(nb, "MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(_tuning, "NUMBA_MIN_WORK_PER_THREAD", 1)
     x = rng.standard_normal((2, 7, 6, 3)).astype(dtype)
     for k, s, pad, d in ((3, 1, "SAME", 1), ((2, 3), 2, "SAME", 1), (3, (2, 1), "VALID", 2)):
         expected = fastconv.im2col(x, k, s, pad, d, backend="numpy")
@@ -221,7 +222,7 @@ def test_im2col_matches_reference(rng, dtype, monkeypatch):
 
 
 def test_concurrent_calls_from_four_python_threads(rng, monkeypatch):
-    monkeypatch.setattr(nb, "MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(_tuning, "NUMBA_MIN_WORK_PER_THREAD", 1)
     x = rng.standard_normal((4, 20, 20, 3)).astype(np.float32)
     w_small = rng.standard_normal((3, 3, 3, 8)).astype(np.float32)
     w_big = rng.standard_normal((3, 3, 3, 40)).astype(np.float32)
@@ -282,10 +283,10 @@ def test_num_threads_restored_and_threading_layer_deliberate(rng):
     assert "nnan" not in nbcfg.FASTMATH and "ninf" not in nbcfg.FASTMATH
 
 
-def test_compile_options_live_only_in_numba_config():
-    for path in (REPO / "fastconv").glob("*.py"):
+def test_compile_options_live_only_in_numba_options():
+    for path in PACKAGE.rglob("*.py"):
         text = path.read_text()
-        if path.name == "_numba_config.py" or "numba" not in text:
+        if path == PACKAGE / "_backends" / "numba" / "options.py" or "numba" not in text:
             continue
         assert not re.search(r"\b(fastmath|cache|nogil|error_model)=", text), path
         assert "njit" not in text and "numba.jit" not in text, path
@@ -300,10 +301,10 @@ def test_warmup_compiles_every_kernel_for_both_dtypes():
 
 
 def test_algorithm_rule():
-    assert nb.choose_algorithm(64, 1, 64, 1, 3, 3) == "direct"     # depthwise
-    assert nb.choose_algorithm(1, 1, 1, 1, 3, 3) == "direct"       # edge filter
-    assert nb.choose_algorithm(3, 3, 1, 16, 3, 3) == "direct"      # cars layer 1
-    assert nb.choose_algorithm(64, 64, 1, 64, 3, 3) == "im2col"
+    assert nb.choose_algorithm(None, (3, 3, 1, 64), None, 1, 1, 64) == "direct"     # depthwise
+    assert nb.choose_algorithm(None, (3, 3, 1, 1), None, 1, 1, 1) == "direct"       # edge filter
+    assert nb.choose_algorithm(None, (3, 3, 3, 16), None, 1, 1, 1) == "direct"      # cars layer 1
+    assert nb.choose_algorithm(None, (3, 3, 64, 64), None, 1, 1, 1) == "im2col"
 
 
 _CACHE_SCRIPT = textwrap.dedent("""
@@ -311,7 +312,7 @@ _CACHE_SCRIPT = textwrap.dedent("""
     import numpy as np
     t0 = time.perf_counter()
     import fastconv
-    from fastconv import _numba_kernels as k
+    from fastconv._backends.numba import kernels as k
     x = np.linspace(-1, 1, 64, dtype=np.float32)
     t1 = time.perf_counter()
     y = fastconv.relu(x, backend="numba")
@@ -325,8 +326,7 @@ _CACHE_SCRIPT = textwrap.dedent("""
 
 def test_second_process_loads_kernels_from_cache(tmp_path):
     import json
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"),
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
     runs = []
     for _ in range(2):
         proc = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT], env=env, cwd=str(tmp_path),
@@ -343,9 +343,9 @@ _THREE_THREADS_SCRIPT = textwrap.dedent("""
     import numpy as np
     import numba
     import fastconv
-    from fastconv import _numba_backend as nb
+    from fastconv import _tuning
     assert numba.config.NUMBA_NUM_THREADS == 3
-    nb.MIN_WORK_PER_THREAD = 1
+    _tuning.NUMBA_MIN_WORK_PER_THREAD = 1
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 17, 15, 4)).astype(np.float32)
     for w, groups in ((rng.standard_normal((3, 3, 4, 40)).astype(np.float32), 1),
@@ -365,8 +365,7 @@ _THREE_THREADS_SCRIPT = textwrap.dedent("""
 
 def test_three_real_threads_give_identical_results(tmp_path):
     # this machine may have fewer cores: give Numba a pool of 3 in a child process
-    env = dict(os.environ, NUMBA_NUM_THREADS="3",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, NUMBA_NUM_THREADS="3")
     proc = subprocess.run([sys.executable, "-c", _THREE_THREADS_SCRIPT], env=env,
                           cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr

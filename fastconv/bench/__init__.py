@@ -93,8 +93,12 @@ def _parser():
     p.add_argument("--plot", metavar="FILE.png",
                    help="bar chart of the ratios to the best peer (needs matplotlib)")
     p.add_argument("--save-history", nargs="?", const="", default=None, metavar="DIR",
-                   help="save the JSON as DIR/<commit>-<suite>.json (default DIR: "
-                        "benchmarks/history of the source tree)")
+                   help="save the JSON as DIR/<commit>-<suite>.json, the commit being the "
+                        "current directory's git checkout (default DIR: benchmarks/history "
+                        "of that checkout)")
+    p.add_argument("--commit", metavar="SHA",
+                   help="the commit to record (default: HEAD of the current directory's git "
+                        "checkout)")
     p.add_argument("--history", nargs="?", const="", default=None, metavar="DIR",
                    help="summarise the saved history instead of running")
     p.add_argument("--list", action="store_true", help="list suites, shapes and peers, then exit")
@@ -115,11 +119,9 @@ def _parser():
 
 
 def default_history_dir():
-    """``benchmarks/history`` of the source tree holding this package, else of the cwd."""
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if os.path.isdir(os.path.join(here, "benchmarks")):
-        return os.path.join(here, "benchmarks", "history")
-    return os.path.join(os.getcwd(), "benchmarks", "history")
+    """``benchmarks/history`` of the git checkout holding the current directory, else of the cwd."""
+    top = report.git_toplevel(os.getcwd()) or os.getcwd()
+    return os.path.join(top, "benchmarks", "history")
 
 
 #: how many crashing (case, engine) pairs a child run may skip before giving up
@@ -296,7 +298,7 @@ def main(argv=None):
     except (ValueError, RuntimeError) as exc:
         print(f"fastconv bench: {exc}", file=sys.stderr)
         return 2
-    doc = report.make_document(runs, argv, args.suite)
+    doc = report.make_document(runs, argv, args.suite, commit=args.commit)
     status = 0
     if not args.quiet:
         for run in runs:
@@ -321,7 +323,8 @@ def main(argv=None):
     if args.save_history is not None:
         commit, dirty = doc["meta"]["commit"], doc["meta"]["dirty"]
         if commit is None:
-            print("fastconv bench: --save-history needs a git checkout (no commit found)",
+            print("fastconv bench: --save-history needs a commit: run it inside a git "
+                  "checkout, or name one with --commit",
                   file=sys.stderr)
             status = status or 2
         else:

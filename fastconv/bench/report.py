@@ -50,19 +50,29 @@ def _cpu_flags():
     return []
 
 
+def _git(cwd, *args):
+    """stdout of ``git args`` run in ``cwd``, or None when git fails or is missing."""
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_toplevel(path=None):
+    """The root of the git work tree holding ``path`` (default: cwd), or None."""
+    return _git(path or os.getcwd(), "rev-parse", "--show-toplevel")
+
+
 def git_commit(path=None):
     """``(commit, dirty)`` of the git work tree holding ``path`` (default: cwd), or (None, None)."""
     cwd = path or os.getcwd()
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                                text=True, timeout=10)
-        if commit.returncode:
-            return None, None
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                cwd=cwd, capture_output=True, text=True, timeout=10)
-        return commit.stdout.strip(), bool(status.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
+    commit = _git(cwd, "rev-parse", "HEAD")
+    if not commit:
         return None, None
+    status = _git(cwd, "status", "--porcelain", "--untracked-files=no")
+    return commit, bool(status)
 
 
 def machine_info():
@@ -77,10 +87,15 @@ def machine_info():
             "backends": simd}
 
 
-def make_document(runs, argv, suite):
-    """Bundle runs with the command line, commit, date and machine description."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    commit, dirty = git_commit(here)
+def make_document(runs, argv, suite, commit=None):
+    """Bundle runs with the command line, commit, date and machine description.
+
+    ``commit`` defaults to HEAD of the git checkout holding the current directory
+    (the tree the user benchmarks), with whether that tree has local changes.
+    """
+    dirty = False
+    if commit is None:
+        commit, dirty = git_commit(os.getcwd())
     versions = {}
     for run in runs:
         versions.update(run.get("engines", {}))

@@ -2,21 +2,22 @@
 
 Implements ``conv2d``, ``relu``, ``max_pool2d``, ``im2col`` and ``info`` as
 described in :mod:`fastconv._backends`, plus :func:`warmup`.  The kernels live
-in :mod:`fastconv._numba_kernels`; every compile option lives in
-:mod:`fastconv._numba_config`.  Importing this module without Numba raises
+in :mod:`.kernels`; every compile option lives in :mod:`.options`; every
+tunable in :mod:`fastconv._tuning`.  Importing this module without Numba raises
 ``ImportError`` (``name == "numba"``), which the registry reports as
 "Numba is not installed".
 
 Convolution algorithms (``algorithm=``):
 
 * ``"im2col"`` -- tiled im2col + ``np.dot`` inside ``prange``, BLAS pinned to
-  one thread for the duration (two BLAS threads inside a two-thread parallel
-  region halved throughput in ``performance.md``).
+  one thread for the duration (BLAS threads inside fastconv's own threads
+  would oversubscribe the cores).
 * ``"direct"`` -- direct convolution: the planar shift-and-add kernel
-  (:func:`~fastconv._numba_kernels.conv2d_planar`) when ``C_in / groups <=
-  PLANAR_MAX_CHANNELS``, otherwise (and for depthwise) the row kernel
-  vectorized across channels (:func:`~fastconv._numba_kernels.conv2d_direct_o`).
-* ``"auto"`` -- :func:`choose_algorithm` (measured rule, see there).
+  (:func:`.kernels.conv2d_planar`) when ``C_in / groups <=
+  NUMBA_PLANAR_MAX_CHANNELS`` (:mod:`fastconv._tuning`), otherwise (and for
+  depthwise) the row kernel vectorized across channels
+  (:func:`.kernels.conv2d_direct_o`).
+* ``"auto"`` -- :func:`choose_algorithm` (see there).
 
 Threads: ``num_threads`` becomes ``numba.set_num_threads`` for the call (the
 previous value, which Numba keeps per Python thread, is restored afterwards),
@@ -32,23 +33,12 @@ import time
 import numba
 import numpy as np
 
-from . import _numba_config as _cfg
-from . import _numba_kernels as _k
-from ._threads import single_threaded_blas
+from ... import _tuning
+from ..._threads import single_threaded_blas
+from . import kernels as _k
+from . import options as _cfg
 
 __all__ = ["conv2d", "relu", "max_pool2d", "im2col", "info", "warmup", "choose_algorithm"]
-
-#: output channels per group below which "auto" prefers the planar direct kernel
-FEW_OUTPUTS = 32
-#: C_in / groups above which "direct" uses the row kernel instead of the planar one
-PLANAR_MAX_CHANNELS = 16
-#: bytes of patch matrix per im2col tile (kept well inside the 2 MB L2)
-TILE_BYTES = 512 * 1024
-#: elements per ReLU block
-RELU_BLOCK = 1 << 15
-#: elementary operations (multiply-adds, compares, copies) below which a second thread is not woken
-MIN_WORK_PER_THREAD = 1 << 16
-
 
 # ----------------------------------------------------------------------------- threads and BLAS
 _workqueue_lock = threading.Lock()
@@ -65,7 +55,7 @@ def _numba_threads(num_threads, work):
     Results do not depend on the count.
     """
     n = min(int(num_threads), numba.config.NUMBA_NUM_THREADS,
-            int(work) // MIN_WORK_PER_THREAD + 1)
+            int(work) // _tuning.NUMBA_MIN_WORK_PER_THREAD + 1)
     n = max(1, n)
     previous = numba.get_num_threads()  # launches the threading layer on first use
     lock = _workqueue_lock if _cfg.needs_lock() else contextlib.nullcontext()
@@ -78,22 +68,19 @@ def _numba_threads(num_threads, work):
 
 
 _local = threading.local()
-#: largest workspace kept between calls (per Python thread)
-WORKSPACE_KEEP_BYTES = 32 << 20
 
 
 def _workspace(shape, dtype):
     """A scratch array, reusing this Python thread's previous one when big enough.
 
-    A fresh ``np.empty`` of a few MB costs its page faults again on every call
-    (``performance.md``: 6.8 ms vs 2.2 ms for 44 MB); buffers up to
-    ``WORKSPACE_KEEP_BYTES`` are therefore kept per Python thread (so
-    concurrent calls never share one).
+    A fresh ``np.empty`` of a few MB costs its page faults again on every call;
+    buffers up to ``NUMBA_WORKSPACE_KEEP_BYTES`` (:mod:`fastconv._tuning`) are
+    therefore kept per Python thread (so concurrent calls never share one).
     """
     dtype = np.dtype(dtype)
     size = int(np.prod(shape))
     nbytes = size * dtype.itemsize
-    if nbytes > WORKSPACE_KEEP_BYTES:
+    if nbytes > _tuning.NUMBA_WORKSPACE_KEEP_BYTES:
         return np.empty(shape, dtype=dtype)
     buf = getattr(_local, "buf", None)
     if buf is None or buf.nbytes < nbytes:
@@ -108,30 +95,33 @@ def _writable(a):
 
 
 # ----------------------------------------------------------------------------- conv2d
-def choose_algorithm(C, Cg, groups, Og, KH, KW):
-    """The ``algorithm="auto"`` rule: ``"direct"`` or ``"im2col"``.
+def choose_algorithm(x_shape, w_shape, out_shape, strides, dilations, groups):
+    """The kernel ``algorithm="auto"`` runs for one convolution: 'direct' or 'im2col'.
+
+    Takes the same arguments as the compiled backend's rule; only the filter
+    shape and ``groups`` matter here:
 
     * depthwise (``Cg == 1``, ``groups > 1``): ``"direct"`` (row kernel, one
       multiply-add per channel; im2col would be a GEMM with one column).
-    * few output channels per group (``Og < FEW_OUTPUTS``) and few input
-      channels (``Cg <= PLANAR_MAX_CHANNELS``): ``"direct"`` (planar kernel);
-      a GEMM that narrow is far from BLAS speed.
-    * otherwise ``"im2col"``: with 32+ output channels BLAS wins even for
-      ``C_in = 1``.  Measured here, 2 threads, float32, min of 15 runs:
-      Fashion-MNIST layer 1 (1 -> 64) im2col 4.9 ms vs planar 7.4 ms; stem
-      7x7/2 (3 -> 64) 23.6 vs 36.5 ms; but cars (3 -> 16) planar 10.4 vs
-      im2col 13.2 ms, and the 512x512 edge filter (1 -> 1) 0.47 vs 5.6 ms.
+    * few output channels per group (``Og < NUMBA_FEW_OUTPUTS``) and few
+      input channels (``Cg <= NUMBA_PLANAR_MAX_CHANNELS``, both in
+      :mod:`fastconv._tuning`): ``"direct"`` (planar kernel); a GEMM that
+      narrow is far from BLAS speed.
+    * otherwise ``"im2col"``: with 32 or more output channels BLAS wins even
+      for ``C_in = 1``.
     """
+    KH, KW, Cg, O = w_shape
+    Og = O // groups
     if groups > 1 and Cg == 1:
         return "direct"
-    if Og < FEW_OUTPUTS and Cg <= PLANAR_MAX_CHANNELS:
+    if Og < _tuning.NUMBA_FEW_OUTPUTS and Cg <= _tuning.NUMBA_PLANAR_MAX_CHANNELS:
         return "direct"
     return "im2col"
 
 
 def _im2col_tile(P, K, itemsize):
     """Output pixels per im2col tile: from the problem size only (never the thread count)."""
-    tile = TILE_BYTES // max(1, K * itemsize)
+    tile = _tuning.IM2COL_TILE_BYTES // max(1, K * itemsize)
     tile = max(16, min(1024, tile))
     # at least ~8 tiles when the problem is small, so both threads get work
     tile = min(tile, max(16, -(-P // 8)))
@@ -153,7 +143,7 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
     b = np.zeros(O, dtype=x.dtype) if bias is None else _writable(bias)
     relu = bool(relu)
     if algorithm == "auto":
-        algorithm = choose_algorithm(C, Cg, groups, Og, KH, KW)
+        algorithm = choose_algorithm(x.shape, w.shape, out.shape, strides, dilations, groups)
     if algorithm == "im2col":
         K = KH * KW * Cg
         wmat = np.ascontiguousarray(w.reshape(K, groups, Og).transpose(1, 0, 2))
@@ -164,7 +154,7 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
         return
     if algorithm != "direct":
         raise ValueError(f"algorithm must be 'auto', 'direct' or 'im2col'; got {algorithm!r}.")
-    if groups > 1 and Cg == 1 or Cg > PLANAR_MAX_CHANNELS:
+    if groups > 1 and Cg == 1 or Cg > _tuning.NUMBA_PLANAR_MAX_CHANNELS:
         with _numba_threads(num_threads, out.size * KH * KW * Cg) as n:
             _k.conv2d_direct_o(x, w, b, out, SH, SW, DH, DW, top, left, groups, relu, n)
         return
@@ -216,7 +206,7 @@ def relu(x, out, num_threads):
     if out is not x:
         x = _writable(x)
     with _numba_threads(num_threads, x.size) as n:
-        _k.relu(x, out, RELU_BLOCK, n)
+        _k.relu(x, out, _tuning.NUMBA_RELU_BLOCK, n)
 
 
 def max_pool2d(x, out, ksize, strides, dilations, pads, num_threads):

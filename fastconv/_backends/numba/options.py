@@ -21,9 +21,9 @@ so the compile options live here and nowhere else:
 
 Threading layer
 ---------------
-Numba's default scheduler, ``workqueue``, costs about 215 us per parallel
-region and aborts the process when two Python threads enter parallel code at
-once (see ``/work/shared/notes/performance.md``).  Unless the user chose a
+Numba's default scheduler, ``workqueue``, is slower to start a parallel
+region than OpenMP and aborts the process when two Python threads enter
+parallel code at once.  Unless the user chose a
 layer with ``NUMBA_THREADING_LAYER``, :func:`configure_threading_layer` makes
 Numba prefer ``omp`` and then ``tbb``, keeping ``workqueue`` as a last resort;
 when only ``workqueue`` is usable the backend serialises its parallel calls
@@ -32,7 +32,6 @@ parallel Numba code has run in this process yet; :func:`threading_layer`
 reports the layer actually in use.
 """
 import os
-import threading
 
 import numba
 
@@ -46,9 +45,6 @@ NOGIL = True
 ERROR_MODEL = "numpy"
 #: layers fastconv prefers, best first
 PREFERRED_LAYERS = ("omp", "tbb", "workqueue")
-
-_layer_lock = threading.Lock()
-_workqueue_lock = threading.Lock()
 
 
 def jit(parallel=False):

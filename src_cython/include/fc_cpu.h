@@ -1,6 +1,7 @@
 /* Build and CPU facts for fastconv, shared by every compiled module.
  *
  * fc_openmp_enabled(): 1 when the module was compiled with OpenMP.
+ * fc_team_size(), fc_thread_num(): the OpenMP team, as omp_get_num_threads/_thread_num.
  * fc_cpu_simd_level(): the best SIMD level this CPU supports, found at run
  *   time with __builtin_cpu_supports (never from -march):
  *   FC_SIMD_AVX512 (AVX-512 F/BW/VL/DQ + FMA), FC_SIMD_AVX2 (AVX2 + FMA),
@@ -25,11 +26,21 @@ static inline int fc_openmp_enabled(void) {
 #endif
 }
 
-static inline int fc_openmp_max_threads(void) {
+/* The size of the current OpenMP team and this thread's number in it (1 and 0
+ * outside a parallel region, or without OpenMP). */
+static inline int fc_team_size(void) {
 #ifdef _OPENMP
-    return omp_get_max_threads();
+    return omp_get_num_threads();
 #else
     return 1;
+#endif
+}
+
+static inline int fc_thread_num(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
 #endif
 }
 

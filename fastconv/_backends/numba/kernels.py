@@ -21,9 +21,9 @@ Convolution kernels
   ``tile`` output pixels x ``KH*KW*Cg`` patch values, fills it and multiplies
   it by the packed filters with ``np.dot`` (Numba calls SciPy's BLAS
   ``sgemm``/``dgemm``), writing straight into the output rows when
-  ``groups == 1``.  Per-thread tiles that fit in L2 are what made this reach
-  about 159 GFLOP/s in ``performance.md`` (vs 87 for one big im2col buffer);
-  the caller must pin BLAS to one thread around it.
+  ``groups == 1``.  Per-thread tiles that fit in L2 keep the GEMM's operand
+  in cache (one big im2col buffer would stream through memory); the caller
+  must pin BLAS to one thread around it.
 * :func:`conv2d_direct_o` -- direct convolution of one output row at a time,
   accumulating into the output row with the innermost loop over output
   channels (contiguous in HWIO filters and NHWC output), so LLVM vectorizes
@@ -40,8 +40,7 @@ Convolution kernels
 Writing loops Numba vectorizes
 ------------------------------
 Numba wraps negative indices, so ``a[i0 + j]`` with a signed ``i0`` becomes a
-select per element and LLVM gives up vectorizing (measured here: 1 GFLOP/s
-instead of 24).  Innermost loops therefore index with ``range(n)`` counters
+select per element and LLVM gives up vectorizing.  Innermost loops therefore index with ``range(n)`` counters
 or with ``np.uint64`` offsets (no wraparound for unsigned indices).  Array
 views (``a[i]``, ``a[i:j]``) are avoided in hot loops: each one costs an
 atomic reference-count update.
@@ -51,7 +50,7 @@ Bias and ReLU are applied while the output row or tile is still in cache.
 import numpy as np
 from numba import prange
 
-from ._numba_config import jit
+from .options import jit
 
 
 @jit()
@@ -70,7 +69,7 @@ def _col_range(OW, W, SW, off):
 
 
 @jit()
-def _split(total, n_chunks, chunk):
+def _chunk_bounds(total, n_chunks, chunk):
     """Bounds ``[start, stop)`` of chunk ``chunk`` when ``total`` items are split ``n_chunks`` ways."""
     return chunk * total // n_chunks, (chunk + 1) * total // n_chunks
 
@@ -162,7 +161,7 @@ def conv2d_direct_o(x, w, bias, out, SH, SW, DH, DW, top, left, groups, relu, n_
     N, OH = out.shape[0], out.shape[1]
     rows = N * OH
     for chunk in prange(n_chunks):
-        r0, r1 = _split(rows, n_chunks, chunk)
+        r0, r1 = _chunk_bounds(rows, n_chunks, chunk)
         for r in range(r0, r1):
             n = r // OH
             oh = r - n * OH
@@ -185,7 +184,7 @@ def build_planes(x, planes, SH, SW, top, left, Wq, n_chunks):
     units = N * C * SH * SW
     x3 = x.reshape(N, H, W * C)
     for chunk in prange(n_chunks):
-        u0, u1 = _split(units, n_chunks, chunk)
+        u0, u1 = _chunk_bounds(units, n_chunks, chunk)
         for u in range(u0, u1):
             n = u // (C * SH * SW)
             rest = u - n * (C * SH * SW)
@@ -347,7 +346,7 @@ def conv2d_planar(planes, toff, wt, bias, out, Wq, groups, relu, block, n_chunks
     units = N * per_image
     for chunk in prange(n_chunks):
         acc = np.empty((O, block), dtype=out.dtype)
-        u0, u1 = _split(units, n_chunks, chunk)
+        u0, u1 = _chunk_bounds(units, n_chunks, chunk)
         for u in range(u0, u1):
             n = u // per_image
             q0 = (u - n * per_image) * block
@@ -447,7 +446,7 @@ def conv2d_im2col(x, wmat, bias, out, KH, KW, SH, SW, DH, DW, top, left, relu, t
     for chunk in prange(n_chunks):
         patch = np.empty((tile, K), dtype=x.dtype)
         res = np.empty((tile, Og), dtype=x.dtype)
-        t0, t1 = _split(n_tiles, n_chunks, chunk)
+        t0, t1 = _chunk_bounds(n_tiles, n_chunks, chunk)
         for t in range(t0, t1):
             p0 = t * tile
             p1 = min(P, p0 + tile)
@@ -479,7 +478,7 @@ def im2col(x, out, SH, SW, DH, DW, top, left, n_chunks):
     OH, OW, KH, KW = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
     rows = N * OH
     for chunk in prange(n_chunks):
-        r0, r1 = _split(rows, n_chunks, chunk)
+        r0, r1 = _chunk_bounds(rows, n_chunks, chunk)
         for r in range(r0, r1):
             n = r // OH
             oh = r - n * OH
@@ -508,7 +507,7 @@ def relu(x, out, block, n_chunks):
     zero = np.zeros(1, dtype=x.dtype)[0]
     n_blocks = (size + block - 1) // block
     for chunk in prange(n_chunks):
-        b0, b1 = _split(n_blocks, n_chunks, chunk)
+        b0, b1 = _chunk_bounds(n_blocks, n_chunks, chunk)
         i0 = b0 * block
         i1 = min(size, b1 * block)
         for i in range(np.uint64(i0), np.uint64(i1)):
@@ -567,7 +566,7 @@ def max_pool2d(x, out, KH, KW, SH, SW, DH, DW, top, left, n_chunks):
     out3 = out.reshape(N, OH, OW * C)
     rows = N * OH
     for chunk in prange(n_chunks):
-        r0, r1 = _split(rows, n_chunks, chunk)
+        r0, r1 = _chunk_bounds(rows, n_chunks, chunk)
         for r in range(r0, r1):
             n = r // OH
             oh = r - n * OH

@@ -1,6 +1,8 @@
 """Backend registry and dispatch.
 
-A backend is a module that implements the private driver interface below on
+Each backend is a driver module: :mod:`.reference` (NumPy, the judge),
+:mod:`.cython.driver` (compiled kernels) and :mod:`.numba.driver`.  A driver
+is a module that implements the private driver interface below on
 already-validated arrays.  The public functions in :mod:`fastconv._ops` do all
 checking, dtype handling, layout conversion and output allocation, then call
 the chosen backend's driver, which fills ``out`` in place:
@@ -29,9 +31,9 @@ import os
 from typing import NamedTuple
 
 _MODULES = {
-    "numpy": "fastconv._reference",
-    "cython": "fastconv._cython_backend",
-    "numba": "fastconv._numba_backend",
+    "numpy": "fastconv._backends.reference",
+    "cython": "fastconv._backends.cython.driver",
+    "numba": "fastconv._backends.numba.driver",
 }
 #: the order "auto" tries, fastest first
 AUTO_ORDER = ("cython", "numba", "numpy")
@@ -72,7 +74,7 @@ def _explain(name, exc):
     missing = getattr(exc, "name", None) or ""
     if missing == "numba" or missing.startswith("numba."):
         return "Numba is not installed (pip install numba)"
-    if missing.startswith("fastconv._") and name == "cython":
+    if missing.startswith("fastconv._backends.cython.") and name == "cython":
         return ("the compiled extension is not built (install with `pip install .`, or "
                 "`python setup.py build_ext --inplace` in a source tree)")
     if missing.startswith("fastconv._"):
@@ -119,7 +121,7 @@ def set_backend(name):
         return
     name = _check_name(name)
     if name != "auto":
-        _require(name)
+        driver(name)
     _default = name
 
 
@@ -146,7 +148,7 @@ def use_backend(name):
     """
     name = _check_name(name)
     if name != "auto":
-        _require(name)
+        driver(name)
     token = _override.set(name)
     try:
         yield
@@ -154,7 +156,8 @@ def use_backend(name):
         _override.reset(token)
 
 
-def _require(name):
+def driver(name):
+    """The driver module of backend ``name``; raises BackendUnavailableError when it cannot load."""
     module, reason = _load(name)
     if module is None:
         raise BackendUnavailableError(f"backend {name!r} is not available: {reason}.")
@@ -169,7 +172,7 @@ def resolve(backend):
             module, _ = _load(candidate)
             if module is not None:
                 return candidate, module
-    return name, _require(name)
+    return name, driver(name)
 
 
 def warmup():

@@ -1,0 +1,147 @@
+"""Every tunable of fastconv's kernels, in one place.
+
+Each constant says what it trades.  Cache sizes are read from this machine
+once, at import (:func:`cache_sizes`), and every cache-derived size below is
+computed from them; the kernels receive these values as arguments, so no
+compiled module bakes in one machine's caches.
+
+None of these values ever depends on the thread count, so every result is
+bitwise identical for any ``num_threads``.  A different machine (other cache
+sizes) may tile differently; each tiling is exact to rounding, and the
+reduction order of every output element stays fixed on a given machine.
+"""
+import os
+
+__all__ = ["cache_sizes", "L1D_BYTES", "L2_BYTES", "L3_BYTES"]
+
+#: used when the machine does not say (no sysfs, no sysconf): a common x86 core
+FALLBACK_CACHE_BYTES = {1: 32 << 10, 2: 512 << 10, 3: 8 << 20}
+
+_SYSFS_CACHE = "/sys/devices/system/cpu/cpu0/cache"
+_SYSCONF_NAMES = {1: "SC_LEVEL1_DCACHE_SIZE", 2: "SC_LEVEL2_CACHE_SIZE",
+                  3: "SC_LEVEL3_CACHE_SIZE"}
+
+
+def _parse_size(text):
+    """Bytes of a sysfs cache size such as ``'512K'`` or ``'32768K'``."""
+    text = text.strip().upper()
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    digits = text[:-1] if text[-1:] in "KMG" else text
+    return int(digits) * scale
+
+
+def _from_sysfs(root=_SYSFS_CACHE):
+    """``{level: bytes}`` of the data/unified caches of CPU 0 in Linux's sysfs."""
+    sizes = {}
+    try:
+        entries = sorted(os.listdir(root))
+    except OSError:
+        return sizes
+    for entry in entries:
+        if not entry.startswith("index"):
+            continue
+        path = os.path.join(root, entry)
+        try:
+            with open(os.path.join(path, "type")) as f:
+                kind = f.read().strip()
+            with open(os.path.join(path, "level")) as f:
+                level = int(f.read())
+            with open(os.path.join(path, "size")) as f:
+                size = _parse_size(f.read())
+        except (OSError, ValueError):
+            continue
+        if kind in ("Data", "Unified") and size > 0:
+            sizes[level] = size
+    return sizes
+
+
+def _from_sysconf():
+    sizes = {}
+    for level, name in _SYSCONF_NAMES.items():
+        try:
+            value = os.sysconf(name)
+        except (ValueError, OSError, AttributeError):
+            continue
+        if value and value > 0:
+            sizes[level] = int(value)
+    return sizes
+
+
+def cache_sizes():
+    """``(L1d, L2, L3)`` bytes of one core's caches on this machine.
+
+    Read from Linux's sysfs (``/sys/devices/system/cpu/cpu0/cache``), else
+    from ``os.sysconf``; a level neither reports takes
+    :data:`FALLBACK_CACHE_BYTES` (32 KiB, 512 KiB, 8 MiB).  The L3 figure is
+    the whole shared cache.
+    """
+    found = _from_sysfs() or {}
+    for level, size in _from_sysconf().items():
+        found.setdefault(level, size)
+    return tuple(found.get(level, FALLBACK_CACHE_BYTES[level]) for level in (1, 2, 3))
+
+
+L1D_BYTES, L2_BYTES, L3_BYTES = cache_sizes()
+
+# --------------------------------------------------------------- tiled im2col + GEMM (both backends)
+#: bytes of unfolded columns per tile: half of L2, leaving the other half to the GEMM's
+#: packed filter panel and the tile's output rows.  Larger tiles amortize the GEMM's
+#: packing better; a tile that leaves L2 is read back from L3.
+IM2COL_TILE_BYTES = L2_BYTES // 2
+#: cap on one thread's column buffer, however large the filters (memory vs. fewer GEMMs).
+IM2COL_MAX_BUFFER_BYTES = 16 << 20
+#: pixels per tile: below the minimum a GEMM's n is too small to amortize packing the
+#: filters; above the maximum nothing more is gained.
+IM2COL_MIN_TILE, IM2COL_MAX_TILE = 64, 1024
+#: a problem is cut into at least this many tasks when large enough, so that threads
+#: share it and a thread slowed by another process does not hold up the others.
+IM2COL_MIN_TASKS = 8
+#: fewest output channels per task when the channels are split among threads.
+IM2COL_MIN_O_BLOCK = 64
+
+# --------------------------------------------------------------- direct convolution (compiled)
+#: filters larger than this are walked one output-channel block at a time, so that the
+#: block being applied stays in L2 (instead of cycling every block through it).
+DIRECT_BLOCK_MAJOR_BYTES = L2_BYTES // 2
+#: a block of filters larger than this is applied in chunks of input channels of about
+#: this size, each over several output rows; a chunk shares L2 with the input rows it
+#: reads.  Smaller chunks re-read the output accumulators more often.
+DIRECT_CHUNK_BYTES = min(9 * 128 * 64 * 4, L2_BYTES // 2)
+#: output pixels a work item covers when the filters are chunked (amortizes reloading
+#: the chunk against the accumulators' reload).
+DIRECT_CHUNK_MIN_PIXELS = 48
+#: output rows of a work item: its border columns run as tiles of up to this many rows
+#: (one pixel per row) instead of one pixel at a time.
+DIRECT_BORDER_ROWS = 6
+
+#: "auto" (compiled backend) picks im2col + GEMM when ``groups == 1``, the output has at
+#: most ``pixels`` pixels (N*OH*OW) and the filters at least ``filter`` elements
+#: (KH*KW*C_in*C_out), for any ``(pixels, filter)`` pair; the direct kernel otherwise.
+#: The direct kernel streams the filters once per output row, so it wins where many
+#: pixels share each filter element; BLAS's blocking wins for large filters on few pixels.
+AUTO_IM2COL_RULES = ((256, 1 << 16), (1024, 1 << 20))
+
+# --------------------------------------------------------------- relu and pooling (compiled)
+#: elements per ReLU task: large enough to hide the scheduling cost, small enough to
+#: balance two threads on tensors of a megabyte.
+RELU_CHUNK = 32768
+#: an out-of-place ReLU writing at least this many bytes uses non-temporal stores: such
+#: an output would not stay in the last-level cache anyway, and streaming it skips the
+#: read-for-ownership of every line.
+STREAM_BYTES = L3_BYTES // 2
+
+# --------------------------------------------------------------- Numba backend
+#: output channels per group below which "auto" prefers the planar direct kernel; a
+#: GEMM this narrow is far from BLAS speed.
+NUMBA_FEW_OUTPUTS = 32
+#: C_in / groups above which "direct" uses the row kernel instead of the planar one
+#: (the planar kernel re-reads one plane per input channel).
+NUMBA_PLANAR_MAX_CHANNELS = 16
+#: elements per ReLU block of the Numba kernel (as :data:`RELU_CHUNK`).
+NUMBA_RELU_BLOCK = 1 << 15
+#: elementary operations (multiply-adds, compares, copies) below which a second thread
+#: is not woken: waking one costs more than such a call.
+NUMBA_MIN_WORK_PER_THREAD = 1 << 16
+#: largest scratch buffer kept between calls, per Python thread (page faults of a fresh
+#: buffer vs. memory held).
+NUMBA_WORKSPACE_KEEP_BYTES = 32 << 20

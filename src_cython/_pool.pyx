@@ -1,0 +1,40 @@
+"""Compiled NHWC max pooling (fastconv's "cython" backend).
+
+``max_pool2d`` receives arrays already checked by :mod:`fastconv._ops` and an
+explicit SIMD level; the SIMD kernels are C intrinsics in ``fc_pool.h``.  One
+task per output row ``(n, oh)``, handed out dynamically; every output element
+is computed by the same code whatever the thread count, so results are
+bitwise identical for any ``num_threads``.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+
+from fastconv_c cimport fc_maxpool_row_f32, fc_maxpool_row_f64
+
+
+def max_pool2d(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
+               floating[:, :, :, ::1] out,       # OUT (N, OH, OW, C)
+               int KH, int KW, int SH, int SW, int DH, int DW, int pad_top, int pad_left,
+               int num_threads, int simd_level):
+    """NHWC max pooling; taps in the padding are skipped, NaN propagates.
+
+    ``out[n, oh, ow, c] = max_{kh, kw} x[n, oh*SH - pad_top + kh*DH, ow*SW - pad_left + kw*DW, c]``
+    over the taps inside the input.  One task per output row ``(n, oh)``.
+    """
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
+    cdef Py_ssize_t rows = N * OH, r, n, oh
+    if rows == 0 or OW == 0 or C == 0:
+        return
+    cdef const floating *px = &x[0, 0, 0, 0]
+    cdef floating *py = &out[0, 0, 0, 0]
+    for r in prange(rows, nogil=True, num_threads=num_threads, schedule="dynamic",
+                    chunksize=4):
+        n = r // OH
+        oh = r % OH
+        if floating is float:
+            fc_maxpool_row_f32(px + n * H * W * C, py + r * OW * C, H, W, C, KH, KW, SH, SW,
+                               DH, DW, pad_top, pad_left, OW, oh, simd_level)
+        else:
+            fc_maxpool_row_f64(px + n * H * W * C, py + r * OW * C, H, W, C, KH, KW, SH, SW,
+                               DH, DW, pad_top, pad_left, OW, oh, simd_level)
