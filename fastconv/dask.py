@@ -194,9 +194,9 @@ def _plan_spatial(x, data_format, kernel, strides, dilations, padding, allow_rec
     return x, (plans[0][1], plans[1][1]), (plans[0][2], plans[1][2]), depth
 
 
-def _map_windows(func, x, data_format, out_c_chunks, blocks_hw, out_hw, depth, dtype, **kwargs):
+def _map_windows(func, x, layout, out_c_chunks, blocks_hw, out_hw, depth, dtype, /, **kwargs):
     """``map_overlap`` with the one-sided halo; ``func(block, padding, **kwargs)``."""
-    h_ax, w_ax, c_ax = _layout_axes(data_format)
+    h_ax, w_ax, c_ax = _layout_axes(layout)
     out_chunks = [None] * 4
     out_chunks[0], out_chunks[h_ax], out_chunks[w_ax] = x.chunks[0], out_hw[0], out_hw[1]
     out_chunks[c_ax] = out_c_chunks
@@ -207,8 +207,7 @@ def _map_windows(func, x, data_format, out_c_chunks, blocks_hw, out_hw, depth, d
         q0, q1, left, right = cols[block_id[w_ax]]
         index = [slice(None)] * 4
         index[h_ax], index[w_ax] = slice(r0, r1), slice(q0, q1)
-        return func(block[tuple(index)], _explicit(top, bottom, left, right, data_format),
-                    **kwargs)
+        return func(block[tuple(index)], _explicit(top, bottom, left, right, layout), **kwargs)
 
     return da.map_overlap(run, x, depth=depth, boundary="none", trim=False,
                           allow_rechunk=False, chunks=tuple(out_chunks), dtype=dtype,

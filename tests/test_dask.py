@@ -1,0 +1,404 @@
+"""fastconv.dask against in-memory fastconv, on a real distributed.LocalCluster.
+
+Every result computed on the cluster is compared with the in-memory fastconv
+call on the whole array.  Max pooling and ReLU pick or clamp values, so they
+must match bit for bit.  A convolution block computes each output pixel with
+the same formula, but the GEMM/BLAS kernels choose their blocking (and so
+their summation order) from the block's size, so the last bits may differ;
+those are compared against the floating-point bound of a sum of ``n`` terms
+in any order, ``|error| <= n * eps * sum(|terms|)``, for each of the two
+results.
+"""
+import dataclasses
+import os
+import pickle
+import signal
+
+import numpy as np
+import pytest
+
+import dask
+import dask.array as da
+import distributed
+
+import fastconv
+import fastconv.dask as fd
+from fastconv.models import Conv2D, Dense, Flatten, MaxPooling2D, Sequential
+
+
+@pytest.fixture(scope="module")
+def client():
+    """Two single-threaded worker processes on the loopback interface, stopped afterwards."""
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None,
+                                  worker_dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as c:
+        yield c
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _conv_bound(x, w, *, strides, padding, data_format, dilations, groups, bias, dtype):
+    """``2 * n * eps * sum(|x| * |w|) (+ |bias|)``: what two summation orders may differ by."""
+    KH, KW, Cg, _ = w.shape
+    n = KH * KW * Cg + 1
+    mag = fastconv.conv2d(np.abs(x).astype(np.float64), np.abs(w).astype(np.float64), strides,
+                          padding, data_format, dilations, groups=groups,
+                          bias=None if bias is None else np.abs(bias), backend="numpy")
+    return 2 * n * np.finfo(dtype).eps * mag + np.finfo(dtype).tiny
+
+
+def assert_conv_equal(got, ref, x, w, *, strides=1, padding="VALID", data_format="NHWC",
+                      dilations=1, groups=1, bias=None):
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    bound = _conv_bound(x, w, strides=strides, padding=padding, data_format=data_format,
+                        dilations=dilations, groups=groups, bias=bias, dtype=ref.dtype)
+    err = np.abs(got.astype(np.float64) - ref)
+    assert (err <= bound).all(), f"max error {err.max()} above the bound"
+
+
+# --------------------------------------------------------------------------- conv2d grid
+@dataclasses.dataclass(frozen=True)
+class ConvCase:
+    id: str
+    kernel: tuple = (3, 3)          # (KH, KW)
+    strides: object = 1
+    dilations: object = 1
+    padding: object = "VALID"
+    shape: tuple = (3, 23, 19, 3)   # (N, H, W, C) in NHWC; permuted for NCHW
+    chunks: tuple = ((3,), (9, 2, 7, 5), (8, 11), (3,))
+    O: int = 4
+    groups: int = 1
+    bias: bool = False
+    activation: object = None
+    dtype: type = np.float32
+    data_format: str = "NHWC"
+
+
+KERNELS = {"1x1": ((1, 1), 1), "3x3": ((3, 3), 1), "5x5": ((5, 5), 1), "2x4": ((2, 4), 1),
+           "3x3d2": ((3, 3), 2)}
+PADDINGS = {"VALID": "VALID", "SAME": "SAME", "explicit": [[0, 0], [3, 1], [0, 4], [0, 0]]}
+
+GRID = [ConvCase(f"{p}-s{s}-{k}", kernel=KERNELS[k][0], dilations=KERNELS[k][1], strides=s,
+                 padding=PADDINGS[p])
+        for p in PADDINGS for s in (1, 2, 3) for k in KERNELS]
+
+SPECIAL = [
+    ConvCase("groups", groups=3, shape=(2, 17, 15, 6), chunks=((1, 1), (6, 11), (8, 7), (6,)),
+             O=9, padding="SAME"),
+    ConvCase("depthwise", groups=4, shape=(2, 17, 15, 4), chunks=((2,), (5, 5, 7), (8, 7), (4,)),
+             O=8, strides=2, padding="SAME"),
+    ConvCase("bias-relu", bias=True, activation="relu", padding="SAME", strides=2),
+    ConvCase("float64", dtype=np.float64, padding=[[0, 0], [2, 2], [1, 3], [0, 0]], strides=3),
+    ConvCase("float64-dilated-rect", dtype=np.float64, kernel=(2, 3), dilations=(3, 2),
+             padding="SAME", strides=(2, 1)),
+    ConvCase("nchw-same-s2", data_format="NCHW", padding="SAME", strides=2, bias=True),
+    ConvCase("nchw-explicit", data_format="NCHW", padding=[[0, 0], [0, 0], [2, 0], [1, 5]],
+             kernel=(5, 3), strides=(3, 2)),
+    # EK - 1 = 4: chunks equal to the halo, then smaller than it (merged by Dask's rule).
+    ConvCase("chunks-equal-halo", kernel=(5, 5), shape=(1, 20, 16, 2),
+             chunks=((1,), (4, 4, 4, 4, 4), (4, 4, 4, 4), (2,)), padding="SAME"),
+    ConvCase("chunks-below-halo", kernel=(3, 3), dilations=2, shape=(2, 23, 19, 2),
+             chunks=((1, 1), (9, 2, 7, 5), (1,) * 19, (2,)), padding="SAME", strides=2),
+    ConvCase("chunks-below-stride", kernel=(1, 1), strides=4, shape=(1, 22, 21, 2),
+             chunks=((1,), (2,) * 11, (3,) * 7, (2,)), padding="VALID"),
+    ConvCase("all-padding-windows", kernel=(1, 1), strides=4, shape=(1, 10, 10, 1),
+             chunks=((1,), (9, 1), (1, 9), (1,)), padding=[[0, 0], [6, 7], [5, 5], [0, 0]],
+             bias=True),
+    ConvCase("kernel-larger-than-input", kernel=(7, 7), shape=(2, 5, 6, 2),
+             chunks=((1, 1), (2, 3), (3, 3), (2,)), padding="SAME"),
+    ConvCase("uneven-N-H-W", chunks=((2, 1), (9, 2, 7, 5), (4, 4, 4, 7), (3,)), padding="SAME",
+             strides=(3, 2), kernel=(5, 3)),
+    ConvCase("one-chunk", chunks=((3,), (23,), (19,), (3,)), padding="SAME", strides=2),
+]
+
+
+def _conv_inputs(case):
+    rng = _rng()
+    N, H, W, C = case.shape
+    x = rng.standard_normal(case.shape).astype(case.dtype)
+    chunks = case.chunks
+    if case.data_format == "NCHW":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        chunks = (chunks[0], chunks[3], chunks[1], chunks[2])
+    KH, KW = case.kernel
+    w = rng.standard_normal((KH, KW, C // case.groups, case.O)).astype(case.dtype)
+    b = rng.standard_normal(case.O).astype(case.dtype) if case.bias else None
+    return x, chunks, w, b
+
+
+@pytest.mark.parametrize("case", GRID + SPECIAL, ids=lambda c: c.id)
+def test_conv2d_equals_in_memory(client, case):
+    x, chunks, w, b = _conv_inputs(case)
+    kwargs = dict(strides=case.strides, padding=case.padding, data_format=case.data_format,
+                  dilations=case.dilations, groups=case.groups, bias=b)
+    ref = fastconv.conv2d(x, w, activation=case.activation, **kwargs)
+    lazy = fd.conv2d(da.from_array(x, chunks=chunks), w, activation=case.activation, **kwargs)
+    assert lazy.shape == ref.shape and lazy.dtype == ref.dtype
+    assert lazy.chunks[0] == chunks[0]  # the batch chunks are kept
+    got = lazy.compute()
+    assert_conv_equal(got, ref, x, w, **kwargs)
+
+
+def test_conv2d_chunk_plan_of_the_worked_example():
+    """H=23 in chunks (9, 2, 7, 5), KH=3, DH=2 (EK=5), SH=2, SAME: rechunked to (7, 4, 7, 5)."""
+    x = da.zeros((1, 23, 4, 1), chunks=((1,), (9, 2, 7, 5), (4,), (1,)), dtype=np.float32)
+    y = fd.conv2d(x, np.ones((3, 1, 1, 1), np.float32), strides=(2, 1), dilations=(2, 1),
+                  padding="SAME")
+    assert y.chunks[1] == (5, 2, 3, 2)
+    assert sum(y.chunks[1]) == 12
+
+
+# --------------------------------------------------------------------------- relu / pooling
+@dataclasses.dataclass(frozen=True)
+class PoolCase:
+    id: str
+    ksize: object = 2
+    strides: object = None
+    padding: object = "VALID"
+    chunks: tuple = ((3,), (9, 2, 7, 5), (8, 11), (3,))
+    dtype: type = np.float32
+    data_format: str = "NHWC"
+
+
+POOLS = [
+    PoolCase("2x2-valid-chunked-everywhere", chunks=((2, 1), (9, 2, 7, 5), (4, 4, 4, 7), (2, 1))),
+    PoolCase("3x3-s2-same", ksize=3, strides=2, padding="SAME"),
+    PoolCase("3x2-s3-same", ksize=(3, 2), strides=3, padding="SAME"),
+    PoolCase("3x3-s1-explicit", ksize=3, strides=1, padding=[[0, 0], [1, 2], [2, 0], [0, 0]]),
+    PoolCase("5x5-s2-chunks-below-halo", ksize=5, strides=2, padding="SAME",
+             chunks=((3,), (3,) * 7 + (2,), (1,) * 19, (3,))),
+    PoolCase("float64-nchw", ksize=3, strides=2, padding="SAME", dtype=np.float64,
+             data_format="NCHW", chunks=((3,), (2, 1), (9, 2, 7, 5), (8, 11))),
+]
+
+
+def _seam_input(dtype):
+    """Random values with NaN and -inf on the chunk seams (rows 8-9 and 10-11, column 3-4)."""
+    x = _rng(1).standard_normal((3, 23, 19, 3)).astype(dtype)
+    x[0, 8, 3, 0] = np.nan                # last row of a chunk
+    x[1, 9, 4, 1] = np.nan                # first row of the next
+    x[:, 10:12, 3:5, 2] = -np.inf         # a 2x2 block of -inf across a seam
+    x[2, 15:23, :, 0] = -np.inf           # whole windows of -inf at the bottom
+    return x
+
+
+@pytest.mark.parametrize("case", POOLS, ids=lambda c: c.id)
+def test_max_pool2d_equals_in_memory_bitwise(client, case):
+    x = _seam_input(case.dtype)
+    if case.data_format == "NCHW":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    ref = fastconv.max_pool2d(x, case.ksize, case.strides, case.padding, case.data_format)
+    lazy = fd.max_pool2d(da.from_array(x, chunks=case.chunks), case.ksize, case.strides,
+                         case.padding, case.data_format)
+    got = lazy.compute()
+    assert got.dtype == ref.dtype
+    np.testing.assert_array_equal(got, ref)   # NaN == NaN here, every other bit equal
+    assert np.isnan(ref).any() and np.isneginf(ref).any()
+
+
+def test_relu_bitwise_any_chunking_never_in_place(client):
+    x = _seam_input(np.float32)
+    xd = da.from_array(x, chunks=(2, 5, 7, 2))
+    got = fd.relu(xd).compute()
+    np.testing.assert_array_equal(got, fastconv.relu(x))
+    assert np.isnan(got).any() and not np.isneginf(got).any()
+    np.testing.assert_array_equal(xd.compute(), x)
+
+
+def test_conv_relu_pool_pipeline(client):
+    x = _rng(2).standard_normal((2, 40, 33, 3)).astype(np.float32)
+    w = _rng(3).standard_normal((3, 3, 3, 8)).astype(np.float32)
+    xd = da.from_array(x, chunks=(1, 11, 9, 3))
+    conv = fd.conv2d(xd, w, padding="SAME")
+    lazy = fd.max_pool2d(fd.relu(conv), 2, padding="SAME")
+    ref_conv = fastconv.conv2d(x, w, padding="SAME")
+    got_conv, got = dask.compute(conv, lazy)
+    assert_conv_equal(got_conv, ref_conv, x, w, padding="SAME")
+    # The pipeline's last step is exact: pool(relu(.)) of the cluster's convolution.
+    np.testing.assert_array_equal(got, fastconv.max_pool2d(fastconv.relu(got_conv), 2,
+                                                           padding="SAME"))
+
+
+# --------------------------------------------------------------------------- laziness, errors
+class _CountingSource:
+    """An array-like that counts the reads Dask makes of it."""
+
+    def __init__(self, arr):
+        self.arr, self.shape, self.dtype, self.ndim, self.reads = arr, arr.shape, arr.dtype, \
+            arr.ndim, 0
+
+    def __getitem__(self, index):
+        self.reads += 1
+        return self.arr[index]
+
+
+def test_building_the_graph_computes_nothing():
+    src = _CountingSource(_rng().standard_normal((2, 16, 16, 2)).astype(np.float32))
+    xd = da.from_array(src, chunks=(1, 8, 8, 2), meta=np.empty((0, 0, 0, 0), np.float32))
+    w = np.ones((3, 3, 2, 2), np.float32)
+    lazy = fd.max_pool2d(fd.relu(fd.conv2d(xd, w, strides=2, padding="SAME")), 2)
+    images = _CountingSource(_rng().random((4, 12, 12, 1), dtype=np.float32))
+    pred = fd.predict(_model(), da.from_array(images, chunks=(2, 12, 12, 1),
+                                              meta=np.empty((0, 0, 0, 0), np.float32)))
+    assert src.reads == 0 and images.reads == 0
+    with dask.config.set(scheduler="synchronous"):
+        lazy.compute()
+        pred.compute()
+    assert src.reads > 0 and images.reads > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorCase:
+    id: str
+    call: object          # builds the lazy result; must raise at once
+    exc: type
+    match: str
+
+
+_X = da.zeros((2, 12, 12, 4), chunks=(1, 6, 6, 4), dtype=np.float32)
+_W = np.ones((3, 3, 4, 2), np.float32)
+
+ERRORS = [
+    ErrorCase("channels-chunked-nhwc",
+              lambda: fd.conv2d(_X.rechunk({3: 2}), _W), ValueError, r"x\.rechunk\(\{3: -1\}\)"),
+    ErrorCase("channels-chunked-nchw",
+              lambda: fd.conv2d(_X.transpose(0, 3, 1, 2).rechunk({1: 2}), _W,
+                                data_format="NCHW"), ValueError, r"x\.rechunk\(\{1: -1\}\)"),
+    ErrorCase("integer-input", lambda: fd.conv2d(_X.astype(np.int32), _W), TypeError,
+              r"astype\(np\.float32\)"),
+    ErrorCase("bad-padding", lambda: fd.conv2d(_X, _W, padding="FULL"), ValueError,
+              "padding must be 'SAME', 'VALID'"),
+    ErrorCase("channel-mismatch", lambda: fd.conv2d(_X, np.ones((3, 3, 3, 2))), ValueError,
+              "channel mismatch"),
+    ErrorCase("valid-kernel-too-big", lambda: fd.conv2d(_X, np.ones((13, 3, 4, 1))),
+              ValueError, "larger than the padded input"),
+    ErrorCase("num-threads-zero", lambda: fd.conv2d(_X, _W, num_threads=0), ValueError,
+              "num_threads must not be 0"),
+    ErrorCase("no-rechunk-allowed",
+              lambda: fd.conv2d(_X.rechunk({1: (6, 1, 5)}), _W, allow_rechunk=False),
+              ValueError, r"allow_rechunk=True or rechunk first, e\.g\. x\.rechunk\(\{1: "),
+    ErrorCase("pool-window-in-padding",
+              lambda: fd.max_pool2d(_X, 2, 2, [[0, 0], [2, 0], [0, 0], [0, 0]]), ValueError,
+              "lie entirely in the padding"),
+    ErrorCase("relu-integer", lambda: fd.relu(_X.astype(np.int64)), TypeError, "float32"),
+    ErrorCase("predict-spatially-chunked",
+              lambda: fd.predict(_model(), da.zeros((4, 12, 12, 1), chunks=(2, 6, 12, 1))),
+              ValueError, r"x\.rechunk\(\{1: -1\}\)"),
+    ErrorCase("predict-wrong-shape",
+              lambda: fd.predict(_model(), da.zeros((4, 10, 12, 1), chunks=(2, 10, 12, 1))),
+              ValueError, "expects input of shape"),
+]
+
+
+@pytest.mark.parametrize("case", ERRORS, ids=lambda c: c.id)
+def test_errors_at_graph_build_time(case):
+    with pytest.raises(case.exc, match=case.match):
+        case.call()
+
+
+def test_in_memory_messages_are_reused():
+    """The error of a bad argument is the in-memory call's own message."""
+    with pytest.raises(ValueError) as in_memory:
+        fastconv.conv2d(np.zeros((2, 12, 12, 4), np.float32), _W, strides=[1, 2, 2, 2])
+    with pytest.raises(ValueError) as lazy:
+        fd.conv2d(_X, _W, strides=[1, 2, 2, 2])
+    assert str(lazy.value) == str(in_memory.value)
+
+
+# --------------------------------------------------------------------------- models
+def _model():
+    return Sequential([Conv2D(4, 3, activation="relu", input_shape=(12, 12, 1)),
+                       MaxPooling2D(2), Flatten(), Dense(5, activation="softmax")], seed=0)
+
+
+def test_used_sequential_pickles():
+    model = _model()
+    x = _rng(4).random((7, 12, 12, 1), dtype=np.float32)
+    ref = model.predict(x)                      # creates the per-thread buffers
+    assert "_local" in model.__dict__
+    copy = pickle.loads(pickle.dumps(model))
+    assert "_local" not in copy.__dict__
+    np.testing.assert_array_equal(copy.predict(x), ref)
+    np.testing.assert_array_equal(model.predict(x), ref)  # the original still works
+
+
+@pytest.mark.parametrize("chunks", [(32, 32, 16), (13, 30, 37)], ids=["batch-aligned", "uneven"])
+def test_predict_on_the_cluster_with_a_used_model(client, chunks):
+    model = _model()
+    x = _rng(5).random((80, 12, 12, 1), dtype=np.float32)
+    ref = model.predict(x, batch_size=16)
+    lazy = fd.predict(model, da.from_array(x, chunks=(chunks, 12, 12, 1)), batch_size=16)
+    assert lazy.shape == ref.shape and lazy.chunks == (chunks, (5,))
+    got = lazy.compute()
+    # Softmax outputs in [0, 1]: a Dense GEMM over a different number of rows may round
+    # differently in the last bit of float32, nothing more.
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- threads
+def test_one_thread_per_dask_task_by_default(client):
+    """Inside a worker's task fastconv's default is one thread; outside, every core."""
+    def default_threads():
+        return fastconv.get_num_threads()
+
+    assert client.submit(default_threads, pure=False).result() == 1
+    assert not fastconv._threads._in_dask_task()
+
+
+# --------------------------------------------------------------------------- faults
+def test_worker_killed_holding_intermediates(client):
+    """SIGKILL a worker holding persisted convolution blocks: the pipeline still completes."""
+    x = _rng(6).standard_normal((2, 48, 40, 2)).astype(np.float32)
+    w = _rng(7).standard_normal((3, 3, 2, 4)).astype(np.float32)
+    conv = fd.conv2d(da.from_array(x, chunks=(1, 12, 10, 2)), w, strides=2, padding="SAME")
+    conv = client.persist(conv)
+    distributed.wait(conv)
+    holders = {addr for addrs in client.who_has(conv).values() for addr in addrs}
+    victim = sorted(holders)[0]
+    pid = client.run(os.getpid, workers=[victim])[victim]
+    os.kill(pid, signal.SIGKILL)
+    lazy = fd.max_pool2d(fd.relu(conv), 3, 2, "SAME")
+    got_conv, got = client.compute([conv, lazy], sync=True)
+    assert_conv_equal(got_conv, fastconv.conv2d(x, w, 2, "SAME"), x, w, strides=2,
+                      padding="SAME")
+    np.testing.assert_array_equal(got, fastconv.max_pool2d(fastconv.relu(got_conv), 3, 2,
+                                                           "SAME"))
+    assert victim not in client.scheduler_info()["workers"] or \
+        client.run(os.getpid).get(victim) != pid
+    client.wait_for_workers(2, timeout=60)
+
+
+# --------------------------------------------------------------------------- on disk
+def test_zarr_to_zarr_pipeline_spot_checked_tiles(client, tmp_path):
+    """conv -> relu -> pool streamed from a zarr store into a zarr store on the cluster.
+
+    The input is written block by block by the workers and never held whole
+    by any process; spot-checked output tiles equal the in-memory pipeline on
+    the same tile of the input (output rows ``[a, b)`` read input rows
+    ``[2a, 2b + 2)`` for a 2x2 pool of a VALID 3x3 convolution).
+    """
+    zarr = pytest.importorskip("zarr")
+    H, W, chunk = 768, 640, 96
+    src, dst = str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr")
+    w = _rng(8).standard_normal((3, 3, 1, 2)).astype(np.float32)
+    b = np.array([0.1, -0.1], np.float32)
+    image = da.random.default_rng(9).standard_normal((1, H, W, 1), chunks=(1, chunk, chunk, 1),
+                                                    dtype=np.float32)
+    image.to_zarr(src)
+    out = fd.max_pool2d(fd.conv2d(da.from_zarr(src), w, padding="VALID", bias=b,
+                                  activation="relu"), 2)
+    out.to_zarr(dst)
+    stored_in, stored_out = zarr.open_array(src, mode="r"), zarr.open_array(dst, mode="r")
+    assert stored_out.shape == (1, (H - 2) // 2, (W - 2) // 2, 2)
+    for a, bb, c0, c1 in [(0, 40, 0, 40), (40, 70, 45, 60), (350, 383, 300, 319)]:
+        tile = np.asarray(stored_in[:, 2 * a:2 * bb + 2, 2 * c0:2 * c1 + 2, :])
+        ref = fastconv.max_pool2d(fastconv.conv2d(tile, w, padding="VALID", bias=b,
+                                                  activation="relu"), 2)
+        got = np.asarray(stored_out[:, a:bb, c0:c1, :])
+        # relu and max are 1-Lipschitz, so the convolution's bound carries over (pooled).
+        bound = _conv_bound(tile, w, strides=1, padding="VALID", data_format="NHWC",
+                            dilations=1, groups=1, bias=b, dtype=np.float32)
+        assert (np.abs(got - ref) <= fastconv.max_pool2d(bound, 2)).all()
