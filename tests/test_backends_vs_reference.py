@@ -12,75 +12,43 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from conftest import FAST_BACKENDS, assert_close
-
-DTYPES = [np.float32, np.float64]
-
-# (N, H, W, C, KH, KW, O, strides, dilations, padding, groups)
-GRID = [
-    (1, 1, 1, 1, 1, 1, 1, 1, 1, "VALID", 1),
-    (1, 6, 6, 1, 3, 3, 1, 1, 1, "SAME", 1),
-    (3, 7, 8, 3, 3, 2, 5, 2, 1, "SAME", 1),
-    (2, 8, 7, 2, 2, 3, 17, (2, 1), 1, "SAME", 1),
-    (1, 13, 11, 4, 5, 5, 33, 1, 1, "SAME", 1),
-    (2, 9, 10, 19, 3, 3, 16, 1, 2, "SAME", 1),
-    (1, 12, 12, 8, 3, 3, 24, 2, 2, "VALID", 1),
-    (2, 6, 6, 8, 3, 3, 12, 1, 1, "SAME", 4),
-    (2, 10, 9, 16, 3, 3, 16, 1, 1, "SAME", 16),
-    (1, 7, 7, 5, 3, 3, 10, 2, 1, "SAME", 5),
-    (1, 6, 7, 3, 1, 5, 2, (1, 2), 1, [[0, 0], [1, 2], [3, 0], [0, 0]], 1),
-    (2, 5, 5, 7, 5, 5, 9, 1, 1, "VALID", 1),
-    (1, 4, 4, 2, 3, 3, 3, 1, 1, [[0, 0], [4, 4], [4, 4], [0, 0]], 1),
-    (2, 14, 15, 64, 1, 1, 40, 1, 1, "SAME", 1),
-    (1, 9, 9, 3, 7, 7, 64, 2, 1, "SAME", 1),
-]
-
-
-def _data(rng, case, dtype):
-    N, H, W, C, KH, KW, O, s, d, p, g = case
-    x = rng.standard_normal((N, H, W, C)).astype(dtype)
-    w = rng.standard_normal((KH, KW, C // g, O)).astype(dtype)
-    b = rng.standard_normal(O).astype(dtype)
-    return x, w, b
-
+from cases import CONV, CONV_CASES, DTYPES, POOL_CASES, assert_close, params
+from conftest import FAST_BACKENDS
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", GRID)
+@pytest.mark.parametrize("case", params(CONV_CASES))
 @pytest.mark.parametrize("algorithm", ["auto", "direct", "im2col"])
 def test_conv2d_grid(fast_backend, rng, case, dtype, algorithm):
-    x, w, b = _data(rng, case, dtype)
-    N, H, W, C, KH, KW, O, s, d, p, g = case
-    scale = np.sqrt(KH * KW * C)
+    x, w, b = case.data(rng, dtype)
     for bias, act in ((None, None), (b, "relu")):
-        expected = fastconv.conv2d(x, w, s, p, dilations=d, groups=g, bias=bias,
-                                   activation=act, backend="numpy")
-        got = fastconv.conv2d(x, w, s, p, dilations=d, groups=g, bias=bias, activation=act,
-                              backend=fast_backend, algorithm=algorithm)
+        expected = fastconv.conv2d(x, w, bias=bias, activation=act, backend="numpy",
+                                   **case.kwargs())
+        got = fastconv.conv2d(x, w, bias=bias, activation=act, backend=fast_backend,
+                              algorithm=algorithm, **case.kwargs())
         assert got.dtype == dtype
-        assert_close(got, expected, dtype, scale)
+        assert_close(got, expected, dtype, case.scale)
 
 
-@pytest.mark.parametrize("case", GRID[2:5] + GRID[7:9])
+@pytest.mark.parametrize("case", params(CONV[i] for i in (
+    "k3x2_s2_same", "k2x3_s2x1_o17", "k5_o33_same", "groups4", "depthwise16", "k1x5_explicit")))
 def test_conv2d_nchw_and_out(fast_backend, rng, case):
-    x, w, b = _data(rng, case, np.float32)
-    N, H, W, C, KH, KW, O, s, d, p, g = case
-    if not isinstance(p, str):
-        p = [p[0], p[3], p[1], p[2]]
+    x, w, b = case.data(rng, np.float32)
     x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    s, d, p, g = case.strides, case.dilations, case.nchw_padding(), case.groups
     expected = fastconv.conv2d(x_nchw, w, s, p, "NCHW", d, groups=g, bias=b, backend="numpy")
     out = np.full(expected.shape, np.nan, np.float32)
     got = fastconv.conv2d(x_nchw, w, s, p, "NCHW", d, groups=g, bias=b, out=out,
                           backend=fast_backend)
     assert got is out
-    assert_close(out, expected, np.float32, np.sqrt(KH * KW * C))
+    assert_close(out, expected, np.float32, case.scale)
 
 
-@pytest.mark.parametrize("case", [GRID[2], GRID[5], GRID[8], GRID[13]])
+@pytest.mark.parametrize("case", params(CONV[i] for i in (
+    "k3x2_s2_same", "c19_dilated", "depthwise16", "k1_c64")))
 def test_conv2d_identical_for_any_thread_count(fast_backend, rng, case):
-    x, w, b = _data(rng, case, np.float32)
-    N, H, W, C, KH, KW, O, s, d, p, g = case
-    results = [fastconv.conv2d(x, w, s, p, dilations=d, groups=g, bias=b, activation="relu",
-                               backend=fast_backend, num_threads=n) for n in (1, 2, 3)]
+    x, w, b = case.data(rng, np.float32)
+    results = [fastconv.conv2d(x, w, bias=b, activation="relu", backend=fast_backend,
+                               num_threads=n, **case.kwargs()) for n in (1, 2, 3)]
     for r in results[1:]:
         np.testing.assert_array_equal(r, results[0])
 
@@ -114,24 +82,11 @@ def test_relu(fast_backend, rng, dtype, shape):
     np.testing.assert_array_equal(strided, expected[..., ::2])
 
 
-# (N, H, W, C, ksize, strides, padding)
-POOL_GRID = [
-    (1, 1, 1, 1, 1, None, "VALID"),
-    (2, 8, 8, 3, 2, None, "VALID"),
-    (2, 26, 26, 64, 2, 2, "VALID"),
-    (1, 7, 9, 17, 3, 2, "SAME"),
-    (2, 6, 5, 4, (2, 3), (1, 2), "SAME"),
-    (1, 9, 9, 1, 3, 3, "VALID"),
-    (2, 7, 7, 33, 2, 2, [[0, 0], [1, 0], [0, 1], [0, 0]]),
-    (1, 11, 10, 5, 4, 3, "SAME"),
-]
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", POOL_GRID)
+@pytest.mark.parametrize("case", params(POOL_CASES))
 def test_max_pool2d_grid(fast_backend, rng, case, dtype):
-    N, H, W, C, k, s, p = case
-    x = rng.standard_normal((N, H, W, C)).astype(dtype) - 5
+    x = case.data(rng, dtype) - 5
+    k, s, p = case.ksize, case.strides, case.padding
     expected = fastconv.max_pool2d(x, k, s, p, backend="numpy")
     for n in (1, 2, 3):
         got = fastconv.max_pool2d(x, k, s, p, backend=fast_backend, num_threads=n)
@@ -152,12 +107,14 @@ def test_max_pool2d_nan_and_inf(fast_backend, rng, dtype):
         assert np.isnan(got).any() and np.isneginf(got).any() == np.isneginf(expected).any()
 
 
-@pytest.mark.parametrize("case", GRID[1:4] + GRID[10:13])
+@pytest.mark.parametrize("case", params(CONV[i] for i in (
+    "c1_o1_same", "k3x2_s2_same", "k2x3_s2x1_o17", "k1x5_explicit", "k5_valid",
+    "pad_beyond_input")))
 def test_im2col(fast_backend, rng, case):
-    x, w, _ = _data(rng, case, np.float64)
-    N, H, W, C, KH, KW, O, s, d, p, g = case
-    expected = fastconv.im2col(x, (KH, KW), s, p, d, backend="numpy")
-    got = fastconv.im2col(x, (KH, KW), s, p, d, backend=fast_backend)
+    x, _, _ = case.data(rng, np.float64)
+    k, s, p, d = (case.KH, case.KW), case.strides, case.padding, case.dilations
+    expected = fastconv.im2col(x, k, s, p, d, backend="numpy")
+    got = fastconv.im2col(x, k, s, p, d, backend=fast_backend)
     np.testing.assert_array_equal(got, expected)
 
 

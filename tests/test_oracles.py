@@ -5,51 +5,42 @@ import pytest
 import fastconv
 import fastconv.functional as F
 import fastconv.nn as nn
-from conftest import assert_close
+from cases import (DTYPES, ConvCase, PoolCase, TorchConvCase, TorchPoolCase, assert_close,
+                   params)
 
 pytestmark = pytest.mark.oracle
 
-# (N, H, W, C, KH, KW, O, strides, dilations, padding, groups)
 CONV_CASES = [
-    (1, 5, 5, 1, 3, 3, 1, 1, 1, "SAME", 1),                       # N=1, C=1
-    (2, 7, 8, 3, 3, 2, 5, 2, 1, "SAME", 1),                       # non-square kernel, stride 2, odd/even
-    (2, 8, 7, 4, 2, 3, 6, [2, 1], 1, "VALID", 1),                 # asymmetric strides
-    (1, 9, 10, 2, 3, 3, 4, 1, 2, "SAME", 1),                      # dilation
-    (2, 9, 9, 3, 3, 3, 4, 2, 2, "VALID", 1),                      # dilation and stride
-    (2, 6, 6, 4, 3, 3, 6, 1, 1, "SAME", 2),                       # groups
-    (1, 6, 7, 3, 1, 5, 2, [1, 2], 1, [[0, 0], [1, 2], [3, 0], [0, 0]], 1),  # explicit padding
-    (2, 10, 10, 6, 3, 3, 6, 1, 1, "SAME", 6),                     # depthwise
-    (1, 11, 11, 17, 5, 5, 19, 3, 1, "SAME", 1),                   # 5x5, stride 3, odd channels
+    ConvCase("n1_c1", 1, 5, 5, 1, 3, 3, 1, padding="SAME"),
+    ConvCase("k3x2_s2_same", 2, 7, 8, 3, 3, 2, 5, strides=2, padding="SAME"),
+    ConvCase("s2x1_valid", 2, 8, 7, 4, 2, 3, 6, strides=[2, 1]),
+    ConvCase("dilated_same", 1, 9, 10, 2, 3, 3, 4, dilations=2, padding="SAME"),
+    ConvCase("dilated_s2_valid", 2, 9, 9, 3, 3, 3, 4, strides=2, dilations=2),
+    ConvCase("groups2", 2, 6, 6, 4, 3, 3, 6, padding="SAME", groups=2),
+    ConvCase("k1x5_explicit", 1, 6, 7, 3, 1, 5, 2, strides=[1, 2],
+             padding=[[0, 0], [1, 2], [3, 0], [0, 0]]),
+    ConvCase("depthwise", 2, 10, 10, 6, 3, 3, 6, padding="SAME", groups=6),
+    ConvCase("k5_s3_c17", 1, 11, 11, 17, 5, 5, 19, strides=3, padding="SAME"),
 ]
-DTYPES = [np.float32, np.float64]
-
-
-def _conv_data(rng, case, dtype):
-    N, H, W, C, KH, KW, O, s, d, p, g = case
-    x = rng.standard_normal((N, H, W, C)).astype(dtype)
-    w = rng.standard_normal((KH, KW, C // g, O)).astype(dtype)
-    return x, w
-
-
-def _scale(case):
-    return np.sqrt(case[4] * case[5] * case[3])
+ORACLE_CONV = {case.id: case for case in CONV_CASES}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("case", params(CONV_CASES))
 def test_conv2d_matches_tensorflow(tf, backend, rng, case, dtype):
-    x, w = _conv_data(rng, case, dtype)
-    _, _, _, C, KH, KW, O, s, d, p, g = case
+    x, w, _ = case.data(rng, dtype)
+    s, d, p = case.strides, case.dilations, case.padding
     expected = tf.nn.conv2d(x, w, s, p, dilations=d).numpy()
-    got = fastconv.conv2d(x, w, s, p, dilations=d, groups=g, backend=backend)
+    got = fastconv.conv2d(x, w, backend=backend, **case.kwargs())
     assert got.dtype == dtype and got.shape == expected.shape
-    assert_close(got, expected, dtype, _scale(case))
+    assert_close(got, expected, dtype, case.scale)
 
 
-@pytest.mark.parametrize("case", CONV_CASES[:4] + CONV_CASES[5:6])
+@pytest.mark.parametrize("case", params(ORACLE_CONV[i] for i in (
+    "n1_c1", "k3x2_s2_same", "s2x1_valid", "dilated_same", "groups2")))
 def test_conv2d_nchw_matches_tensorflow(tf, backend, rng, case):
-    x, w = _conv_data(rng, case, np.float32)
-    _, _, _, C, KH, KW, O, s, d, p, g = case
+    x, w, _ = case.data(rng, np.float32)
+    s, d, p, g = case.strides, case.dilations, case.padding, case.groups
     x_nchw = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     strides = [1, 1, s, s] if np.ndim(s) == 0 else [1, 1, *s]
     # TensorFlow's CPU Conv2D accepts NCHW only on its oneDNN path (AVX-512-class
@@ -58,17 +49,16 @@ def test_conv2d_nchw_matches_tensorflow(tf, backend, rng, case):
     expected = tf.nn.conv2d(x, w, s, p, dilations=d).numpy().transpose(0, 3, 1, 2)
     got = fastconv.conv2d(x_nchw, w, strides, p, data_format="NCHW", dilations=d, groups=g,
                           backend=backend)
-    assert_close(got, expected, np.float32, _scale(case))
+    assert_close(got, expected, np.float32, case.scale)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv2d_bias_relu_matches_tensorflow(tf, backend, rng, dtype):
-    case = CONV_CASES[1]
-    x, w = _conv_data(rng, case, dtype)
-    b = rng.standard_normal(w.shape[3]).astype(dtype)
+    case = ORACLE_CONV["k3x2_s2_same"]
+    x, w, b = case.data(rng, dtype)
     expected = tf.nn.relu(tf.nn.bias_add(tf.nn.conv2d(x, w, 2, "SAME"), b)).numpy()
     got = fastconv.conv2d(x, w, 2, "SAME", bias=b, activation="relu", backend=backend)
-    assert_close(got, expected, dtype, _scale(case))
+    assert_close(got, expected, dtype, case.scale)
 
 
 def test_lesson_pipeline_matches_tensorflow(tf, rng):
@@ -122,23 +112,22 @@ def test_relu_matches_tensorflow_and_torch(tf, torch, backend, dtype):
     assert got[0] == 0 and np.isnan(got[-1])
 
 
-# (N, H, W, C, ksize, strides, padding)
 POOL_CASES = [
-    (2, 8, 8, 3, 2, None, "VALID"),
-    (1, 7, 9, 2, 3, 2, "SAME"),          # asymmetric SAME padding, odd sizes
-    (2, 6, 5, 4, [2, 3], [1, 2], "SAME"),
-    (1, 9, 9, 1, 3, 3, "VALID"),
-    (2, 7, 7, 3, 2, 2, [[0, 0], [1, 0], [0, 1], [0, 0]]),
+    PoolCase("k2_tiling", 2, 8, 8, 3, 2),
+    PoolCase("k3_s2_same_odd", 1, 7, 9, 2, 3, 2, "SAME"),   # asymmetric SAME padding
+    PoolCase("k2x3_s1x2_same", 2, 6, 5, 4, [2, 3], [1, 2], "SAME"),
+    PoolCase("k3_c1", 1, 9, 9, 1, 3, 3),
+    PoolCase("explicit", 2, 7, 7, 3, 2, 2, [[0, 0], [1, 0], [0, 1], [0, 0]]),
 ]
 
 
 # TensorFlow 2.21's CPU max pool sometimes rounds float64 results through float32,
 # so float64 pooling is judged by PyTorch (test_functional_max_pool2d_matches_torch).
 @pytest.mark.parametrize("dtype", [np.float32])
-@pytest.mark.parametrize("case", POOL_CASES)
+@pytest.mark.parametrize("case", params(POOL_CASES))
 def test_max_pool2d_matches_tensorflow(tf, backend, rng, case, dtype):
-    N, H, W, C, k, s, p = case
-    x = rng.standard_normal((N, H, W, C)).astype(dtype) - 3  # negatives: padding must lose
+    k, s, p = case.ksize, case.strides, case.padding
+    x = case.data(rng, dtype) - 3  # negatives: padding must lose
     expected = tf.nn.max_pool2d(x, k, k if s is None else s, p).numpy()
     got = fastconv.max_pool2d(x, k, s, p, backend=backend)
     np.testing.assert_array_equal(got, expected)
@@ -158,50 +147,46 @@ def test_max_pool2d_nan_propagates_like_torch_not_tf(tf, torch, backend):
     assert not np.isnan(tf.nn.max_pool2d(x, 2, 2, "VALID").numpy()).any()  # TF drops NaN
 
 
-# torch conv: (N, C, H, W, O, KH, KW, stride, padding, dilation, groups)
 TORCH_CONV_CASES = [
-    (1, 1, 5, 5, 1, 3, 3, 1, 0, 1, 1),
-    (2, 3, 9, 8, 4, 3, 2, 2, 1, 1, 1),
-    (2, 4, 8, 9, 6, 3, 3, (2, 1), (1, 2), (1, 2), 2),
-    (1, 3, 7, 7, 6, 2, 4, 1, "same", 2, 3),
-    (2, 2, 6, 7, 3, 3, 3, 1, "valid", 1, 1),
-    (2, 4, 10, 10, 4, 3, 3, 1, "same", 1, 4),
+    TorchConvCase("n1_c1", 1, 1, 5, 5, 1, 3, 3),
+    TorchConvCase("k3x2_s2_p1", 2, 3, 9, 8, 4, 3, 2, 2, 1),
+    TorchConvCase("s2x1_p1x2_d1x2_g2", 2, 4, 8, 9, 6, 3, 3, (2, 1), (1, 2), (1, 2), 2),
+    TorchConvCase("k2x4_same_d2_g3", 1, 3, 7, 7, 6, 2, 4, 1, "same", 2, 3),
+    TorchConvCase("valid", 2, 2, 6, 7, 3, 3, 3, 1, "valid"),
+    TorchConvCase("depthwise_same", 2, 4, 10, 10, 4, 3, 3, 1, "same", 1, 4),
 ]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", TORCH_CONV_CASES)
+@pytest.mark.parametrize("case", params(TORCH_CONV_CASES))
 def test_functional_conv2d_matches_torch(torch, backend, rng, case, dtype):
-    N, C, H, W, O, KH, KW, s, p, d, g = case
-    x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    w = rng.standard_normal((O, C // g, KH, KW)).astype(dtype)
-    b = rng.standard_normal(O).astype(dtype)
+    s, p, d, g = case.stride, case.padding, case.dilation, case.groups
+    x, w, b = case.data(rng, dtype)
     expected = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w),
                                           torch.from_numpy(b), s, p, d, g).numpy()
     with fastconv.use_backend(backend):
         got = F.conv2d(x, w, b, s, p, d, g)
         unbatched = F.conv2d(x[0], w, b, s, p, d, g)
     assert got.shape == expected.shape and got.dtype == dtype
-    assert_close(got, expected, dtype, np.sqrt(KH * KW * C))
-    assert_close(unbatched, expected[0], dtype, np.sqrt(KH * KW * C))
+    assert_close(got, expected, dtype, case.scale)
+    assert_close(unbatched, expected[0], dtype, case.scale)
 
 
-# torch pool: (N, C, H, W, kernel, stride, padding, dilation, ceil_mode)
 TORCH_POOL_CASES = [
-    (2, 3, 8, 8, 2, None, 0, 1, False),
-    (2, 3, 9, 10, 3, 2, 1, 1, True),
-    (1, 2, 7, 7, 2, 2, 0, 1, True),
-    (1, 2, 11, 8, (3, 2), (2, 3), (1, 1), 2, False),
-    (2, 1, 5, 5, 3, 2, 1, 1, True),
-    (1, 2, 10, 9, 4, 3, 2, 1, True),
+    TorchPoolCase("k2_tiling", 2, 3, 8, 8, 2),
+    TorchPoolCase("k3_s2_p1_ceil", 2, 3, 9, 10, 3, 2, 1, 1, True),
+    TorchPoolCase("k2_ceil_odd", 1, 2, 7, 7, 2, 2, 0, 1, True),
+    TorchPoolCase("k3x2_s2x3_d2", 1, 2, 11, 8, (3, 2), (2, 3), (1, 1), 2),
+    TorchPoolCase("c1_p1_ceil", 2, 1, 5, 5, 3, 2, 1, 1, True),
+    TorchPoolCase("k4_s3_p2_ceil", 1, 2, 10, 9, 4, 3, 2, 1, True),
 ]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", TORCH_POOL_CASES)
+@pytest.mark.parametrize("case", params(TORCH_POOL_CASES))
 def test_functional_max_pool2d_matches_torch(torch, backend, rng, case, dtype):
-    N, C, H, W, k, s, p, d, ceil = case
-    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    k, s, p, d, ceil = case.kernel_size, case.stride, case.padding, case.dilation, case.ceil_mode
+    x = rng.standard_normal((case.N, case.C, case.H, case.W)).astype(dtype)
     ev, ei = torch.nn.functional.max_pool2d(torch.from_numpy(x), k, s, p, d, ceil, True)
     with fastconv.use_backend(backend):
         gv, gi = F.max_pool2d(x, k, s, p, d, ceil, return_indices=True)
