@@ -41,6 +41,7 @@ import numpy as np
 
 from . import _backends
 from ._backends import reference as _reference
+from ._ops import conv_geometry
 from ._shapes import check_pool_windows, nhwc_dims, resolve_window
 from ._threads import resolve_num_threads, single_threaded_blas
 from ._validation import (as_float_array, cast_operand, check_activation, check_data_format,
@@ -81,32 +82,6 @@ def _shape4(value, name, data_format):
     if min(shape) < 1:
         raise ValueError(f"{name} must have positive entries; got {list(shape)}.")
     return nhwc_dims(shape, data_format)
-
-
-def conv_geometry(nhwc, w_shape, strides, padding, data_format, dilations, groups,
-                  filters_name="filters"):
-    """Check a convolution's shapes; return ``((SH, SW), (DH, DW), Window)``.
-
-    ``nhwc`` is the input's ``(N, H, W, C)``, ``w_shape`` the HWIO filters' shape.
-    """
-    N, H, W, C = nhwc
-    KH, KW, Cg, O = w_shape = tuple(w_shape)
-    if min(KH, KW, Cg, O) < 1:
-        raise ValueError(f"{filters_name} must have non-zero dimensions; got shape {w_shape}.")
-    if Cg * groups != C:
-        raise ValueError(
-            f"channel mismatch: input has C_in={C} channels, so {filters_name}.shape[2] must be "
-            f"C_in / groups = {C}/{groups}; got {filters_name} of shape {w_shape} "
-            f"({filters_name}.shape[2]={Cg}).")
-    if O % groups:
-        raise ValueError(f"C_out={O} ({filters_name}.shape[3]) must be divisible by "
-                         f"groups={groups}.")
-    if H < 1 or W < 1:
-        raise ValueError(f"input height and width must be >= 1; got {H}x{W}.")
-    SH, SW = spatial_pair(strides, "strides", data_format)
-    DH, DW = spatial_pair(dilations, "dilations", data_format)
-    win = resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding, data_format)
-    return (SH, SW), (DH, DW), win
 
 
 def _check_grad_output(dy, expected_nhwc, data_format, name="grad_output"):

@@ -47,6 +47,31 @@ def _finish(result, target, data_format):
     return result
 
 
+def conv_geometry(nhwc, w_shape, strides, padding, data_format, dilations, groups,
+                  filters_name="filters"):
+    """Check a convolution's shapes; return ``((SH, SW), (DH, DW), Window)``.
+
+    ``nhwc`` is the input's ``(N, H, W, C)``, ``w_shape`` the HWIO filters'
+    shape; shared by the forward op and its gradients.
+    """
+    N, H, W, C = nhwc
+    KH, KW, Cg, O = w_shape = tuple(w_shape)
+    if min(KH, KW, Cg, O) < 1:
+        raise ValueError(f"{filters_name} must have non-zero dimensions; got shape {w_shape}.")
+    if Cg * groups != C:
+        raise ValueError(
+            f"channel mismatch: input has C_in={C} channels, so {filters_name}.shape[2] must be "
+            f"C_in / groups = {C}/{groups}; got {filters_name} of shape {w_shape} "
+            f"({filters_name}.shape[2]={Cg}).")
+    if O % groups:
+        raise ValueError(f"C_out={O} ({filters_name}.shape[3]) must be divisible by "
+                         f"groups={groups}.")
+    _check_spatial(H, W)
+    SH, SW = spatial_pair(strides, "strides", data_format)
+    DH, DW = spatial_pair(dilations, "dilations", data_format)
+    return (SH, SW), (DH, DW), resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding, data_format)
+
+
 def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilations=1, *,
            groups=1, bias=None, activation=None, out=None, backend=None, num_threads=None,
            algorithm="auto"):
@@ -107,20 +132,9 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
     check_ndim(w, 4, "filters", "HWIO: [KH, KW, C_in / groups, C_out]")
     groups = positive_int(groups, "groups")
     N, H, W, C = nhwc_dims(x.shape, data_format)
-    KH, KW, Cg, O = w.shape
-    if min(KH, KW, Cg, O) < 1:
-        raise ValueError(f"filters must have non-zero dimensions; got shape {w.shape}.")
-    if Cg * groups != C:
-        raise ValueError(
-            f"channel mismatch: input has C_in={C} channels, so filters.shape[2] must be "
-            f"C_in / groups = {C}/{groups}; got filters of shape {w.shape} "
-            f"(filters.shape[2]={Cg}).")
-    if O % groups:
-        raise ValueError(f"C_out={O} (filters.shape[3]) must be divisible by groups={groups}.")
-    _check_spatial(H, W)
-    SH, SW = spatial_pair(strides, "strides", data_format)
-    DH, DW = spatial_pair(dilations, "dilations", data_format)
-    win = resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding, data_format)
+    O = w.shape[3]
+    (SH, SW), (DH, DW), win = conv_geometry((N, H, W, C), w.shape, strides, padding,
+                                            data_format, dilations, groups)
     b = None
     if bias is not None:
         b = cast_operand(bias, "bias", x.dtype)
