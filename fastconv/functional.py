@@ -16,12 +16,15 @@ thread count.
 """
 import numpy as np
 
-from . import _ops
+import sys
+
+from . import _backward, _functional_grad as grad, _ops
 from ._backends import reference as _reference
 from ._shapes import Window
 from ._validation import as_float_array, cast_operand, positive_int
 
-__all__ = ["conv2d", "relu", "max_pool2d"]
+__all__ = ["conv2d", "relu", "max_pool2d", "conv_transpose2d", "grad"]
+sys.modules[__name__ + ".grad"] = grad    # ``import fastconv.functional.grad`` as torch.nn.grad
 
 
 def _pair(value, name, minimum=1):
@@ -53,6 +56,24 @@ def _batched(x, name="input"):
     raise ValueError(f"{name} must be 3-D (C, H, W) or 4-D (N, C, H, W); got shape {x.shape}.")
 
 
+def _conv_pads(padding, strides, ksize, dilations):
+    """PyTorch's convolution padding as ``[[top, bottom], [left, right]]``."""
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            return [[0, 0], [0, 0]]
+        if mode == "same":
+            if tuple(strides) != (1, 1):
+                raise ValueError("padding='same' is not supported for strided convolutions "
+                                 f"(stride={tuple(strides)!r}); use an explicit padding.")
+            totals = [d * (k - 1) for k, d in zip(ksize, dilations)]
+            return [[t // 2, t - t // 2] for t in totals]
+        raise ValueError(f"padding must be 'valid', 'same', an int or a tuple of 2 ints; "
+                         f"got {padding!r}.")
+    PH, PW = _pair(padding, "padding", minimum=0)
+    return [[PH, PH], [PW, PW]]
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """``torch.nn.functional.conv2d``: cross-correlation of NCHW input with OIHW weights.
 
@@ -75,24 +96,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     SH, SW = _pair(stride, "stride")
     DH, DW = _pair(dilation, "dilation")
     O, Cg, KH, KW = w.shape
-    if isinstance(padding, str):
-        mode = padding.lower()
-        if mode == "valid":
-            pads = [[0, 0], [0, 0]]
-        elif mode == "same":
-            if (SH, SW) != (1, 1):
-                raise ValueError("padding='same' is not supported for strided convolutions "
-                                 f"(stride={stride!r}); use an explicit padding.")
-            pads = []
-            for k, d in ((KH, DH), (KW, DW)):
-                total = d * (k - 1)
-                pads.append([total // 2, total - total // 2])
-        else:
-            raise ValueError(f"padding must be 'valid', 'same', an int or a tuple of 2 ints; "
-                             f"got {padding!r}.")
-    else:
-        PH, PW = _pair(padding, "padding", minimum=0)
-        pads = [[PH, PH], [PW, PW]]
+    pads = _conv_pads(padding, (SH, SW), (KH, KW), (DH, DW))
     y = _ops.conv2d(x, w.transpose(2, 3, 1, 0), (SH, SW), [[0, 0], [0, 0], *pads], "NCHW",
                     (DH, DW), groups=groups, bias=bias)
     return y[0] if squeeze else y
@@ -154,4 +158,48 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         idx = _reference.max_pool2d_argmax(x_nhwc, (OH, OW), (KH, KW), (SH, SW), (DH, DW),
                                            (top, left)).transpose(0, 3, 1, 2)
         return (y[0], idx[0]) if squeeze else (y, idx)
+    return y[0] if squeeze else y
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """``torch.nn.functional.conv_transpose2d``: the adjoint of :func:`conv2d` (NCHW).
+
+    ``weight`` is ``(C_in, C_out / groups, KH, KW)``.  Each ``input[n, i, h, w]``
+    times ``weight[i, c, kh, kw]`` is added to output pixel
+    ``(h*SH + kh*DH - PH, w*SW + kw*DW - PW)`` of channel ``g * C_out/groups + c``;
+    the output has ``(H_in - 1)*SH - 2*PH + DH*(KH - 1) + output_padding + 1``
+    rows (likewise columns).  ``output_padding`` (smaller than the stride or
+    the dilation) adds rows at the bottom/right.
+    """
+    x, squeeze = _batched(as_float_array(input, "input"))
+    w = cast_operand(weight, "weight", x.dtype)
+    if w.ndim != 4:
+        raise ValueError(f"weight must be 4-D (C_in, C_out / groups, KH, KW); got shape "
+                         f"{w.shape}.")
+    groups = positive_int(groups, "groups")
+    strides, dilations = _pair(stride, "stride"), _pair(dilation, "dilation")
+    pads, extra = _pair(padding, "padding", minimum=0), _pair(output_padding, "output_padding", 0)
+    N, C_in, H_in, W_in = x.shape
+    I, Og, KH, KW = w.shape
+    if I != C_in or C_in % groups:
+        raise ValueError(f"weight.shape[0]={I} must equal the input's C_in={C_in}, a multiple "
+                         f"of groups={groups}.")
+    size = []
+    for n, s, p, d, k, e, axis in zip((H_in, W_in), strides, pads, dilations, (KH, KW), extra,
+                                      ("height", "width")):
+        if e >= max(s, d):
+            raise ValueError(f"output_padding ({e}) must be smaller than either stride ({s}) "
+                             f"or dilation ({d}) along {axis}.")
+        size.append((n - 1) * s - 2 * p + d * (k - 1) + e + 1)
+    if min(size) < 1:
+        raise ValueError(f"the output would be {size[0]}x{size[1]}: padding {pads} is too "
+                         f"large for this input, kernel and stride.")
+    y = _backward.transposed_conv(x, w.transpose(2, 3, 1, 0), (N, *size, Og * groups), strides,
+                                  dilations, pads, groups, "NCHW")
+    if bias is not None:
+        b = cast_operand(bias, "bias", x.dtype)
+        if b.shape != (Og * groups,):
+            raise ValueError(f"bias must have shape (C_out,) = ({Og * groups},); got {b.shape}.")
+        y += b.reshape(-1, 1, 1)
     return y[0] if squeeze else y

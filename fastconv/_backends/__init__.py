@@ -21,6 +21,24 @@ the chosen backend's driver, which fills ``out`` in place:
 ``info()``
     a dict of facts for :func:`fastconv.show_config`.
 
+Optional drivers for the backward ops (:mod:`fastconv._backward`): a backend
+that lacks one gets the generic composition of its primitives above (or, for
+``col2im`` and ``max_pool2d_argmax``, the reference's NumPy code):
+
+``col2im(cols, out, ksize, strides, dilations, pads, num_threads)``
+    ``out`` (N, H, W, C) ``+=`` the adjoint of ``im2col`` of ``cols``
+    (N, OH, OW, KH, KW, C): each entry added to the pixel it was read from.
+``max_pool2d_argmax(x, out, argmax, ksize, strides, dilations, pads, num_threads)``
+    ``out`` as ``max_pool2d``; ``argmax`` (int64, the shape of ``out``) the
+    flat index ``(h * W + w) * C + c`` of the first maximum in window order,
+    a NaN counting as larger than any number.
+``conv2d_backward_input(dy, w, out, strides, dilations, pads, groups, num_threads)``
+    ``out`` (N, H, W, C) = the input gradient for ``dy`` (N, OH, OW, O).
+``conv2d_backward_filters(x, dy, out, strides, dilations, pads, groups, num_threads)``
+    ``out`` (KH, KW, C // groups, O) = the filter gradient.
+``max_pool2d_backward(dy, flat_index, out, num_threads)``
+    flat arrays: ``out`` = zeros, then ``dy[i]`` added at ``flat_index[i]``.
+
 All arrays are C-contiguous and share one dtype, float32 or float64; ``out``
 never overlaps an input (except relu in place); ``num_threads >= 1``.
 """

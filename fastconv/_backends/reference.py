@@ -11,6 +11,11 @@ input with one ``(Cg, Og)`` slice of the filters.  Max pooling takes the
 maximum over the same strided views of an input padded with ``-inf``, so the
 padding is never picked; ``np.maximum`` propagates NaN.
 
+The gradients run the same taps backwards: the input gradient adds each tap's
+``dy @ w[kh, kw]^T`` into the strided view of a zero buffer it came from, the
+filter gradient contracts each tap's view with ``dy`` over N, OH, OW, and
+``col2im`` adds each window entry back where ``im2col`` read it.
+
 The driver signatures are described in :mod:`fastconv._backends`.
 """
 import numpy as np
@@ -91,3 +96,64 @@ def max_pool2d_argmax(x, out_hw, ksize, strides, dilations, pads):
         best = np.where(take, v, best)
         index = np.where(take, g, index)
     return index
+
+
+# ----------------------------------------------------------------------------- backward drivers
+def conv2d_backward_input(dy, w, out, strides, dilations, pads, groups, num_threads):
+    """``out`` (N, H, W, C) = dL/dx: each tap adds ``dy @ w[kh, kw]^T`` back where it read."""
+    KH, KW, Cg, O = w.shape
+    Og, (top, left) = O // groups, pads
+    N, H, W, C = out.shape
+    out_hw = dy.shape[1:3]
+    xp = _padded(np.zeros_like(out), out_hw, (KH, KW), strides, dilations, pads, 0)
+    for kh, kw, view in _taps(xp, out_hw, (KH, KW), strides, dilations):
+        for g in range(groups):
+            view[..., g * Cg:(g + 1) * Cg] += dy[..., g * Og:(g + 1) * Og] @ w[kh, kw, :, g * Og:(g + 1) * Og].T
+    out[...] = xp[:, top:top + H, left:left + W]
+
+
+def conv2d_backward_filters(x, dy, out, strides, dilations, pads, groups, num_threads):
+    """``out`` (KH, KW, Cg, O) = dL/dw: each tap's input view, contracted with ``dy`` over N, OH, OW."""
+    KH, KW, Cg, O = out.shape
+    Og = O // groups
+    out_hw = dy.shape[1:3]
+    xp = _padded(x, out_hw, (KH, KW), strides, dilations, pads, 0)
+    for kh, kw, view in _taps(xp, out_hw, (KH, KW), strides, dilations):
+        for g in range(groups):
+            out[kh, kw, :, g * Og:(g + 1) * Og] = np.tensordot(
+                view[..., g * Cg:(g + 1) * Cg], dy[..., g * Og:(g + 1) * Og], axes=([0, 1, 2], [0, 1, 2]))
+
+
+def col2im(cols, out, ksize, strides, dilations, pads, num_threads):
+    """``out`` (N, H, W, C) += the adjoint of :func:`im2col` of ``cols`` (N, OH, OW, KH, KW, C)."""
+    (top, left), (N, H, W, C) = pads, out.shape
+    out_hw = cols.shape[1:3]
+    xp = _padded(np.zeros_like(out), out_hw, ksize, strides, dilations, pads, 0)
+    for kh, kw, view in _taps(xp, out_hw, ksize, strides, dilations):
+        view += cols[:, :, :, kh, kw, :]
+    out += xp[:, top:top + H, left:left + W]
+
+
+def max_pool2d_argmax(x, out, argmax, ksize, strides, dilations, pads, num_threads):
+    """Max pooling into ``out`` and, into ``argmax``, the flat index ``(h * W + w) * C + c``
+    of the first maximum in window order; a NaN counts as larger than any number."""
+    N, H, W, C = x.shape
+    out_hw = out.shape[1:3]
+    xp = _padded(x, out_hw, ksize, strides, dilations, pads, -np.inf)
+    grid = np.arange(H * W * C, dtype=np.int64).reshape(1, H, W, C)
+    gp = _padded(grid, out_hw, ksize, strides, dilations, pads, -1)
+    best = np.full(out.shape, -np.inf, dtype=x.dtype)
+    index = np.full(out.shape, -1, dtype=np.int64)
+    for (_, _, v), (_, _, g) in zip(_taps(xp, out_hw, ksize, strides, dilations),
+                                    _taps(gp, out_hw, ksize, strides, dilations)):
+        take = (g >= 0) & ((index < 0) | (v > best) | (np.isnan(v) & ~np.isnan(best)))
+        best = np.where(take, v, best)
+        index = np.where(take, g, index)
+    out[...] = best
+    argmax[...] = index
+
+
+def max_pool2d_backward(dy, flat_index, out, num_threads):
+    """``out`` (flat, zeroed here) accumulates ``dy[i]`` at ``flat_index[i]``."""
+    out[...] = 0
+    np.add.at(out, flat_index, dy)
