@@ -11,6 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+import fastconv
+
+#: every backend available in this installation, and those other than the NumPy judge
+BACKENDS = fastconv.available_backends()
+FAST_BACKENDS = [b for b in BACKENDS if b != "numpy"]
+
 #: the dtypes every op accepts
 DTYPES = (np.float32, np.float64)
 

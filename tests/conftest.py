@@ -1,4 +1,6 @@
-"""Shared fixtures: backends under test, tolerances, and the oracles (TensorFlow, PyTorch).
+"""Shared fixtures: backends under test and the oracles (TensorFlow, PyTorch).
+
+Cases, dtypes and tolerances live in ``cases.py``.
 
 Oracle tests are skipped only where a framework is not installed.  CI sets
 ``FASTCONV_REQUIRE_ORACLES=1``, which turns a missing framework into a test
@@ -10,22 +12,10 @@ import os
 import numpy as np
 import pytest
 
-import fastconv
+from cases import BACKENDS, FAST_BACKENDS, assert_close  # noqa: F401  (re-exported)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REQUIRE_ORACLES = os.environ.get("FASTCONV_REQUIRE_ORACLES", "") not in ("", "0")
-
-#: relative/absolute tolerance per dtype for sums of a few hundred products
-TOL = {np.dtype(np.float32): dict(rtol=2e-5, atol=2e-5),
-       np.dtype(np.float64): dict(rtol=1e-11, atol=1e-11)}
-
-
-def assert_close(actual, expected, dtype=None, scale=1.0):
-    """Compare with the per-dtype tolerance, widened by ``scale`` (e.g. sqrt of the sum length)."""
-    dtype = np.dtype(dtype or np.asarray(expected).dtype)
-    tol = TOL[dtype]
-    np.testing.assert_allclose(actual, expected, rtol=tol["rtol"] * scale,
-                               atol=tol["atol"] * scale)
 
 
 def _oracle(module_name):
@@ -49,16 +39,10 @@ def torch():
     return _oracle("torch")
 
 
-AVAILABLE_BACKENDS = fastconv.available_backends()
-
-
-@pytest.fixture(params=AVAILABLE_BACKENDS)
+@pytest.fixture(params=BACKENDS)
 def backend(request):
     """Every backend available in this installation."""
     return request.param
-
-
-FAST_BACKENDS = [b for b in AVAILABLE_BACKENDS if b != "numpy"]
 
 
 @pytest.fixture(params=FAST_BACKENDS)

@@ -18,6 +18,7 @@ import fastconv
 
 cython_driver = pytest.importorskip("fastconv._backends.cython.driver",
                                     reason="Cython extension not built")
+from cases import DTYPES, tolerance  # noqa: E402
 from fastconv import _tuning  # noqa: E402
 from fastconv._backends.cython import _build_info, _im2col_gemm, _relu  # noqa: E402
 
@@ -25,7 +26,6 @@ LEVELS = cython_driver.SIMD_LEVELS
 CPU_LEVEL = _build_info.cpu_simd_level()
 USABLE_LEVELS = LEVELS[:LEVELS.index(CPU_LEVEL) + 1]
 THREADS = (1, 2, 3)
-DTYPES = (np.float32, np.float64)
 HAVE_DIRECT = "direct" in cython_driver.BUILT_ALGORITHMS
 
 
@@ -49,11 +49,6 @@ def _data(shape, dtype, seed=0, specials=False):
         flat[idx[2::4]] = -np.inf
         flat[idx[3::4]] = -0.0
     return x
-
-
-def _conv_tol(dtype, reduction):
-    eps = np.finfo(dtype).eps
-    return dict(rtol=64 * eps, atol=16 * eps * np.sqrt(reduction) * 4)
 
 
 # ---------------------------------------------------------------- relu
@@ -222,7 +217,7 @@ def test_conv2d_matches_reference(simd, case, algorithm, dtype, activation):
     ref = fastconv.conv2d(x, w, activation=activation, backend="numpy", **kwargs)
     results = [fastconv.conv2d(x, w, activation=activation, backend="cython",
                                algorithm=algorithm, num_threads=n, **kwargs) for n in THREADS]
-    np.testing.assert_allclose(results[0], ref, **_conv_tol(dtype, K))
+    np.testing.assert_allclose(results[0], ref, **tolerance(dtype, K))
     for other in results[1:]:
         np.testing.assert_array_equal(other, results[0])  # bitwise, any thread count
 
@@ -236,7 +231,7 @@ def test_im2col_gemm_tiles_and_remainders(dtype, tile):
     out = np.full(ref.shape, np.nan, dtype)
     _im2col_gemm.conv2d_im2col(x, w, kwargs["bias"], out, 1, 1, 1, 1, 1, 0, 2, True, 2,
                                cython_driver.simd_level(), cython_driver.IM2COL_TUNING, tile)
-    np.testing.assert_allclose(out, ref, **_conv_tol(dtype, K))
+    np.testing.assert_allclose(out, ref, **tolerance(dtype, K))
 
 
 #: a fixed tiling (a 2 MiB-L2 machine's), so the rule is checked independently of this machine
@@ -275,7 +270,7 @@ def test_im2col_gemm_channel_blocks(simd, dtype, num_threads, case):
     ref = fastconv.conv2d(x, w, activation="relu", backend="numpy", **kwargs)
     got = fastconv.conv2d(x, w, activation="relu", backend="cython", algorithm="im2col",
                           num_threads=num_threads, **kwargs)
-    np.testing.assert_allclose(got, ref, **_conv_tol(dtype, K))
+    np.testing.assert_allclose(got, ref, **tolerance(dtype, K))
     one = fastconv.conv2d(x, w, activation="relu", backend="cython", algorithm="im2col",
                           num_threads=1, **kwargs)
     np.testing.assert_array_equal(got, one)
@@ -405,7 +400,7 @@ def test_concurrent_im2col_calls_from_python_threads():
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(run, range(12)))
     for got in results:
-        np.testing.assert_allclose(got, ref, **_conv_tol(np.float32, K))
+        np.testing.assert_allclose(got, ref, **tolerance(np.float32, K))
     after = [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info()
              if lib["user_api"] == "blas"]
     assert after == before

@@ -12,8 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from cases import CONV, CONV_CASES, DTYPES, POOL_CASES, assert_close, params
-from conftest import FAST_BACKENDS
+from cases import CONV, CONV_CASES, DTYPES, FAST_BACKENDS, POOL_CASES, assert_close, params
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", params(CONV_CASES))

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 
+from cases import DTYPES
 from fastconv._backends import reference as _reference
 
 _conv_direct = pytest.importorskip(
@@ -22,7 +23,6 @@ from fastconv._backends.cython._build_info import cpu_simd_level  # noqa: E402  
 _CPU_LEVEL = {"generic": 0, "avx2": 1, "avx512": 2}[cpu_simd_level()]
 LEVELS = [pytest.param(level, id=name) for level, name in enumerate(("c", "avx2", "avx512"))
           if level <= _CPU_LEVEL]
-DTYPES = [pytest.param(np.float32, id="f32"), pytest.param(np.float64, id="f64")]
 
 
 def _out_size(size, k, s, d, before, after):

@@ -24,9 +24,8 @@ from fastconv import _tuning  # noqa: E402
 from fastconv._backends.numba import driver as nb  # noqa: E402
 from fastconv._backends.numba import options as nbcfg  # noqa: E402
 
-from conftest import assert_close  # noqa: E402
+from cases import DTYPES, assert_close  # noqa: E402
 
-DTYPES = [np.float32, np.float64]
 ALGORITHMS = ["auto", "direct", "im2col"]
 PACKAGE = Path(fastconv.__file__).resolve().parent
 
