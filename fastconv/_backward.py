@@ -35,6 +35,7 @@ back to the pixel it was read from.
 """
 import collections
 import concurrent.futures
+import contextlib
 import threading
 
 import numpy as np
@@ -54,6 +55,9 @@ __all__ = ["conv2d_backward", "relu_backward", "max_pool2d_with_argmax", "max_po
 PIECE_BYTES = 2 << 20
 #: output pixels per piece at least (so that each GEMM's inner dimension is long)
 MIN_PIECE_PIXELS = 512
+#: GEMM work (M * N * K) up to which BLAS is not held to one thread: OpenBLAS runs
+#: products this small on one thread anyway, and the limit costs more than they do
+SMALL_GEMM = 1 << 18
 NEEDS = ("input", "filters", "bias")
 
 
@@ -163,6 +167,13 @@ def _band(piece, H, KH, SH, DH, top):
     return r0, r1, r0 - first
 
 
+def _blas_guard(pieces, gemm_work):
+    """Hold BLAS to one thread around the pieces' products, unless they are tiny."""
+    if len(pieces) == 1 and gemm_work <= SMALL_GEMM:
+        return contextlib.nullcontext()
+    return single_threaded_blas()
+
+
 def _ordered_map(func, jobs, n_threads):
     """Yield ``func(job)`` for each job in order, up to ``n_threads`` running at once.
 
@@ -226,7 +237,7 @@ def filter_grad(x, dy, ksize, strides, dilations, pads, groups, module, n_thread
         return _group_matmul_t(cols.reshape(P, T, G, Cg), b, G)
 
     total = None
-    with single_threaded_blas():
+    with _blas_guard(pieces, N * OH * OW * T * Cg * O):
         jobs = ((cols, piece) for piece in pieces for cols in [unfold(piece)] if cols is not None)
         for part in _ordered_map(product, jobs, n_threads if len(pieces) > 1 else 1):
             if total is None:
@@ -307,7 +318,7 @@ def _input_grad_col2im(dy, w, out, strides, dilations, pads, groups, module, n_t
             cols = np.matmul(d.transpose(1, 0, 2), wt).reshape(G, P, T, Cg).transpose(1, 2, 0, 3)
         return np.ascontiguousarray(cols).reshape(n1 - n0, oh1 - oh0, OW, KH, KW, C)
 
-    with single_threaded_blas():
+    with _blas_guard(pieces, N * OH * OW * T * Cg * O):
         parts = _ordered_map(product, pieces, n_threads if len(pieces) > 1 else 1)
         for piece, cols in zip(pieces, parts):
             n0, n1, oh0, oh1 = piece
