@@ -1,6 +1,6 @@
 """Backward ops on every backend against the NumPy reference, central differences,
 adjoint identities, max-pool ties/overlaps/NaN, and thread-count independence."""
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -164,7 +164,6 @@ def test_public_numpy_backend_is_the_reference(case, rng):
 def test_conv2d_backward_matches_reference(backend, case, dtype, rng):
     x, w = case.data(rng, dtype)
     dy = _grad_out(case, rng, x, w, dtype)
-    b = rng.standard_normal(case.O).astype(dtype)
     dx, dw, db = case.backward(x, w, dy, backend=backend)
     assert dx.shape == x.shape and dw.shape == w.shape and db.shape == (case.O,)
     assert dx.dtype == dw.dtype == db.dtype == dtype
@@ -173,7 +172,6 @@ def test_conv2d_backward_matches_reference(backend, case, dtype, rng):
     assert_close(_nchw_to_nhwc(dx, case), jx, dtype, scale)
     assert_close(dw, jw, dtype, scale * np.sqrt(dy.size / case.O))
     assert_close(db, jb, dtype, np.sqrt(dy.size))
-    del b
 
 
 @pytest.mark.parametrize("method", ["conv", "col2im"])
