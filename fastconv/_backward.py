@@ -614,6 +614,22 @@ def _argmax_nhwc(x_nhwc, nhwc, ksize, strides, dilations, win, module, n_threads
     return out, idx
 
 
+def max_pool2d_argmax_window(x, data_format, ksize, strides, dilations, win, backend=None,
+                             num_threads=None):
+    """Max pool on a resolved window through the registry, with the argmax of each window.
+
+    Returns ``(out, argmax)`` in NHWC: ``argmax`` is the per-image flat index
+    ``(h * W + w) * C + c`` of the first maximum in window order.  The entry
+    point of layers that resolve their own window (``fastconv.functional``).
+    """
+    nhwc = nhwc_dims(x.shape, data_format)
+    check_pool_windows(nhwc[1], nhwc[2], *ksize, *strides, *dilations, win)
+    n_threads = resolve_num_threads(num_threads)
+    _, module = _backends.resolve(backend)
+    x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1) if data_format == "NCHW" else x)
+    return _argmax_nhwc(x_nhwc, nhwc, ksize, strides, dilations, win, module, n_threads)
+
+
 def _index_layout(idx, nhwc, data_format, include_batch):
     """Turn per-image NHWC flat indices into the flat index in ``data_format``'s layout."""
     N, H, W, C = nhwc

@@ -11,7 +11,7 @@ import numpy as np
 
 from ._ops import conv2d, max_pool2d, relu
 from ._shapes import output_shape
-from ._validation import positive_int, spatial_pair
+from ._validation import check_layer_activation, positive_int, spatial_pair
 
 __all__ = ["Layer", "InputLayer", "Input", "Conv2D", "MaxPooling2D", "Flatten", "Dense",
            "GlobalAveragePooling2D", "ReLU", "Activation", "Softmax", "Dropout",
@@ -25,19 +25,6 @@ INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "z
 
 
 # --------------------------------------------------------------------------- helpers
-def check_activation_name(activation, where):
-    """Return the canonical name of a supported activation, else raise naming ``where``."""
-    if activation is None:
-        return "linear"
-    name = activation
-    if callable(activation) and not isinstance(activation, str):
-        name = getattr(activation, "__name__", None)
-    if isinstance(name, str) and name.lower() in ACTIVATIONS:
-        return name.lower()
-    raise ValueError(f"{where}: unsupported activation {activation!r}; fastconv.models supports "
-                     f"{', '.join(ACTIVATIONS)} (and None for linear).")
-
-
 def apply_activation(name, x):
     """Apply activation ``name`` to the float32 array ``x`` in place; return ``x``."""
     if name == "linear":
@@ -109,7 +96,7 @@ def _initial(init, shape, fan_in, fan_out, rng):
     return (w * std).astype(DTYPE)
 
 
-def _shape_str(shape):
+def shape_str(shape):
     return "(" + ", ".join(["None"] + [str(s) for s in shape]) + ")"
 
 
@@ -137,7 +124,7 @@ class Layer:
         self.output_shape = None
         self._declared_input_shape = None
         if input_shape is not None:
-            self._declared_input_shape = _check_shape(input_shape, f"{type(self).__name__}: "
+            self._declared_input_shape = check_shape(input_shape, f"{type(self).__name__}: "
                                                                    f"input_shape")
         self._weights = []
 
@@ -202,11 +189,11 @@ class Layer:
         return x
 
     def __repr__(self):
-        shape = f", output_shape={_shape_str(self.output_shape)}" if self.built else ""
+        shape = f", output_shape={shape_str(self.output_shape)}" if self.built else ""
         return f"<{type(self).__name__} name={self.name!r}{shape}>"
 
 
-def _check_shape(shape, where):
+def check_shape(shape, where):
     try:
         dims = tuple(shape)
     except TypeError:
@@ -289,7 +276,7 @@ class Conv2D(Layer):
         if self.filters % self.groups:
             raise ValueError(f"Conv2D: filters={self.filters} must be divisible by "
                              f"groups={self.groups}.")
-        self.activation = check_activation_name(activation, where)
+        self.activation = check_layer_activation(activation, ACTIVATIONS, where)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = _check_initializer(kernel_initializer, "kernel_initializer",
                                                      where)
@@ -298,7 +285,7 @@ class Conv2D(Layer):
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(f"{self._where()} expects 3-D input (H, W, C) per example; got "
-                             f"shape {_shape_str(input_shape)}.")
+                             f"shape {shape_str(input_shape)}.")
         H, W, C = input_shape
         if C % self.groups:
             raise ValueError(f"{self._where()}: input channels {C} must be divisible by "
@@ -361,7 +348,7 @@ class MaxPooling2D(Layer):
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(f"{self._where()} expects 3-D input (H, W, C) per example; got "
-                             f"shape {_shape_str(input_shape)}.")
+                             f"shape {shape_str(input_shape)}.")
         try:
             _, OH, OW, C = output_shape((1, *input_shape), self.pool_size, self.strides,
                                         self.padding.upper())
@@ -416,7 +403,7 @@ class Dense(Layer):
                  input_shape=None, name=None):
         super().__init__(name=name, input_shape=input_shape)
         self.units = positive_int(units, "Dense units")
-        self.activation = check_activation_name(activation, "Dense")
+        self.activation = check_layer_activation(activation, ACTIVATIONS, "Dense")
         self.use_bias = bool(use_bias)
         self.kernel_initializer = _check_initializer(kernel_initializer, "kernel_initializer",
                                                      "Dense")
@@ -452,7 +439,7 @@ class GlobalAveragePooling2D(Layer):
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
             raise ValueError(f"{self._where()} expects 3-D input (H, W, C) per example; got "
-                             f"shape {_shape_str(input_shape)}.")
+                             f"shape {shape_str(input_shape)}.")
         return (1, 1, input_shape[2]) if self.keepdims else (input_shape[2],)
 
     def call(self, x, backend=None, num_threads=None):
@@ -505,7 +492,7 @@ class Activation(Layer):
 
     def __init__(self, activation, *, input_shape=None, name=None):
         super().__init__(name=name, input_shape=input_shape)
-        self.activation = check_activation_name(activation, "Activation")
+        self.activation = check_layer_activation(activation, ACTIVATIONS, "Activation")
 
     def call(self, x, backend=None, num_threads=None):
         if self.activation == "relu":
@@ -528,7 +515,7 @@ class Softmax(Layer):
         ndim = len(input_shape) + 1
         if not -ndim <= self.axis < ndim or self.axis in (0, -ndim):
             raise ValueError(f"{self._where()}: axis={self.axis} is not a feature axis of input "
-                             f"shape {_shape_str(input_shape)}.")
+                             f"shape {shape_str(input_shape)}.")
         return input_shape
 
     def call(self, x, backend=None, num_threads=None):

@@ -12,7 +12,7 @@ from ._threads import resolve_num_threads
 from ._validation import (as_float_array, cast_operand, check_activation, check_algorithm,
                           check_data_format, check_ndim, check_out, positive_int, spatial_pair)
 
-__all__ = ["conv2d", "relu", "max_pool2d", "im2col"]
+__all__ = ["conv2d", "relu", "max_pool2d", "im2col", "max_pool2d_window", "pool_geometry"]
 
 
 def _to_nhwc(x, data_format):
@@ -181,7 +181,8 @@ def relu(features, *, out=None, backend=None, num_threads=None):
     return out
 
 
-def _pool_geometry(ksize, strides, data_format, dilations=1):
+def pool_geometry(ksize, strides, data_format, dilations=1):
+    """``(KH, KW), (SH, SW), (DH, DW)`` of a pooling window; ``strides=None`` means the window."""
     KH, KW = spatial_pair(ksize, "ksize", data_format)
     if strides is None:
         SH, SW = KH, KW
@@ -191,7 +192,7 @@ def _pool_geometry(ksize, strides, data_format, dilations=1):
     return (KH, KW), (SH, SW), (DH, DW)
 
 
-def run_max_pool2d(x, data_format, ksize, strides, dilations, win, out, backend, num_threads):
+def max_pool2d_window(x, data_format, ksize, strides, dilations, win, out, backend, num_threads):
     """Validate ``out``, then run a backend's max pool on a resolved window."""
     N, H, W, C = nhwc_dims(x.shape, data_format)
     check_pool_windows(H, W, *ksize, *strides, *dilations, win)
@@ -232,11 +233,11 @@ def max_pool2d(input, ksize, strides=None, padding="VALID", data_format="NHWC", 
     x = as_float_array(input, "input")
     check_ndim(x, 4, "input", data_format)
     data_format = check_data_format(data_format)
-    ksize, strides, dilations = _pool_geometry(ksize, strides, data_format)
+    ksize, strides, dilations = pool_geometry(ksize, strides, data_format)
     N, H, W, C = nhwc_dims(x.shape, data_format)
     _check_spatial(H, W)
     win = resolve_window(H, W, *ksize, *strides, *dilations, padding, data_format)
-    return run_max_pool2d(x, data_format, ksize, strides, dilations, win, out, backend,
+    return max_pool2d_window(x, data_format, ksize, strides, dilations, win, out, backend,
                           num_threads)
 
 

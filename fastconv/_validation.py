@@ -153,8 +153,25 @@ def _same_memory(a, b):
 
 
 def check_activation(activation):
+    """Whether an op fuses a ReLU: ``activation`` is None or 'relu' (any case)."""
     if activation is None:
         return False
     if isinstance(activation, str) and activation.lower() == "relu":
         return True
     raise ValueError(f"activation must be None or 'relu'; got {activation!r}.")
+
+
+def check_layer_activation(activation, names, where):
+    """The canonical name of a layer activation in ``names`` (None means "linear").
+
+    Raises ValueError naming ``where`` for any other value.
+    """
+    if activation is None:
+        return "linear"
+    name = activation
+    if callable(activation) and not isinstance(activation, str):
+        name = getattr(activation, "__name__", None)
+    if isinstance(name, str) and name.lower() in names:
+        return name.lower()
+    raise ValueError(f"{where}: unsupported activation {activation!r}; fastconv.models supports "
+                     f"{', '.join(names)} (and None for linear).")

@@ -346,7 +346,7 @@ def max_pool2d(input, ksize, strides=None, padding="VALID", data_format="NHWC", 
     probe = fastconv.max_pool2d(_probe(x), ksize, strides, padding, data_format,
                                 backend=backend, num_threads=1)
     data_format = check_data_format(data_format)
-    geometry = _ops._pool_geometry(ksize, strides, data_format)
+    geometry = _ops.pool_geometry(ksize, strides, data_format)
     x, out_hw, blocks_hw, depth = _plan_spatial(x, data_format, *geometry, padding,
                                                 allow_rechunk, "max_pool2d")
     c_ax = _layout_axes(data_format)[2]

@@ -19,7 +19,6 @@ import numpy as np
 import sys
 
 from . import _backward, _functional_grad as grad, _ops
-from ._backends import reference as _reference
 from ._shapes import Window
 from ._validation import as_float_array, cast_operand, positive_int
 
@@ -152,12 +151,14 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     OH, top, bottom = _pool_axis(H, KH, SH, PH, DH, ceil_mode, "height")
     OW, left, right = _pool_axis(W, KW, SW, PW, DW, ceil_mode, "width")
     win = Window(OH, OW, top, bottom, left, right)
-    y = _ops.run_max_pool2d(x, "NCHW", (KH, KW), (SH, SW), (DH, DW), win, None, None, None)
+    geometry = ((KH, KW), (SH, SW), (DH, DW), win)
     if return_indices:
-        x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        idx = _reference.max_pool2d_argmax(x_nhwc, (OH, OW), (KH, KW), (SH, SW), (DH, DW),
-                                           (top, left)).transpose(0, 3, 1, 2)
+        y, idx = _backward.max_pool2d_argmax_window(x, "NCHW", *geometry)
+        # NHWC per-image index (h * W + w) * C + c  ->  PyTorch's h * W + w, in NCHW
+        y = np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+        idx = np.ascontiguousarray((idx // C).transpose(0, 3, 1, 2))
         return (y[0], idx[0]) if squeeze else (y, idx)
+    y = _ops.max_pool2d_window(x, "NCHW", *geometry, None, None, None)
     return y[0] if squeeze else y
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from ._layers import (ACTIVATIONS, DTYPE, Activation, Conv2D, Dense, Dropout, Flatten,
                       GlobalAveragePooling2D, Input, InputLayer, Layer, MaxPooling2D, ReLU,
-                      Softmax, _check_shape, _shape_str)
+                      Softmax, check_shape, shape_str)
 from ._threads import single_threaded_blas
 from ._validation import positive_int
 
@@ -129,10 +129,10 @@ class Sequential:
             if len(dims) < 2:
                 raise ValueError(f"build(input_shape) needs the batch axis first, e.g. "
                                  f"(None, 28, 28, 1); got {input_shape!r}.")
-            shape = _check_shape(dims[1:], "input_shape")
+            shape = check_shape(dims[1:], "input_shape")
             if self._input_shape is not None and shape != self._input_shape and self.built:
                 raise ValueError(f"model {self.name!r} is built for input shape "
-                                 f"{_shape_str(self._input_shape)}; got {input_shape!r}.")
+                                 f"{shape_str(self._input_shape)}; got {input_shape!r}.")
             self._input_shape = shape
         if self._input_shape is None:
             raise ValueError(f"model {self.name!r} does not know its input shape: give the "
@@ -209,7 +209,7 @@ class Sequential:
         """
         self._ensure_built("summary")
         print_fn = print if print_fn is None else print_fn
-        rows = [(f"{layer.name} ({type(layer).__name__})", _shape_str(layer.output_shape),
+        rows = [(f"{layer.name} ({type(layer).__name__})", shape_str(layer.output_shape),
                  f"{layer.count_params():,}") for layer in self.layers]
         heads = ("Layer (type)", "Output Shape", "Param #")
         w0 = max(29, max(len(r[0]) for r in rows) + 2)
@@ -241,7 +241,7 @@ class Sequential:
         self._ensure_built(what)
         if arr.shape[1:] != self._input_shape:
             raise ValueError(f"{what}: model {self.name!r} expects input of shape "
-                             f"{_shape_str(self._input_shape)} (batch first); got {arr.shape}.")
+                             f"{shape_str(self._input_shape)} (batch first); got {arr.shape}.")
         return arr
 
     def _plan(self):

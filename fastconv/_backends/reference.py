@@ -78,26 +78,6 @@ def info():
     return {"numpy": np.__version__}
 
 
-def max_pool2d_argmax(x, out_hw, ksize, strides, dilations, pads):
-    """Flat input index ``h * W + w`` of each window's maximum, as PyTorch returns it.
-
-    Ties keep the first position in (kh, kw) order; a NaN always takes over,
-    as in PyTorch's CPU kernel.  Returns int64 (N, OH, OW, C).
-    """
-    N, H, W, C = x.shape
-    xp = _padded(x, out_hw, ksize, strides, dilations, pads, -np.inf)
-    grid = np.arange(H * W, dtype=np.int64).reshape(1, H, W, 1)
-    gp = _padded(grid, out_hw, ksize, strides, dilations, pads, -1)
-    best = np.full((N, *out_hw, C), -np.inf, dtype=x.dtype)
-    index = np.full((N, *out_hw, C), -1, dtype=np.int64)
-    for (_, _, v), (_, _, g) in zip(_taps(xp, out_hw, ksize, strides, dilations),
-                                    _taps(gp, out_hw, ksize, strides, dilations)):
-        take = (v > best) | np.isnan(v) | ((index < 0) & (g >= 0))
-        best = np.where(take, v, best)
-        index = np.where(take, g, index)
-    return index
-
-
 # ----------------------------------------------------------------------------- backward drivers
 def conv2d_backward_input(dy, w, out, strides, dilations, pads, groups, num_threads):
     """``out`` (N, H, W, C) = dL/dx: each tap adds ``dy @ w[kh, kw]^T`` back where it read."""

@@ -127,7 +127,7 @@ def _pool(x, ksize, strides, padding, dilations, backend, num_threads=None):
     from fastconv._shapes import resolve_window
     N, H, W, C = x.shape
     win = resolve_window(H, W, *ksize, *strides, *dilations, padding, "NHWC")
-    return _ops.run_max_pool2d(x, "NHWC", ksize, strides, dilations, win, None, backend,
+    return _ops.max_pool2d_window(x, "NHWC", ksize, strides, dilations, win, None, backend,
                                num_threads)
 
 

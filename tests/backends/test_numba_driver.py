@@ -200,10 +200,10 @@ def test_max_pool2d_dilated_nchw(rng):
     x = rng.standard_normal((2, 3, 11, 10)).astype(np.float32)
     args = dict(ksize=3, strides=2, padding="SAME", data_format="NCHW")
     from fastconv import _ops
-    # dilation is only reachable through run_max_pool2d (the tf.nn API has none)
+    # dilation is only reachable through max_pool2d_window (the tf.nn API has none)
     win = fastconv._shapes.resolve_window(11, 10, 3, 3, 2, 2, 2, 2, "SAME")
-    expected = _ops.run_max_pool2d(x, "NCHW", (3, 3), (2, 2), (2, 2), win, None, "numpy", 1)
-    got = _ops.run_max_pool2d(x, "NCHW", (3, 3), (2, 2), (2, 2), win, None, "numba", 2)
+    expected = _ops.max_pool2d_window(x, "NCHW", (3, 3), (2, 2), (2, 2), win, None, "numpy", 1)
+    got = _ops.max_pool2d_window(x, "NCHW", (3, 3), (2, 2), (2, 2), win, None, "numba", 2)
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(fastconv.max_pool2d(x, backend="numba", **args),
                                   fastconv.max_pool2d(x, backend="numpy", **args))
