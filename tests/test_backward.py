@@ -12,9 +12,8 @@ from fastconv import _backward, _backends
 from fastconv._backends import reference
 from fastconv._shapes import resolve_window
 from fastconv._validation import spatial_pair
-from conftest import assert_close
+from cases import DTYPES, assert_close
 
-DTYPES = [np.float32, np.float64]
 
 
 @dataclass(frozen=True)

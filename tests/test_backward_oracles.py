@@ -5,7 +5,7 @@ import pytest
 import fastconv
 import fastconv.functional as F
 import fastconv.nn as nn
-from conftest import assert_close
+from cases import DTYPES, assert_close
 
 pytestmark = pytest.mark.oracle
 
@@ -28,7 +28,6 @@ IDS = [c[0] for c in CONV_CASES]
 # below, and tf.nn.depthwise_conv2d (which has CPU gradients) checks dilation here.
 TF_CASES = [c for c in CONV_CASES if c[9] == 1 and c[11] == 1]
 TF_IDS = [c[0] for c in TF_CASES]
-DTYPES = [np.float32, np.float64]
 
 
 def _data(rng, case, dtype):
