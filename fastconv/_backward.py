@@ -42,7 +42,7 @@ import numpy as np
 
 from . import _backends
 from ._backends import reference as _reference
-from ._ops import conv_geometry
+from ._ops import conv_geometry, conv_operands
 from ._shapes import check_pool_windows, nhwc_dims, resolve_window
 from ._threads import resolve_num_threads, single_threaded_blas
 from ._validation import (as_float_array, cast_operand, check_activation, check_data_format,
@@ -413,12 +413,7 @@ def conv2d_backward(input, filters, grad_output, strides=1, padding="VALID", dat
     >>> float(db[0]), dw.shape
     (4.0, (3, 3, 1, 1))
     """
-    x = as_float_array(input, "input")
-    check_ndim(x, 4, "input", "NHWC" if data_format != "NCHW" else "NCHW")
-    data_format = check_data_format(data_format)
-    w = cast_operand(filters, "filters", x.dtype)
-    check_ndim(w, 4, "filters", "HWIO: [KH, KW, C_in / groups, C_out]")
-    groups = positive_int(groups, "groups")
+    x, w, data_format, groups = conv_operands(input, filters, data_format, groups)
     wanted = _check_need(need)
     nhwc = nhwc_dims(x.shape, data_format)
     strides, dilations, win = conv_geometry(nhwc, w.shape, strides, padding, data_format, dilations,

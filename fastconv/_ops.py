@@ -72,6 +72,20 @@ def conv_geometry(nhwc, w_shape, strides, padding, data_format, dilations, group
     return (SH, SW), (DH, DW), resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding, data_format)
 
 
+def conv_operands(input, filters, data_format, groups):
+    """Check and convert a convolution's operands: ``(x, w, data_format, groups)``.
+
+    ``x`` is a float32/float64 4-D array in ``data_format``, ``w`` 4-D HWIO
+    filters cast to its dtype, ``groups`` a positive int.
+    """
+    x = as_float_array(input, "input")
+    check_ndim(x, 4, "input", "NHWC" if data_format != "NCHW" else "NCHW")
+    data_format = check_data_format(data_format)
+    w = cast_operand(filters, "filters", x.dtype)
+    check_ndim(w, 4, "filters", "HWIO: [KH, KW, C_in / groups, C_out]")
+    return x, w, data_format, positive_int(groups, "groups")
+
+
 def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilations=1, *,
            groups=1, bias=None, activation=None, out=None, backend=None, num_threads=None,
            algorithm="auto"):
@@ -125,12 +139,7 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
     ndarray
         ``(N, OH, OW, C_out)`` (or NCHW), the input's dtype.
     """
-    x = as_float_array(input, "input")
-    check_ndim(x, 4, "input", "NHWC" if data_format != "NCHW" else "NCHW")
-    data_format = check_data_format(data_format)
-    w = cast_operand(filters, "filters", x.dtype)
-    check_ndim(w, 4, "filters", "HWIO: [KH, KW, C_in / groups, C_out]")
-    groups = positive_int(groups, "groups")
+    x, w, data_format, groups = conv_operands(input, filters, data_format, groups)
     N, H, W, C = nhwc_dims(x.shape, data_format)
     O = w.shape[3]
     (SH, SW), (DH, DW), win = conv_geometry((N, H, W, C), w.shape, strides, padding,

@@ -314,8 +314,7 @@ class Sequential:
         out = np.empty((n, *self.layers[-1].output_shape), dtype=DTYPE)
         workspace = self._workspace()
         # Dense layers run on one BLAS thread: a multithreaded OpenBLAS call leaves its idle
-        # worker spinning for ~0.1 s, taking a core from the next batch's convolutions
-        # (measured: a 2-thread conv after a 2-thread matmul took 10.6 ms instead of 2.8).
+        # worker spinning for a while, taking a core from the next batch's convolutions.
         with single_threaded_blas():
             for start in range(0, n, batch_size):
                 out[start:start + batch_size] = self._forward(x[start:start + batch_size], plan,

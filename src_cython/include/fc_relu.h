@@ -113,9 +113,9 @@ FC_TARGET_AVX2 static inline void fc_relu_f64_avx2(const double *x, double *y, p
 /* Streaming variants for a large out-of-place ReLU: non-temporal stores
  * write y without first reading its cache lines (no read-for-ownership), so
  * the memory traffic drops from 3 to 2 passes.  They need 64/32-byte aligned
- * addresses: a masked or scalar head reaches the alignment first.  Measured
- * here (AMD EPYC, 44 MB float32, best of 30): 2.9 vs 4.3 ms on 1 thread, 2.1-2.5
- * vs 6.4-8.7 ms on 2.  Only worth it when y does not stay in cache anyway. */
+ * addresses: a masked or scalar head reaches the alignment first.  Only worth
+ * it when y does not stay in cache anyway (the caller decides, from the size of
+ * the last-level cache). */
 FC_TARGET_AVX512 static inline void fc_relu_f32_avx512_stream(const float *x, float *y,
                                                              ptrdiff_t n) {
     const __m512 z = _mm512_setzero_ps();
