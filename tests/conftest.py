@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from cases import BACKENDS, FAST_BACKENDS, assert_close  # noqa: F401  (re-exported)
+from cases import BACKENDS, FAST_BACKENDS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REQUIRE_ORACLES = os.environ.get("FASTCONV_REQUIRE_ORACLES", "") not in ("", "0")
