@@ -4,8 +4,9 @@ For one thread count, :func:`run` does, in one process:
 
 1. set every engine's thread count (fastconv ``num_threads=``, OpenMP/BLAS via
    threadpoolctl, TensorFlow intra-op/inter-op, ``torch.set_num_threads``,
-   ``cv2.setNumThreads``); an engine that cannot be set up is listed with the
-   reason, never an error;
+   ``cv2.setNumThreads``, ONNX Runtime's ``intra_op_num_threads``, JAX's XLA
+   client on one thread or every core); an engine that cannot be set up, or
+   not held to the count, is listed with the reason, never an error;
 2. prepare the machine's peak probe: a large float32 matrix product
    (``N^3``, default 2048) through NumPy's BLAS at the same thread count,
    timed once in every round of every case (interleaved with the engines);
@@ -22,12 +23,11 @@ For one thread count, :func:`run` does, in one process:
    Each sample starts after a short pause (:data:`SETTLE_S`) so that worker
    threads another library left spinning do not run against it, then one
    untimed call of the same engine, so that its own worker threads -- asleep
-   after the pause, and slow to wake on this virtual machine (1-7 ms measured
-   for a 2-thread OpenMP region after 20-100 ms idle) -- are running when the
-   clock starts; every engine is treated alike.  After an OpenBLAS product on
-   two or more threads (the NumPy peer, the peak probe) the runner waits
-   :data:`BLAS_SPIN_S`, until OpenBLAS's spinning idle worker has gone to sleep.  Samples run with Python's
-   garbage collector off.
+   after the pause, and on a virtual machine slow to wake -- are running when
+   the clock starts; every engine is treated alike.  After an OpenBLAS product
+   on two or more threads (the NumPy peer, the peak probe) the runner waits
+   :data:`BLAS_SPIN_S`, until OpenBLAS's spinning idle worker has gone to
+   sleep.  Samples run with Python's garbage collector off.
 """
 import gc
 import math
@@ -39,7 +39,8 @@ import tracemalloc
 
 import numpy as np
 
-from .peers import Unavailable, model_reference, model_weights
+from .peers import Unavailable
+from .suite import lesson_model_weights
 
 __all__ = ["run", "measure_peak", "make_data", "reference", "check_result", "Progress"]
 
@@ -47,9 +48,9 @@ __all__ = ["run", "measure_peak", "make_data", "reference", "check_result", "Pro
 #: OpenBLAS, Eigen) have gone to sleep and do not steal cores from the next engine
 SETTLE_S = 0.002
 #: after an OpenBLAS product on 2+ threads (the NumPy peer, the peak probe), its idle worker
-#: keeps spinning for about 2**28 TSC cycles (OpenBLAS's THREAD_TIMEOUT, ~0.1 s here) and takes
-#: a core from whatever runs next: a 2-thread fastconv conv right after a NumPy matmul took
-#: 10.6 ms instead of 2.8 ms.  The runner waits this long after such samples.
+#: keeps spinning for about 2**28 TSC cycles (OpenBLAS's THREAD_TIMEOUT, about 0.1 s at
+#: 2-3 GHz) and takes a core from whatever runs next.  The runner waits this long after such
+#: samples.
 BLAS_SPIN_S = 0.15
 #: float32 relative tolerance of the result check (scaled by the output's magnitude)
 RTOL = 2e-3
@@ -130,7 +131,7 @@ def make_data(case, seed=0):
         data["w"] = w
     if case.op == "model":
         data["x"] = rng.random(case.input_shape, dtype=np.float32)
-        data["weights"] = model_weights(seed)
+        data["weights"] = lesson_model_weights(seed)
     return data
 
 
@@ -150,7 +151,9 @@ def reference(case, data):
         return fc.im2col(x, (case.KH, case.KW), (case.SH, case.SW), case.padding,
                          backend="numpy")
     if case.op == "model":
-        return model_reference(x, data["weights"])
+        from .peers.fastconv_backends import fastconv_lesson_model
+        return fastconv_lesson_model(data["weights"]).predict(x, batch_size=case.N,
+                                                              backend="numpy")
     raise ValueError(f"unknown op {case.op!r}")
 
 

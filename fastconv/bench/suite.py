@@ -13,7 +13,7 @@ Suites
     A few representative shapes at small repeat counts; under a minute.
 ``lesson``
     The Fashion-MNIST, edge-filter and cars shapes, relu, pool and the lesson
-    model's whole forward pass.
+    model's whole forward pass (:data:`LESSON_MODEL_LAYERS`).
 ``full``
     Everything.
 ``tiny``
@@ -21,9 +21,12 @@ Suites
 """
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .._shapes import resolve_window
 
-__all__ = ["Case", "CASES", "SUITES", "get_suite", "suite_names"]
+__all__ = ["Case", "CASES", "SUITES", "get_suite", "suite_names", "LESSON_MODEL_LAYERS",
+           "build_lesson_model", "lesson_model_weights"]
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,10 @@ class Case:
     padding : {'SAME', 'VALID'}
     groups : int
         Grouped convolution (``groups == C`` is depthwise).
-    shape : str
-        The conv shape this im2col case unfolds (informational).
+    tags : tuple of str
+        Labels that group cases across suites (``small_cin``, ``compute``,
+        ``c64_3x3``, ``edge``, ``depthwise``, ``1x1``), for selecting rows in
+        reports such as the goals in ``benchmarks/targets.json``.
     """
     name: str
     op: str
@@ -93,6 +98,12 @@ class Case:
         return (self.N, win.OH, win.OW, self.O)
 
     @property
+    def single_channel_filter(self):
+        """One image, one channel in and out, stride 1: what image-filter APIs take."""
+        return (self.op == "conv2d" and self.C == 1 and self.O == 1 and self.N == 1
+                and self.SH == self.SW == 1)
+
+    @property
     def flops(self):
         """Floating-point operations, 2 x multiply-adds (0 for memory-bound ops)."""
         if self.op == "conv2d":
@@ -128,6 +139,53 @@ class Case:
                 f"{self.padding}")
 
 
+#: the lesson's Fashion-MNIST classifier, 28x28x1 -> 10, as (layer, arguments, keywords):
+#: ``fastconv.models`` takes Keras's arguments, so this one list builds both models
+LESSON_MODEL_INPUT = (28, 28, 1)
+LESSON_MODEL_LAYERS = (
+    ("Conv2D", (64, (3, 3)), {"activation": "relu"}),
+    ("MaxPooling2D", (2, 2), {}),
+    ("Conv2D", (64, (3, 3)), {"activation": "relu"}),
+    ("MaxPooling2D", (2, 2), {}),
+    ("Flatten", (), {}),
+    ("Dense", (128,), {"activation": "relu"}),
+    ("Dense", (10,), {"activation": "softmax"}),
+)
+
+
+def build_lesson_model(sequential, input_layer, layers, weights):
+    """The lesson model built with one library's Keras-style API, holding ``weights``.
+
+    Parameters
+    ----------
+    sequential, input_layer : callable
+        ``Sequential`` and ``Input`` (``fastconv.models`` or ``keras``).
+    layers : module
+        Where the layer classes live (``fastconv.models`` or ``keras.layers``).
+    weights : list of ndarray
+        In Keras ``get_weights()`` order, e.g. :func:`lesson_model_weights`.
+    """
+    model = sequential([input_layer(LESSON_MODEL_INPUT)]
+                       + [getattr(layers, name)(*args, **kw)
+                          for name, args, kw in LESSON_MODEL_LAYERS])
+    model.set_weights([np.asarray(v) for v in weights])
+    return model
+
+
+def lesson_model_weights(seed=0):
+    """Random He-scaled float32 weights of the lesson model, in ``get_weights()`` order."""
+    rng = np.random.default_rng(seed)
+    shapes = [((3, 3, 1, 64), 9), ((64,), 0), ((3, 3, 64, 64), 576), ((64,), 0),
+              ((1600, 128), 1600), ((128,), 0), ((128, 10), 128), ((10,), 0)]
+    out = []
+    for shape, fan_in in shapes:
+        if fan_in:
+            out.append((rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32))
+        else:
+            out.append((0.01 * rng.standard_normal(shape)).astype(np.float32))
+    return out
+
+
 def _lesson_model_flops(N):
     """FLOPs (2 x MAC) of the Fashion-MNIST model's forward pass for a batch of N."""
     c1 = 26 * 26 * 64 * 9 * 1
@@ -154,6 +212,8 @@ _CONV = [
     _conv("vgg_c12", 1, 224, 224, 64, 64, 3, 1, "SAME", tags=("c64_3x3", "compute")),
     _conv("stem_7x7", 8, 224, 224, 3, 64, 7, 2, "SAME", tags=("small_cin",)),
     _conv("dw_3x3", 8, 56, 56, 128, 128, 3, 1, "SAME", groups=128, tags=("depthwise",)),
+    _conv("hd_rgb", 1, 720, 1280, 3, 8, 3, 1, "SAME", tags=("small_cin",)),
+    _conv("pw_1x1", 8, 28, 28, 256, 512, 1, 1, "SAME", tags=("compute", "1x1")),
 ]
 _OTHER = [
     Case("relu", "relu", 256, 26, 26, 64, 64),

@@ -1,0 +1,54 @@
+"""fastconv's own backends as engines: the public ops, with a reused ``out=`` buffer."""
+import numpy as np
+
+from ..suite import build_lesson_model
+from . import Engine, Prepared, Unavailable
+
+
+class FastconvEngine(Engine):
+    """One fastconv backend, always with a reused ``out=`` buffer where the API has one."""
+    kind = "fastconv"
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.name = f"fastconv:{backend}"
+
+    def setup(self, threads):
+        import fastconv
+        if self.backend not in fastconv.available_backends():
+            raise Unavailable(f"backend {self.backend!r} is not available")
+        self.library = fastconv
+        self.threads = threads
+
+    def supports(self, case):
+        return True
+
+    def prepare(self, case, data):
+        fc, b, n = self.library, self.backend, self.threads
+        x = data["x"]
+        k, s = (case.KH, case.KW), (case.SH, case.SW)
+        if case.op == "conv2d":
+            out = np.empty(case.output_shape, np.float32)
+            w, g = data["w"], case.groups
+            return Prepared(lambda: fc.conv2d(x, w, s, case.padding, groups=g, out=out,
+                                              backend=b, num_threads=n))
+        if case.op == "relu":
+            out = np.empty_like(x)
+            return Prepared(lambda: fc.relu(x, out=out, backend=b, num_threads=n))
+        if case.op == "max_pool2d":
+            out = np.empty(case.output_shape, np.float32)
+            return Prepared(lambda: fc.max_pool2d(x, k, s, case.padding, out=out, backend=b,
+                                                  num_threads=n))
+        if case.op == "im2col":
+            return Prepared(lambda: fc.im2col(x, k, s, case.padding, backend=b, num_threads=n))
+        if case.op == "model":
+            model = fastconv_lesson_model(data["weights"])
+            return Prepared(lambda: model.predict(x, batch_size=case.N, backend=b,
+                                                  num_threads=n))
+        raise ValueError(f"unknown op {case.op!r}")
+
+
+def fastconv_lesson_model(weights):
+    """The lesson model as a :class:`fastconv.models.Sequential` holding ``weights``."""
+    from ... import models
+    return build_lesson_model(models.Sequential, models.Input, models, weights)

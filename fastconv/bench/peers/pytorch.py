@@ -1,0 +1,67 @@
+"""PyTorch's ``torch.nn.functional`` on NCHW or channels_last tensors."""
+import numpy as np
+
+from . import Engine, Prepared, import_library, nchw, nhwc
+
+
+class TorchEngine(Engine):
+    """``torch.nn.functional`` on NCHW tensors, or on channels_last ones."""
+
+    def __init__(self, channels_last=False):
+        self.channels_last = channels_last
+        self.name = "torch-cl" if channels_last else "torch"
+
+    def setup(self, threads):
+        torch = import_library("torch")
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # only settable before the first parallel work
+            pass
+        self.library = torch
+
+    def supports(self, case):
+        if case.op == "relu":
+            return not self.channels_last  # layout-free: one row is enough
+        if case.op == "im2col":
+            return not self.channels_last  # F.unfold is NCHW-only
+        return case.op in ("conv2d", "max_pool2d")
+
+    def _tensor(self, nchw_array):
+        t = self.library.from_numpy(nchw_array)
+        if self.channels_last:
+            return t.contiguous(memory_format=self.library.channels_last)
+        return t.contiguous()
+
+    def prepare(self, case, data):
+        torch = self.library
+        F = torch.nn.functional
+        x_nhwc = data["x"]
+        if case.op == "relu":
+            x = torch.from_numpy(x_nhwc)
+            buf = torch.empty_like(x)
+            return Prepared(lambda: torch.clamp_min(x, 0, out=buf), np.asarray)
+        win = case.window
+        symmetric = win.pad_top == win.pad_bottom and win.pad_left == win.pad_right
+        if case.op == "max_pool2d" or symmetric:
+            padding = (win.pad_top, win.pad_left)
+        else:  # pre-pad once, outside the timing (favours PyTorch)
+            x_nhwc = np.pad(x_nhwc, ((0, 0), (win.pad_top, win.pad_bottom),
+                                     (win.pad_left, win.pad_right), (0, 0)))
+            padding = (0, 0)
+        x = self._tensor(nchw(x_nhwc))
+        stride, k = (case.SH, case.SW), (case.KH, case.KW)
+        if case.op == "conv2d":
+            w = self._tensor(np.ascontiguousarray(data["w"].transpose(3, 2, 0, 1)))  # OIHW
+            g = case.groups
+            return Prepared(lambda: F.conv2d(x, w, None, stride, padding, 1, g), nhwc)
+        if case.op == "max_pool2d":
+            return Prepared(lambda: F.max_pool2d(x, k, stride, padding), nhwc)
+        if case.op == "im2col":
+            N, C, KH, KW = case.N, case.C, case.KH, case.KW
+
+            def result(t):  # (N, C*KH*KW, L) ordered (c, kh, kw) -> rows ordered (kh, kw, c)
+                a = t.numpy().reshape(N, C, KH, KW, win.OH, win.OW)
+                return a.transpose(0, 4, 5, 2, 3, 1).reshape(case.output_shape)
+            return Prepared(lambda: F.unfold(x, k, 1, padding, stride), result)
+        raise ValueError(f"unknown op {case.op!r}")
