@@ -1,0 +1,331 @@
+"""CS231n assignment 2's fast layers on fastconv (``fast_layers`` and ``layer_utils``).
+
+The functions keep the assignment's names and contracts, so that
+``from fastconv.compat.cs231n import *`` can replace its ``fast_layers``
+imports (and the conv sandwiches of ``layer_utils``):
+
+* arrays are NCHW; filters ``w`` are ``(F, C, HH, WW)`` and biases ``b``
+  ``(F,)``; the convolution is a cross-correlation with symmetric zero
+  padding ``conv_param['pad']`` and one ``conv_param['stride']``;
+* pooling takes ``pool_param = {'pool_height', 'pool_width', 'stride'}``
+  and has no padding;
+* every forward returns ``(out, cache)`` and every backward takes
+  ``(dout, cache)``; the conv backwards return ``(dx, dw, db)``.
+
+They accept more than the originals: non-square kernels and windows,
+overlapping and non-tiling pooling windows, any stride; output sizes are
+rounded down (``H' = 1 + (H + 2*pad - HH) // stride``).  Inputs and ``dout``
+are never modified, results are fresh contiguous arrays, and caches hold
+their own copies of what the backward needs, so editing ``x`` after the
+forward does not change the gradients and a cache can be used twice.
+
+dtypes follow NumPy promotion: the computation runs in
+``np.result_type(x, w, b)`` (float64 data with float32 weights gives
+float64; an integer bias is accepted), integers alone compute in float64,
+and all gradients come back in that dtype.  Max pooling gives each window's
+gradient to its first maximum in window order (the original's im2col path,
+TensorFlow and PyTorch); tied maxima never share or duplicate it.
+"""
+import numpy as np
+
+import fastconv
+
+__all__ = ["conv_forward_fast", "conv_backward_fast", "conv_forward_strides",
+           "conv_backward_strides", "conv_forward_im2col", "conv_backward_im2col",
+           "max_pool_forward_fast", "max_pool_backward_fast", "relu_forward", "relu_backward",
+           "conv_relu_forward", "conv_relu_backward", "conv_relu_pool_forward",
+           "conv_relu_pool_backward"]
+
+
+# ============================================================================ checks
+def _array(value, name, ndim=None):
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:
+        raise TypeError(f"{name} must be array-like; np.asarray failed on "
+                        f"{type(value).__name__}: {exc}") from exc
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers.")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D; got shape {arr.shape}.")
+    return arr
+
+
+def _compute_dtype(*arrays):
+    """NumPy's promoted dtype of ``arrays``, as float32 or float64 (integers: float64)."""
+    dtype = np.result_type(*arrays)
+    return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
+
+
+def _param_int(params, dict_name, key, minimum):
+    if not isinstance(params, dict):
+        raise TypeError(f"{dict_name} must be a dict with key {key!r}; got "
+                        f"{type(params).__name__}.")
+    if key not in params:
+        raise KeyError(f"{dict_name} needs the key {key!r} (an int >= {minimum}); "
+                       f"got keys {sorted(params)}.")
+    value = params[key]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{dict_name}[{key!r}] must be an int >= {minimum}; got {value!r}.")
+    return int(value)
+
+
+def _conv_params(conv_param):
+    return _param_int(conv_param, "conv_param", "stride", 1), \
+        _param_int(conv_param, "conv_param", "pad", 0)
+
+
+def _pool_params(pool_param):
+    return (_param_int(pool_param, "pool_param", "pool_height", 1),
+            _param_int(pool_param, "pool_param", "pool_width", 1),
+            _param_int(pool_param, "pool_param", "stride", 1))
+
+
+def _check_dout(dout, shape):
+    d = _array(dout, "dout")
+    if d.shape != tuple(shape):
+        raise ValueError(f"dout has shape {d.shape}; expected the forward output's shape "
+                         f"{tuple(shape)}.")
+    return d
+
+
+# ============================================================================ convolution
+def conv_forward_fast(x, w, b, conv_param):
+    """Convolution layer forward (cross-correlation, NCHW).
+
+    ``out[n, f, i, j] = b[f] + sum_{c, p, q} x_pad[n, c, i*stride + p, j*stride + q] * w[f, c, p, q]``
+    with ``x_pad`` zero-padded by ``pad`` on all four sides.
+
+    Parameters
+    ----------
+    x : array_like (N, C, H, W)
+    w : array_like (F, C, HH, WW)
+        Kernels may be non-square.
+    b : array_like (F,)
+    conv_param : dict
+        ``'stride'`` (int >= 1) and ``'pad'`` (int >= 0).
+
+    Returns
+    -------
+    out : ndarray (N, F, H', W')
+        ``H' = 1 + (H + 2*pad - HH) // stride``, ``W' = 1 + (W + 2*pad - WW) // stride``;
+        dtype ``np.result_type(x, w, b)`` (float32 or float64).
+    cache : tuple
+        For :func:`conv_backward_fast`; holds copies, so later edits of
+        ``x``, ``w`` or ``b`` do not affect it.
+    """
+    cache = _conv_setup(x, w, b, conv_param)
+    xc, _, bc, _, w_hwio = cache
+    stride, pad = _conv_params(conv_param)
+    out = _conv(xc, w_hwio, bc, stride, pad, None)
+    return out, cache
+
+
+def _conv(x, w_hwio, b, stride, pad, activation):
+    out = fastconv.conv2d(x, w_hwio, strides=stride, padding=[[0, 0], [0, 0], [pad, pad],
+                                                              [pad, pad]],
+                          data_format="NCHW", bias=b, activation=activation)
+    return np.ascontiguousarray(out)
+
+
+def _conv_backward(dout, cache, relu_output=None):
+    xc, w, bc, conv_param, w_hwio = cache
+    stride, pad = _conv_params(conv_param)
+    N, C, H, W = xc.shape
+    F, _, HH, WW = w.shape
+    shape = (N, F, 1 + (H + 2 * pad - HH) // stride, 1 + (W + 2 * pad - WW) // stride)
+    d = _check_dout(dout, shape)
+    dtype = _compute_dtype(xc, d)
+    if dtype != xc.dtype:
+        xc, w_hwio = xc.astype(dtype), w_hwio.astype(dtype)
+    kwargs = {}
+    if relu_output is not None:
+        kwargs = dict(activation="relu", output=relu_output)
+    dx, dw, db = fastconv.conv2d_backward(
+        xc, w_hwio, d, strides=stride, padding=[[0, 0], [0, 0], [pad, pad], [pad, pad]],
+        data_format="NCHW", **kwargs)
+    return (np.ascontiguousarray(dx), np.ascontiguousarray(dw.transpose(3, 2, 0, 1)),
+            np.ascontiguousarray(db))
+
+
+def conv_backward_fast(dout, cache):
+    """Convolution layer backward.
+
+    Parameters
+    ----------
+    dout : array_like (N, F, H', W')
+        Upstream gradient; not modified.
+    cache : tuple
+        From :func:`conv_forward_fast`.
+
+    Returns
+    -------
+    dx : ndarray (N, C, H, W)
+    dw : ndarray (F, C, HH, WW)
+    db : ndarray (F,)
+        All in the forward's dtype (promoted with ``dout``'s).
+    """
+    return _conv_backward(dout, cache)
+
+
+#: the assignment's other names for the same layer
+conv_forward_strides = conv_forward_fast
+conv_backward_strides = conv_backward_fast
+conv_forward_im2col = conv_forward_fast
+conv_backward_im2col = conv_backward_fast
+
+
+# ============================================================================ max pooling
+def max_pool_forward_fast(x, pool_param):
+    """Max pooling forward (NCHW, no padding).
+
+    ``out[n, c, i, j] = max_{p < pool_height, q < pool_width} x[n, c, i*stride + p, j*stride + q]``.
+
+    Parameters
+    ----------
+    x : array_like (N, C, H, W)
+    pool_param : dict
+        ``'pool_height'``, ``'pool_width'`` and ``'stride'`` (ints >= 1);
+        windows may be non-square, overlap or not tile the input.
+
+    Returns
+    -------
+    out : ndarray (N, C, H', W')
+        ``H' = 1 + (H - pool_height) // stride``, ``W' = 1 + (W - pool_width) // stride``;
+        float32 stays float32, anything else is float64.
+    cache : tuple
+        For :func:`max_pool_backward_fast`: the position of each window's
+        first maximum (not ``x``, so later edits of ``x`` do not affect it).
+    """
+    x = _array(x, "x", 4)
+    ph, pw, stride = _pool_params(pool_param)
+    N, C, H, W = x.shape
+    if H < ph or W < pw:
+        raise ValueError(f"the {ph}x{pw} pooling window does not fit the {H}x{W} input "
+                         f"(x has shape {x.shape}).")
+    dtype = _compute_dtype(x)
+    out, argmax = fastconv.max_pool2d_with_argmax(x.astype(dtype, copy=False), (ph, pw), stride,
+                                                  "VALID", data_format="NCHW")
+    return np.ascontiguousarray(out), (x.shape, dtype, dict(pool_param), argmax)
+
+
+def max_pool_backward_fast(dout, cache):
+    """Max pooling backward: each window's gradient goes to its first maximum.
+
+    Overlapping windows add up at the pixels they share.
+
+    Parameters
+    ----------
+    dout : array_like (N, C, H', W')
+        Not modified.
+    cache : tuple
+        From :func:`max_pool_forward_fast`.
+
+    Returns
+    -------
+    dx : ndarray (N, C, H, W)
+    """
+    shape, dtype, pool_param, argmax = cache
+    ph, pw, stride = _pool_params(pool_param)
+    d = _check_dout(dout, argmax.shape)
+    dtype = _compute_dtype(np.empty(0, dtype), d)
+    like = np.broadcast_to(np.zeros((), dtype), shape)   # the input's shape only
+    dx = fastconv.max_pool2d_backward(d.astype(dtype, copy=False), like, (ph, pw), stride,
+                                      "VALID", data_format="NCHW", argmax=argmax)
+    return np.ascontiguousarray(dx)
+
+
+# ============================================================================ relu
+def relu_forward(x):
+    """ReLU forward: ``(max(x, 0), cache)``, any shape."""
+    x = _array(x, "x")
+    dtype = _compute_dtype(x)
+    out = fastconv.relu(np.array(x, dtype=dtype, order="C"))
+    return out, out
+
+
+def relu_backward(dout, cache):
+    """ReLU backward: ``dout`` where the forward input was > 0, else 0 (0 at 0)."""
+    d = _check_dout(dout, cache.shape)
+    return fastconv.relu_backward(d.astype(_compute_dtype(cache, d), copy=False), cache)
+
+
+# ============================================================================ sandwiches
+def conv_relu_forward(x, w, b, conv_param):
+    """Convolution followed by ReLU, fused in one pass.
+
+    Parameters and shapes as for :func:`conv_forward_fast`.
+
+    Returns
+    -------
+    out : ndarray (N, F, H', W')
+    cache : tuple
+        ``(conv_cache, relu_cache)`` for :func:`conv_relu_backward`.
+    """
+    a, conv_cache = _conv_forward_relu(x, w, b, conv_param)
+    return a, (conv_cache, a.copy())
+
+
+def _conv_forward_relu(x, w, b, conv_param):
+    # conv_forward_fast's checks and cache, with the ReLU fused into the convolution
+    conv_cache = _conv_setup(x, w, b, conv_param)
+    xc, _, bc, _, w_hwio = conv_cache
+    stride, pad = _conv_params(conv_param)
+    return _conv(xc, w_hwio, bc, stride, pad, "relu"), conv_cache
+
+
+def _conv_setup(x, w, b, conv_param):
+    """Check the operands; the cache of :func:`conv_forward_fast` (its own copies)."""
+    x = _array(x, "x", 4)
+    w = _array(w, "w", 4)
+    b = _array(b, "b", 1)
+    stride, pad = _conv_params(conv_param)
+    N, C, H, W = x.shape
+    F, Cw, HH, WW = w.shape
+    if Cw != C:
+        raise ValueError(f"w has shape {w.shape}: its C = {Cw} must equal x's channels "
+                         f"{C} (x has shape {x.shape}).")
+    if b.shape != (F,):
+        raise ValueError(f"b has shape {b.shape}; expected (F,) = ({F},).")
+    if H + 2 * pad < HH or W + 2 * pad < WW:
+        raise ValueError(f"the {HH}x{WW} kernel does not fit the padded input "
+                         f"{H + 2 * pad}x{W + 2 * pad} (x {x.shape}, pad {pad}).")
+    dtype = _compute_dtype(x, w, b)
+    xc = np.array(x, dtype=dtype, order="C")
+    w_hwio = np.ascontiguousarray(w.transpose(2, 3, 1, 0), dtype=dtype)
+    bc = np.array(b, dtype=dtype)
+    return (xc, w.copy(), bc, dict(conv_param), w_hwio)
+
+
+def conv_relu_backward(dout, cache):
+    """Backward of :func:`conv_relu_forward`: ``(dx, dw, db)``."""
+    conv_cache, relu_cache = cache
+    return _conv_backward(dout, conv_cache, relu_output=relu_cache)
+
+
+def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
+    """Convolution, ReLU (fused) and max pooling.
+
+    Parameters
+    ----------
+    x, w, b, conv_param
+        As for :func:`conv_forward_fast`.
+    pool_param
+        As for :func:`max_pool_forward_fast`.
+
+    Returns
+    -------
+    out : ndarray (N, F, H'', W'')
+    cache : tuple
+        ``(conv_cache, relu_cache, pool_cache)`` for :func:`conv_relu_pool_backward`.
+    """
+    a, conv_cache = _conv_forward_relu(x, w, b, conv_param)
+    out, pool_cache = max_pool_forward_fast(a, pool_param)
+    return out, (conv_cache, a, pool_cache)
+
+
+def conv_relu_pool_backward(dout, cache):
+    """Backward of :func:`conv_relu_pool_forward`: ``(dx, dw, db)``."""
+    conv_cache, relu_cache, pool_cache = cache
+    da = max_pool_backward_fast(dout, pool_cache)
+    return _conv_backward(da, conv_cache, relu_output=relu_cache)
