@@ -523,7 +523,8 @@ class Softmax(Layer):
 
 
 class Dropout(Layer):
-    """Dropout; at inference (all fastconv.models does) it passes its input through."""
+    """Inverted dropout: in training zeroes each input with probability ``rate`` and scales
+    the rest by ``1 / (1 - rate)``; at inference it passes its input through."""
 
     default_name = "dropout"
 

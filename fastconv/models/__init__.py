@@ -1,4 +1,4 @@
-"""Keras-style ``Sequential`` convnets that run (inference only) on fastconv kernels.
+"""Keras-style ``Sequential`` convnets that predict and train on fastconv kernels.
 
 The lessons build their classifiers with ``keras.Sequential``; this module
 builds the same models with the same argument names, prints the same
@@ -23,25 +23,34 @@ A trained Keras model converts with :func:`from_keras` (weights copied,
 predictions equal to Keras's within float32 rounding); :meth:`Sequential.feature_maps`
 returns every layer's activations for pictures (see :mod:`fastconv.viz`).
 
+Models train with :meth:`Sequential.compile` and :meth:`Sequential.fit`
+(optimizers in :mod:`fastconv.models.optimizers`, losses in
+:mod:`fastconv.models.losses`); gradients come from
+:func:`fastconv.conv2d_backward` and the other backward ops.
+
 Only ``channels_last`` (NHWC) data is supported, as on Keras's CPU backend.
 """
 import threading
 
 import numpy as np
 
-from ._layers import (ACTIVATIONS, DTYPE, Activation, Conv2D, Dense, Dropout, Flatten,
+from .._layers import (ACTIVATIONS, DTYPE, Activation, Conv2D, Dense, Dropout, Flatten,
                       GlobalAveragePooling2D, Input, InputLayer, Layer, MaxPooling2D, ReLU,
                       Softmax, check_shape, shape_str)
-from ._threads import single_threaded_blas
-from ._validation import positive_int
+from .._threads import single_threaded_blas
+from .._validation import positive_int
+from . import losses, optimizers
+from ._training import History, TrainingMixin
+from .optimizers import SGD, Adam, Optimizer, RMSprop
 
 __all__ = ["Sequential", "Layer", "Input", "InputLayer", "Conv2D", "MaxPooling2D", "Flatten",
            "Dense", "GlobalAveragePooling2D", "ReLU", "Activation", "Softmax", "Dropout",
-           "from_keras", "ACTIVATIONS"]
+           "from_keras", "ACTIVATIONS", "History", "Optimizer", "SGD", "Adam", "RMSprop",
+           "optimizers", "losses"]
 
 
-class Sequential:
-    """A linear stack of layers, like ``keras.Sequential`` (inference only).
+class Sequential(TrainingMixin):
+    """A linear stack of layers, like ``keras.Sequential``.
 
     Parameters
     ----------
@@ -53,7 +62,8 @@ class Sequential:
         Default ``"sequential"``.
     seed : int or numpy.random.Generator, optional
         Seeds the weight initialisers (Keras's defaults: glorot-uniform
-        kernels, zero biases), so that a seed gives reproducible weights.
+        kernels, zero biases), then the shuffling and dropout of
+        :meth:`fit`, so that a seed gives reproducible weights and training.
     """
 
     def __init__(self, layers=None, name="sequential", *, seed=None):

@@ -1,0 +1,334 @@
+"""``compile`` / ``fit`` / ``evaluate`` / ``train_on_batch`` for :class:`fastconv.models.Sequential`."""
+import sys
+import time
+
+import numpy as np
+
+from .._layers import DTYPE, apply_activation, softmax_
+from .._threads import single_threaded_blas
+from .._validation import positive_int
+from . import _backprop, losses as losses_mod, optimizers as optimizers_mod
+
+__all__ = ["History", "TrainingMixin"]
+
+
+class History:
+    """What :meth:`~fastconv.models.Sequential.fit` returns, like Keras's ``History``.
+
+    Attributes
+    ----------
+    history : dict
+        ``{"loss": [...], "accuracy": [...], "val_loss": [...], ...}``, one
+        value per epoch.
+    epoch : list of int
+        The epochs run.
+    params : dict
+        ``epochs``, ``steps`` and ``verbose`` of the call.
+    """
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+        self.params = {}
+
+    def _append(self, epoch, logs):
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(value)
+
+    def __repr__(self):
+        return f"<History epochs={len(self.epoch)} keys={list(self.history)}>"
+
+
+def _metric_names(metrics):
+    if metrics is None:
+        return []
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    names = []
+    for m in metrics:
+        if not isinstance(m, str) or m.lower() not in ("accuracy", "acc"):
+            raise ValueError(f"metrics may contain only 'accuracy' (or 'acc'); got {m!r}.")
+        names.append("accuracy")
+    return names
+
+
+class TrainingMixin:
+    """Training methods shared by the Keras-style models."""
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None):
+        """Choose the optimizer, loss and metrics for :meth:`fit`, as ``keras.Model.compile``.
+
+        Parameters
+        ----------
+        optimizer : str or Optimizer
+            ``"sgd"``, ``"adam"``, ``"rmsprop"`` (Keras's defaults) or an
+            object from :mod:`fastconv.models.optimizers`.
+        loss : str or Loss
+            ``"sparse_categorical_crossentropy"``, ``"categorical_crossentropy"``,
+            ``"binary_crossentropy"``, ``"mse"`` or an object from
+            :mod:`fastconv.models.losses`.
+        metrics : list of str, optional
+            ``["accuracy"]``: resolved, as Keras does, from the shapes of the
+            labels and of the output (binary, sparse categorical or
+            categorical accuracy).
+        """
+        if loss is None:
+            raise ValueError("compile: loss is required for training; e.g. "
+                             "loss='sparse_categorical_crossentropy'.")
+        self.optimizer = optimizers_mod.get(optimizer)
+        self.loss = losses_mod.get(loss)
+        self._metric_names = _metric_names(metrics)
+        self._train_rng = None
+
+    # ----------------------------------------------------------------- core
+    def _check_compiled(self, what):
+        if getattr(self, "loss", None) is None or not hasattr(self, "optimizer"):
+            raise RuntimeError(f"{what}: the model must be compiled first; call "
+                               f"model.compile(optimizer=..., loss=...).")
+
+    def _rng_for_training(self):
+        if getattr(self, "_train_rng", None) is None:
+            self._train_rng = np.random.default_rng(self._rng.integers(2 ** 63))
+        return self._train_rng
+
+    def _value_and_grads(self, x, y, weights=None, *, training=True, need_grads=True,
+                         backend=None, num_threads=None):
+        """``(loss, predictions, grads)`` on one batch.
+
+        ``weights`` is one list per layer (default the layers' own); any float
+        dtype, used as given.  ``grads`` has the same structure.
+        """
+        layers = self.layers
+        if weights is None:
+            weights = [layer._weights for layer in layers]
+        wmap = {id(layer): w for layer, w in zip(layers, weights)}
+        steps = _backprop.plan(layers)
+        loss = self.loss
+        last, last_fuse = steps[-1]
+        act = "relu" if last_fuse else _backprop.activation_of(last)
+        use_logits = not loss.from_logits and loss.logit_activation == act
+        rng = self._rng_for_training() if training else None
+        caches = []
+        h = x
+        for k, (layer, fuse) in enumerate(steps):
+            if not training and isinstance(layer, _backprop.Dropout):
+                caches.append(None)
+                continue
+            pre = use_logits and k == len(steps) - 1
+            h, cache = _backprop.forward(layer, fuse, h, wmap[id(layer)], rng, backend,
+                                         num_threads, pre_activation=pre)
+            caches.append(cache)
+        if use_logits:
+            value, dh = loss.value_and_logit_grad(y, h)
+            pred = h.copy()
+            if act == "softmax":
+                softmax_(pred, axis=-1)
+            else:
+                apply_activation(act, pred)
+        else:
+            value, dh = loss.value_and_grad(y, h)
+            pred = h
+        if not need_grads:
+            return value, pred, None
+        grads = {}
+        for k in range(len(steps) - 1, -1, -1):
+            layer, fuse = steps[k]
+            if caches[k] is None and isinstance(layer, _backprop.Dropout):
+                grads[id(layer)] = []
+                continue
+            dh, g = _backprop.backward(layer, fuse, dh, caches[k], wmap[id(layer)], k > 0,
+                                       backend, num_threads)
+            grads[id(layer)] = g
+        return value, pred, [grads.get(id(layer), []) for layer in layers]
+
+    def _targets(self, y, n, what):
+        arr = np.asarray(y)
+        if arr.ndim == 0 or arr.shape[0] != n:
+            raise ValueError(f"{what}: x has {n} examples but y has "
+                             f"{arr.shape[0] if arr.ndim else 'no batch axis'}; they must "
+                             f"match.")
+        return arr
+
+    def _metrics(self, y, pred):
+        out = {}
+        for name in self._metric_names:
+            fn = losses_mod.accuracy_metric(y, pred)
+            out[name] = fn(y, pred)
+        return out
+
+    def _step(self, x, y, backend, num_threads):
+        value, pred, grads = self._value_and_grads(x, y, backend=backend,
+                                                   num_threads=num_threads)
+        if not np.isfinite(value):
+            return value, pred
+        flat_w = [w for layer in self.layers for w in layer._weights]
+        flat_g = [g for gs in grads for g in gs]
+        self.optimizer.apply(flat_w, flat_g)
+        return value, pred
+
+    def train_on_batch(self, x, y, *, backend=None, num_threads=None):
+        """One optimizer step on one batch; returns the loss (and metrics) before the step.
+
+        Returns
+        -------
+        float or list of float
+            The loss, or ``[loss, metric...]`` when metrics were compiled.
+        """
+        self._check_compiled("train_on_batch")
+        x = self._as_input(x, "train_on_batch")
+        y = self._targets(y, x.shape[0], "train_on_batch")
+        with single_threaded_blas():
+            value, pred = self._step(x, y, backend, num_threads)
+        if not np.isfinite(value):
+            raise FloatingPointError(f"train_on_batch: the loss is {value}; lower the learning "
+                                     f"rate or check the inputs.")
+        mets = self._metrics(y, pred)
+        return value if not mets else [value] + [float(v.mean()) for v in mets.values()]
+
+    def test_on_batch(self, x, y, *, backend=None, num_threads=None):
+        """The loss (and metrics) on one batch, without training."""
+        self._check_compiled("test_on_batch")
+        x = self._as_input(x, "test_on_batch")
+        y = self._targets(y, x.shape[0], "test_on_batch")
+        with single_threaded_blas():
+            value, pred, _ = self._value_and_grads(x, y, training=False, need_grads=False,
+                                                   backend=backend, num_threads=num_threads)
+        mets = self._metrics(y, pred)
+        return value if not mets else [value] + [float(v.mean()) for v in mets.values()]
+
+    def evaluate(self, x, y, batch_size=32, verbose=0, return_dict=False, *, backend=None,
+                 num_threads=None):
+        """Loss and metrics over a whole dataset, as ``keras.Model.evaluate``.
+
+        Parameters
+        ----------
+        x : array_like, ``(N, H, W, C)``
+        y : array_like
+            Labels with ``N`` rows, in the form the loss expects.
+        batch_size : int
+        verbose : int
+            0 silent; otherwise one line with the results.
+        return_dict : bool
+            Return ``{"loss": ..., "accuracy": ...}`` instead of a list.
+
+        Returns
+        -------
+        float, list of float or dict
+        """
+        self._check_compiled("evaluate")
+        x = self._as_input(x, "evaluate")
+        y = self._targets(y, x.shape[0], "evaluate")
+        batch_size = positive_int(batch_size, "batch_size")
+        logs = self._run_eval(x, y, batch_size, backend, num_threads)
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+        if return_dict:
+            return logs
+        return logs["loss"] if len(logs) == 1 else list(logs.values())
+
+    def _run_eval(self, x, y, batch_size, backend, num_threads):
+        total, sums, n = 0.0, {name: 0.0 for name in self._metric_names}, x.shape[0]
+        with single_threaded_blas():
+            for s in range(0, n, batch_size):
+                xb, yb = x[s:s + batch_size], y[s:s + batch_size]
+                value, pred, _ = self._value_and_grads(xb, yb, training=False, need_grads=False,
+                                                       backend=backend, num_threads=num_threads)
+                total += value * xb.shape[0]
+                for name, v in self._metrics(yb, pred).items():
+                    sums[name] += float(v.sum())
+        return {"loss": total / n, **{k: v / n for k, v in sums.items()}}
+
+    def fit(self, x, y, batch_size=32, epochs=1, verbose="auto", validation_data=None,
+            shuffle=True, *, backend=None, num_threads=None):
+        """Train for ``epochs`` passes over the data, as ``keras.Model.fit``.
+
+        Parameters
+        ----------
+        x : array_like, ``(N, H, W, C)``
+        y : array_like
+            ``N`` labels in the form the loss expects.
+        batch_size : int
+            Default 32.
+        epochs : int
+        verbose : {'auto', 0, 1, 2}
+            0 silent; 1 (``'auto'``) a line per epoch updated after each batch;
+            2 one line per epoch.
+        validation_data : tuple ``(x_val, y_val)``, optional
+            Evaluated after each epoch (``val_loss``, ``val_accuracy``...).
+        shuffle : bool
+            Shuffle the examples before each epoch (with the model's seed).
+        backend, num_threads
+            As for :func:`fastconv.conv2d`.
+
+        Returns
+        -------
+        History
+            ``history.history`` holds ``loss``, the metrics and their
+            ``val_`` counterparts, one value per epoch.
+
+        Raises
+        ------
+        FloatingPointError
+            When a batch's loss is not finite (the message names the epoch
+            and the batch).
+        """
+        self._check_compiled("fit")
+        x = self._as_input(x, "fit")
+        y = self._targets(y, x.shape[0], "fit")
+        batch_size = positive_int(batch_size, "batch_size")
+        epochs = positive_int(epochs, "epochs")
+        if verbose == "auto":
+            verbose = 1
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"fit: verbose must be 'auto', 0, 1 or 2; got {verbose!r}.")
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("fit: validation_data must be a tuple (x_val, y_val).")
+            xv = self._as_input(validation_data[0], "fit validation_data")
+            val = (xv, self._targets(validation_data[1], xv.shape[0], "fit validation_data"))
+        n = x.shape[0]
+        steps = -(-n // batch_size)
+        history = History()
+        history.params = {"epochs": epochs, "steps": steps, "verbose": verbose}
+        rng = self._rng_for_training()
+        for epoch in range(epochs):
+            order = rng.permutation(n) if shuffle else None
+            total, sums, seen = 0.0, {name: 0.0 for name in self._metric_names}, 0
+            start = time.perf_counter()
+            with single_threaded_blas():
+                for b in range(steps):
+                    sl = slice(b * batch_size, (b + 1) * batch_size)
+                    idx = order[sl] if order is not None else sl
+                    xb, yb = x[idx], y[idx]
+                    value, pred = self._step(xb, yb, backend, num_threads)
+                    if not np.isfinite(value):
+                        raise FloatingPointError(f"fit: the loss became {value} in epoch "
+                                                 f"{epoch + 1}, batch {b + 1}; lower the "
+                                                 f"learning rate or check the inputs.")
+                    m = xb.shape[0]
+                    total += value * m
+                    seen += m
+                    for name, v in self._metrics(yb, pred).items():
+                        sums[name] += float(v.sum())
+                    if verbose == 1:
+                        logs = {"loss": total / seen, **{k: v / seen for k, v in sums.items()}}
+                        _progress(epoch, epochs, b + 1, steps, logs, start, end="\r")
+            logs = {"loss": total / seen, **{k: v / seen for k, v in sums.items()}}
+            if val is not None:
+                vlogs = self._run_eval(val[0], val[1], batch_size, backend, num_threads)
+                logs.update({f"val_{k}": v for k, v in vlogs.items()})
+            if verbose:
+                _progress(epoch, epochs, steps, steps, logs, start, end="\n")
+            history._append(epoch, logs)
+        return history
+
+
+def _progress(epoch, epochs, step, steps, logs, start, end):
+    elapsed = time.perf_counter() - start
+    per_step = elapsed / max(step, 1)
+    metrics = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+    sys.stdout.write(f"Epoch {epoch + 1}/{epochs} {step}/{steps} - {elapsed:.0f}s "
+                     f"{per_step * 1e3:.0f}ms/step - {metrics}{end}")
+    sys.stdout.flush()
