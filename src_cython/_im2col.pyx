@@ -27,6 +27,10 @@ def im2col(const floating[:, :, :, ::1] x,           # IN  (N, H, W, C)
         return
     cdef const floating *px = &x[0, 0, 0, 0]
     cdef floating *py = &out[0, 0, 0, 0, 0, 0]
+    if num_threads > rows:   # never more threads than rows
+        num_threads = <int> rows
+    if num_threads < 1:
+        num_threads = 1
     for r in prange(rows, nogil=True, num_threads=num_threads, schedule="dynamic",
                     chunksize=4):
         fc_im2col_rows(px, py + r * OW * K, sizeof(floating), H, W, C, KH, KW, SH, SW, DH, DW,

@@ -167,6 +167,10 @@ def conv2d_im2col(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
     cdef Py_ssize_t n_tiles = (P + tp - 1) // tp
     cdef Py_ssize_t ob = o_block(n_tiles, O, groups, tuning)
     cdef Py_ssize_t n_ob = (O + ob - 1) // ob
+    if num_threads > n_tiles * n_ob:   # never more threads than tasks
+        num_threads = <int> (n_tiles * n_ob)
+    if num_threads < 1:
+        num_threads = 1
     # a 1x1, stride-1, unpadded window reads x itself as the column matrix
     cdef bint identity = (KH == 1 and KW == 1 and SH == 1 and SW == 1 and pad_top == 0
                           and pad_left == 0 and OH == H and OW == W)

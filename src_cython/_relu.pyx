@@ -35,7 +35,9 @@ def relu(const floating[::1] x,   # IN
     cdef floating *py = &out[0]
     cdef int nt = (n * <Py_ssize_t> sizeof(floating) >= stream_bytes) if stream is None \
         else bool(stream)
-    if n_chunks == 1 or num_threads == 1:
+    if num_threads > n_chunks:   # never more threads than chunks
+        num_threads = <int> n_chunks
+    if num_threads <= 1:
         with nogil:
             if floating is float:
                 fc_relu_f32_nt(px, py, n, simd_level, nt)

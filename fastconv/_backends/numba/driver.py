@@ -24,9 +24,18 @@ previous value, which Numba keeps per Python thread, is restored afterwards),
 capped at ``numba.config.NUMBA_NUM_THREADS``, the size of Numba's pool.  The
 work is cut into pieces whose boundaries never depend on the thread count, so
 results are bitwise identical for any ``num_threads``.
+
+After ``fork``: Numba's ``omp`` threading layer (GNU OpenMP) terminates a
+forked child as soon as it enters any parallel region, even on one thread,
+once the parent has launched that layer.  In such a child every call of this
+backend raises :class:`fastconv.BackendUnavailableError` instead, before any
+kernel runs; the "cython" and "numpy" backends keep working there (on one
+thread).  A child forked before the layer was launched, or from a parent on
+the ``tbb`` or ``workqueue`` layer, is unaffected.
 """
 import contextlib
 import functools
+import os
 import threading
 import time
 
@@ -42,6 +51,28 @@ __all__ = ["conv2d", "relu", "max_pool2d", "im2col", "info", "warmup", "choose_a
 
 # ----------------------------------------------------------------------------- threads and BLAS
 _workqueue_lock = threading.Lock()
+_omp_forked = False   # a forked child of a process that had launched the omp layer
+
+
+def _after_fork_in_child():
+    global _workqueue_lock, _omp_forked
+    _workqueue_lock = threading.Lock()
+    _omp_forked = _omp_forked or _cfg.threading_layer() == "omp"
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _check_fork():
+    if _omp_forked:
+        from .. import BackendUnavailableError
+        raise BackendUnavailableError(
+            "backend 'numba' cannot run in this process: it was forked from a process that "
+            "had started Numba's 'omp' threading layer (GNU OpenMP), which terminates a "
+            "forked child at its first parallel region. Use backend='cython' or 'numpy' "
+            "here, start worker processes with the 'spawn' or 'forkserver' method, or set "
+            "NUMBA_THREADING_LAYER=workqueue (or tbb) before importing fastconv.")
 
 
 @contextlib.contextmanager
@@ -54,6 +85,7 @@ def _numba_threads(num_threads, work):
     machine a descheduled worker can stall the region for milliseconds).
     Results do not depend on the count.
     """
+    _check_fork()
     n = min(int(num_threads), numba.config.NUMBA_NUM_THREADS,
             int(work) // _tuning.NUMBA_MIN_WORK_PER_THREAD + 1)
     n = max(1, n)
