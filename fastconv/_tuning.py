@@ -121,6 +121,11 @@ DIRECT_BORDER_ROWS = 6
 #: pixels share each filter element; BLAS's blocking wins for large filters on few pixels.
 AUTO_IM2COL_RULES = ((256, 1 << 16), (1024, 1 << 20))
 
+#: multiply-adds (direct convolution) or compares (pooling) between two looks at pending
+#: signals: a long call is run in chunks of about this much work, and Ctrl-C is noticed
+#: between chunks.  Smaller chunks answer sooner but re-enter the thread team more often.
+INTERRUPT_WORK = 1 << 27
+
 # --------------------------------------------------------------- relu and pooling (compiled)
 #: elements per ReLU task: large enough to hide the scheduling cost, small enough to
 #: balance two threads on tensors of a megabyte.

@@ -29,39 +29,63 @@ bitwise identical for every thread count.
 """
 import numpy as np
 
+from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 
 from fastconv_c cimport (FC_KIND_DEPTHWISE, FC_KIND_GENERAL, FC_KIND_WIDTH, fc_conv_args,
                          fc_conv_block_channels, fc_conv_direct_item, fc_conv_direct_items,
-                         fc_conv_vector_lanes, fc_cpu_simd_level, fc_ftz_enter, fc_ftz_leave,
-                         fc_pack_filters)
+                         fc_conv_size_bytes, fc_conv_vector_lanes, fc_cpu_simd_level,
+                         fc_ftz_enter, fc_ftz_leave, fc_pack_filters)
+
+#: the largest kernel size, channel count per group, stride, dilation or padding the
+#: kernels take (they are C ints; every size and offset derived from them is 64-bit)
+INT_MAX = 2147483647
+
+
+def size_field_bytes():
+    """``sizeof`` of the size fields (N, H, W, C, OH, OW, O) of the C ``fc_conv_args``."""
+    return fc_conv_size_bytes()
 
 KIND_NAMES = {FC_KIND_GENERAL: "general", FC_KIND_DEPTHWISE: "depthwise",
               FC_KIND_WIDTH: "width"}
 
 
-cdef void _run(const fc_conv_args *a, int num_threads) noexcept nogil:
-    """Run every work item of ``a``, split statically over ``num_threads`` OpenMP threads."""
-    cdef Py_ssize_t i
+cdef int _run(const fc_conv_args *a, int num_threads, Py_ssize_t chunk) except -1 nogil:
+    """Run every work item of ``a``, split statically over ``num_threads`` OpenMP threads.
+
+    The items run ``chunk`` at a time; between chunks the GIL is taken back
+    briefly to notice a pending signal (Ctrl-C raises ``KeyboardInterrupt``
+    at once, leaving ``out`` partly written).  Never more threads than items.
+    """
+    cdef Py_ssize_t i, start = 0, stop
     cdef Py_ssize_t n_items = fc_conv_direct_items(a)
     cdef unsigned int saved = 0
-    if num_threads > n_items:
-        num_threads = <int>n_items
-    if num_threads <= 1:
-        saved = fc_ftz_enter()
-        for i in range(n_items):
-            fc_conv_direct_item(a, i)
-        fc_ftz_leave(saved)
-        return
-    with parallel(num_threads=num_threads):
-        saved = fc_ftz_enter()
-        for i in prange(n_items, schedule="static"):
-            fc_conv_direct_item(a, i)
-        fc_ftz_leave(saved)
+    cdef int nt
+    if chunk < 1:
+        chunk = n_items
+    while start < n_items:
+        stop = start + chunk if n_items - start > chunk else n_items
+        nt = num_threads if num_threads < stop - start else <int>(stop - start)
+        if nt <= 1:
+            saved = fc_ftz_enter()
+            for i in range(start, stop):
+                fc_conv_direct_item(a, i)
+            fc_ftz_leave(saved)
+        else:
+            with parallel(num_threads=nt):
+                saved = fc_ftz_enter()
+                for i in prange(start, stop, schedule="static"):
+                    fc_conv_direct_item(a, i)
+                fc_ftz_leave(saved)
+        start = stop
+        if start < n_items:
+            with gil:
+                PyErr_CheckSignals()
+    return 0
 
 
-def kernel_kind(int C, int O, int groups, int SW):
+def kernel_kind(Py_ssize_t C, Py_ssize_t O, int groups, int SW):
     """Name of the kernel :func:`conv2d_direct` uses for these sizes.
 
     ``"width"`` for a single-channel filter (C == O == 1, SW == 1), ``"depthwise"``
@@ -72,7 +96,7 @@ def kernel_kind(int C, int O, int groups, int SW):
     return KIND_NAMES[_kind(C, O, groups, SW)]
 
 
-cdef int _kind(int C, int O, int groups, int SW) noexcept:
+cdef int _kind(Py_ssize_t C, Py_ssize_t O, int groups, int SW) noexcept:
     if C == 1 and O == 1 and groups == 1 and SW == 1:
         return FC_KIND_WIDTH
     if C == groups and groups > 1 and O // groups < 16:
@@ -120,9 +144,15 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     not depend on ``num_threads``.  Denormal numbers are flushed to zero during
     the call (MXCSR FTZ/DAZ), as oneDNN does, to avoid their large slowdown.
     """
-    cdef int N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
-    cdef int KH = w.shape[0], KW = w.shape[1], Cg = w.shape[2], O = w.shape[3]
-    cdef int OH = out.shape[1], OW = out.shape[2]
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t O = w.shape[3], OH = out.shape[1], OW = out.shape[2]
+    for name, value in (("filters.shape[0] (KH)", w.shape[0]), ("filters.shape[1] (KW)", w.shape[1]),
+                        ("filters.shape[2] (C_in / groups)", w.shape[2]),
+                        ("C_out / groups", O // max(groups, 1))):
+        if value > INT_MAX:
+            raise ValueError(f"{name} = {value} is too large for the direct kernel (at most "
+                             f"{INT_MAX}); use algorithm='im2col'.")
+    cdef int KH = <int>w.shape[0], KW = <int>w.shape[1], Cg = <int>w.shape[2]
     cdef fc_conv_args a
     cdef int level = simd_level
     cdef int lanes
@@ -143,7 +173,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
         num_threads = 1
 
     a.N, a.H, a.W, a.C, a.OH, a.OW, a.O = N, H, W, C, OH, OW, O
-    a.KH, a.KW, a.Cg, a.Og, a.groups = KH, KW, Cg, O // groups, groups
+    a.KH, a.KW, a.Cg, a.Og, a.groups = KH, KW, Cg, <int>(O // groups), groups
     a.SH, a.SW, a.DH, a.DW, a.pt, a.pl = SH, SW, DH, DW, pad_top, pad_left
     a.relu = relu
     a.level = level
@@ -167,6 +197,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     cdef Py_ssize_t chunk_bytes = tuning["chunk_bytes"]
     cdef int chunk_min_pixels = tuning["chunk_min_pixels"]
     cdef int border_rows = tuning["border_rows"]
+    cdef double interrupt_work = tuning["interrupt_work"]
     a.RG = 1
     a.CC = Cg
     cdef Py_ssize_t tap_bytes = <Py_ssize_t>KH * KW * a.OB * sizeof(floating)
@@ -198,5 +229,10 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     if bias is not None:
         a.bias = <const void *>&bias[0]
     a.out = <void *>&out[0, 0, 0, 0]
+    # items per chunk: about interrupt_work multiply-adds, a multiple of the thread count
+    cdef Py_ssize_t n_items = fc_conv_direct_items(&a)
+    cdef double item_work = (<double>N * OH * OW * O * KH * KW * Cg) / max(n_items, 1)
+    cdef Py_ssize_t chunk = <Py_ssize_t>(interrupt_work / max(item_work, 1.0))
+    chunk = max(chunk // num_threads, 1) * num_threads
     with nogil:
-        _run(&a, num_threads)
+        _run(&a, num_threads, chunk)

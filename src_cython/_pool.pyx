@@ -6,6 +6,7 @@ task per output row ``(n, oh)``, handed out dynamically; every output element
 is computed by the same code whatever the thread count, so results are
 bitwise identical for any ``num_threads``.
 """
+from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 from cython.parallel cimport prange
 
@@ -15,21 +16,48 @@ from fastconv_c cimport fc_maxpool_row_f32, fc_maxpool_row_f64
 def max_pool2d(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
                floating[:, :, :, ::1] out,       # OUT (N, OH, OW, C)
                int KH, int KW, int SH, int SW, int DH, int DW, int pad_top, int pad_left,
-               int num_threads, int simd_level):
+               int num_threads, int simd_level, Py_ssize_t interrupt_work=0):
     """NHWC max pooling; taps in the padding are skipped, NaN propagates.
 
     ``out[n, oh, ow, c] = max_{kh, kw} x[n, oh*SH - pad_top + kh*DH, ow*SW - pad_left + kw*DW, c]``
     over the taps inside the input.  One task per output row ``(n, oh)``.
+    Rows run in chunks of about ``interrupt_work`` compares (0: all at once);
+    a pending signal (Ctrl-C) is noticed between chunks.
     """
     cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
-    cdef Py_ssize_t rows = N * OH, r, n, oh
+    cdef Py_ssize_t rows = N * OH, start, stop, step
     if rows == 0 or OW == 0 or C == 0:
         return
     cdef const floating *px = &x[0, 0, 0, 0]
     cdef floating *py = &out[0, 0, 0, 0]
-    for r in prange(rows, nogil=True, num_threads=num_threads, schedule="dynamic",
-                    chunksize=4):
+    if num_threads > rows:   # never more threads than rows
+        num_threads = <int> rows
+    if num_threads < 1:
+        num_threads = 1
+    # rows per chunk: from the window's valid taps (never more than the input has)
+    step = rows
+    if interrupt_work > 0:
+        step = interrupt_work // max(OW * C * min(KH, H) * min(KW, W), 1)
+        step = max(step // num_threads, 1) * num_threads
+    start = 0
+    while start < rows:
+        stop = min(start + step, rows)
+        with nogil:
+            _pool_rows(px, py, start, stop, H, W, C, KH, KW, SH, SW, DH, DW, pad_top,
+                       pad_left, OH, OW, num_threads, simd_level)
+        start = stop
+        if start < rows:
+            PyErr_CheckSignals()
+
+
+cdef void _pool_rows(const floating *px, floating *py, Py_ssize_t start, Py_ssize_t stop,
+                     Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, int KH, int KW, int SH, int SW,
+                     int DH, int DW, int pad_top, int pad_left, Py_ssize_t OH, Py_ssize_t OW,
+                     int num_threads, int simd_level) noexcept nogil:
+    """Output rows ``[start, stop)`` (index ``n * OH + oh``) over OpenMP threads."""
+    cdef Py_ssize_t r, n, oh
+    for r in prange(start, stop, num_threads=num_threads, schedule="dynamic", chunksize=4):
         n = r // OH
         oh = r % OH
         if floating is float:

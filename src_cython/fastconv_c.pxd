@@ -41,7 +41,8 @@ cdef extern from "fc_conv_direct.h" nogil:
         const void *w
         const void *bias
         void *out
-        int N, H, W, C, OH, OW, O, KH, KW, Cg, Og, groups
+        Py_ssize_t N, H, W, C, OH, OW, O
+        int KH, KW, Cg, Og, groups
         int SH, SW, DH, DW, pt, pl
         int relu
         int kind
@@ -61,6 +62,7 @@ cdef extern from "fc_conv_direct.h" nogil:
     int fc_conv_block_channels(int level, int is_double)
     int fc_conv_vector_lanes(int level, int is_double)
     void fc_pack_filters(const void *w, void *packed, size_t size, int KH, int KW, int Cg,
-                         int O, int groups, int OB, int nb)
+                         Py_ssize_t O, int groups, int OB, int nb)
+    int fc_conv_size_bytes()
     unsigned int fc_ftz_enter()
     void fc_ftz_leave(unsigned int saved)

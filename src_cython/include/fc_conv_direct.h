@@ -60,7 +60,8 @@ typedef struct {
     const void *w;     /* HWIO (KH, KW, Cg, O), or packed [groups][nb][KH][KW][Cg][OB] */
     const void *bias;  /* (O,) or NULL */
     void *out;         /* (N, OH, OW, O) */
-    int N, H, W, C, OH, OW, O, KH, KW, Cg, Og, groups;
+    ptrdiff_t N, H, W, C, OH, OW, O;   /* sizes and every offset: 64-bit */
+    int KH, KW, Cg, Og, groups;        /* checked to fit in int by the caller */
     int SH, SW, DH, DW, pt, pl;
     int relu;
     int kind;          /* FC_KIND_* */
@@ -73,6 +74,15 @@ typedef struct {
     int RG;            /* general kind: output rows per work item */
     int CC;            /* general kind: input channels per chunk (Cg: no chunking) */
 } fc_conv_args;
+
+/* Sizes and offsets are 64-bit on every 64-bit platform: an axis of 2**31 or more
+ * elements must not wrap around. */
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+_Static_assert(sizeof(((fc_conv_args *)0)->W) == sizeof(ptrdiff_t), "fc_conv_args sizes are ptrdiff_t");
+#endif
+
+/* sizeof of a size field of fc_conv_args (a test checks it is 8 on 64-bit builds). */
+static inline int fc_conv_size_bytes(void) { return (int)sizeof(((fc_conv_args *)0)->W); }
 
 /* Floor division that is right for negative numerators (d > 0). */
 static inline ptrdiff_t fc_floordiv(ptrdiff_t a, ptrdiff_t d) {
@@ -93,16 +103,16 @@ static inline void fc_tap_range(ptrdiff_t i0, int D, int K, ptrdiff_t size, int 
 }
 
 /* Interior output range [a, b) of one axis: outputs whose every tap is inside. */
-static inline void fc_interior(int pad, int S, int D, int K, ptrdiff_t size, int out_size,
-                               int *a, int *b) {
-    ptrdiff_t lo = (pad + S - 1) / S;
+static inline void fc_interior(int pad, int S, int D, int K, ptrdiff_t size,
+                               ptrdiff_t out_size, ptrdiff_t *a, ptrdiff_t *b) {
+    ptrdiff_t lo = ((ptrdiff_t)pad + S - 1) / S;
     ptrdiff_t num = size - 1 + pad - (ptrdiff_t)(K - 1) * D;
     ptrdiff_t hi = num < 0 ? 0 : num / S + 1;
     if (lo > out_size) lo = out_size;
     if (hi > out_size) hi = out_size;
     if (hi < lo) hi = lo;
-    *a = (int)lo;
-    *b = (int)hi;
+    *a = lo;
+    *b = hi;
 }
 
 /* Flush denormals to zero (FTZ) and treat denormal inputs as zero (DAZ) in the
@@ -178,14 +188,14 @@ static inline void fc_ftz_leave(unsigned int saved) {
  * packed[groups][nb][KH][KW][Cg][OB]: block b of group g holds output channels
  * g*Og + b*OB ... + OB - 1, zero-filled past Og. */
 static inline void fc_pack_filters(const void *w, void *packed, size_t size, int KH, int KW,
-                                   int Cg, int O, int groups, int OB, int nb) {
-    const int Og = O / groups;
+                                   int Cg, ptrdiff_t O, int groups, int OB, int nb) {
+    const ptrdiff_t Og = O / groups;
     const char *src = (const char *)w;
     char *dst = (char *)packed;
     for (int g = 0; g < groups; g++)
         for (int b = 0; b < nb; b++) {
-            const int o0 = g * Og + b * OB;
-            const int ob = (Og - b * OB) < OB ? Og - b * OB : OB;
+            const ptrdiff_t o0 = g * Og + (ptrdiff_t)b * OB;
+            const int ob = (Og - (ptrdiff_t)b * OB) < OB ? (int)(Og - (ptrdiff_t)b * OB) : OB;
             for (ptrdiff_t t = 0; t < (ptrdiff_t)KH * KW * Cg; t++) {
                 memcpy(dst, src + (t * O + o0) * size, (size_t)ob * size);
                 if (ob < OB) memset(dst + (size_t)ob * size, 0, (size_t)(OB - ob) * size);

@@ -247,8 +247,8 @@ static FC_ATTR void FN(fc_rows_general_part)(const fc_conv_args *a, ptrdiff_t n,
     const FC_T *bias = (a->bias == NULL || !last) ? NULL : (const FC_T *)a->bias + o0;
     const int relu = last ? a->relu : 0;
 
-    int ow_a, ow_b;
-    fc_interior(a->pl, a->SW, a->DW, KW, W, (int)OW, &ow_a, &ow_b);
+    ptrdiff_t ow_a, ow_b;
+    fc_interior(a->pl, a->SW, a->DW, KW, W, OW, &ow_a, &ow_b);
     for (ptrdiff_t oh = oh0; oh < oh1;) {
         /* rows [oh, oh_end) share the kh range of row oh */
         const ptrdiff_t ih0 = oh * a->SH - a->pt;
@@ -267,7 +267,7 @@ static FC_ATTR void FN(fc_rows_general_part)(const fc_conv_args *a, ptrdiff_t n,
         const FC_T *xrow = nkh > 0 ? ximg + (ih0 + (ptrdiff_t)kh_lo * a->DH) * W * C : ximg;
         const FC_T *wrow = w + kh_lo * ws_kh;
         /* border columns: one tile of nrows pixels per column, each its own kw range */
-        for (int ow = 0; ow < OW; ow++) {
+        for (ptrdiff_t ow = 0; ow < OW; ow++) {
             if (ow == ow_a) ow = ow_b;
             if (ow >= OW) break;
             const ptrdiff_t iw0 = (ptrdiff_t)ow * a->SW - a->pl;
@@ -282,7 +282,7 @@ static FC_ATTR void FN(fc_rows_general_part)(const fc_conv_args *a, ptrdiff_t n,
         for (ptrdiff_t r = oh; r < oh_end; r++) {
             const FC_T *xr = nkh > 0 ? xrow + (r - oh) * xs_row : xrow;
             FC_T *orow = oimg + r * os_row;
-            int ow = ow_a;
+            ptrdiff_t ow = ow_a;
             for (; ow + ur <= ow_b; ow += ur)
                 FN(fc_tile_any)(xr + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow,
                                 ws_c, ws_kw, ws_kh, nkh, KW, cc, bias, orow + ow * O, O, tail, relu,
@@ -290,7 +290,7 @@ static FC_ATTR void FN(fc_rows_general_part)(const fc_conv_args *a, ptrdiff_t n,
             if (ow < ow_b)
                 FN(fc_tile_any)(xr + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow,
                                 ws_c, ws_kw, ws_kh, nkh, KW, cc, bias, orow + ow * O, O, tail, relu,
-                                first, ow_b - ow, nv);
+                                first, (int)(ow_b - ow), nv);
         }
         oh = oh_end;
     }
@@ -454,7 +454,7 @@ static __attribute__((noinline)) FC_ATTR void FN(fc_dwm_tile_any)(
  * channels in turn, so that the pixels' channels are walked contiguously. */
 static inline __attribute__((always_inline)) FC_ATTR void FN(fc_dw_pixels)(
     const fc_conv_args *a, const FC_T *xrow, const FC_T *wrow, FC_T *orow, ptrdiff_t xoff,
-    int ow, int kw_lo, int nkh, int nkw, int ur)
+    ptrdiff_t ow, int kw_lo, int nkh, int nkw, int ur)
 {
     const ptrdiff_t C = a->C, O = a->O, W = a->W;
     const int OB = a->OB, M = a->Og, KW = a->KW;
@@ -499,9 +499,9 @@ static FC_ATTR void FN(fc_row_depthwise)(const fc_conv_args *a, ptrdiff_t item)
     const FC_T *wrow = (const FC_T *)a->w + kh_lo * KW * O;
     FC_T *orow = (FC_T *)a->out + ((n * OH + oh) * OW) * O;
 
-    int ow_a, ow_b;
-    fc_interior(a->pl, a->SW, a->DW, KW, W, (int)OW, &ow_a, &ow_b);
-    for (int ow = 0; ow < OW; ow++) {
+    ptrdiff_t ow_a, ow_b;
+    fc_interior(a->pl, a->SW, a->DW, KW, W, OW, &ow_a, &ow_b);
+    for (ptrdiff_t ow = 0; ow < OW; ow++) {
         if (ow == ow_a) ow = ow_b;
         if (ow >= OW) break;
         const ptrdiff_t iw0 = (ptrdiff_t)ow * a->SW - a->pl;
@@ -511,13 +511,13 @@ static FC_ATTR void FN(fc_row_depthwise)(const fc_conv_args *a, ptrdiff_t item)
         const ptrdiff_t xoff = (nkw > 0 && nkh > 0) ? (iw0 + (ptrdiff_t)kw_lo * a->DW) * C : 0;
         FN(fc_dw_pixels)(a, xrow, wrow, orow, xoff, ow, kw_lo, nkh, nkw, 1);
     }
-    int ow = ow_a;
+    ptrdiff_t ow = ow_a;
     for (; ow + 4 <= ow_b; ow += 4)
         FN(fc_dw_pixels)(a, xrow, wrow, orow, ((ptrdiff_t)ow * a->SW - a->pl) * C, ow, 0, nkh,
                          KW, 4);
     if (ow < ow_b)
         FN(fc_dw_pixels)(a, xrow, wrow, orow, ((ptrdiff_t)ow * a->SW - a->pl) * C, ow, 0, nkh,
-                         KW, ow_b - ow);
+                         KW, (int)(ow_b - ow));
 }
 
 /* One output row of a single-channel filter (C == O == 1, SW == 1), vectorized
@@ -541,9 +541,9 @@ static FC_ATTR void FN(fc_row_width)(const fc_conv_args *a, ptrdiff_t item)
     const int relu = a->relu;
     const int pl = a->pl;
 
-    int ow_a, ow_b;
-    fc_interior(pl, 1, DW, KW, W, (int)OW, &ow_a, &ow_b);
-    for (int ow = 0; ow < OW; ow++) {
+    ptrdiff_t ow_a, ow_b;
+    fc_interior(pl, 1, DW, KW, W, OW, &ow_a, &ow_b);
+    for (ptrdiff_t ow = 0; ow < OW; ow++) {
         if (ow == ow_a) ow = ow_b;
         if (ow >= OW) break;
         const ptrdiff_t iw0 = ow - pl;
@@ -558,7 +558,7 @@ static FC_ATTR void FN(fc_row_width)(const fc_conv_args *a, ptrdiff_t item)
         orow[ow] = s;
     }
     const FCV bv = FCV_SET1(b0);
-    int ow = ow_a;
+    ptrdiff_t ow = ow_a;
     for (; ow + 4 * FCV_L <= ow_b; ow += 4 * FCV_L) {
         FCV acc0 = FCV_ZERO(), acc1 = FCV_ZERO(), acc2 = FCV_ZERO(), acc3 = FCV_ZERO();
         for (int kh = 0; kh < nkh; kh++) {
@@ -588,7 +588,7 @@ static FC_ATTR void FN(fc_row_width)(const fc_conv_args *a, ptrdiff_t item)
         FCV_STORE(orow + ow + 3 * FCV_L, acc3);
     }
     for (; ow < ow_b; ow += FCV_L) {
-        const int cnt = (ow_b - ow) < FCV_L ? (ow_b - ow) : FCV_L;
+        const int cnt = (ow_b - ow) < FCV_L ? (int)(ow_b - ow) : FCV_L;
         FCV acc = FCV_ZERO();
         for (int kh = 0; kh < nkh; kh++) {
             const FC_T *xk = xrow + kh * xs_kh + (ow - pl);

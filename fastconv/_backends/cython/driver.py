@@ -41,7 +41,8 @@ IM2COL_TUNING = {"tile_bytes": _tuning.IM2COL_TILE_BYTES,
 DIRECT_TUNING = {"block_major_bytes": _tuning.DIRECT_BLOCK_MAJOR_BYTES,
                  "chunk_bytes": _tuning.DIRECT_CHUNK_BYTES,
                  "chunk_min_pixels": _tuning.DIRECT_CHUNK_MIN_PIXELS,
-                 "border_rows": _tuning.DIRECT_BORDER_ROWS}
+                 "border_rows": _tuning.DIRECT_BORDER_ROWS,
+                 "interrupt_work": _tuning.INTERRUPT_WORK}
 
 SIMD_ENV_VAR = "FASTCONV_SIMD"
 #: level names, lowest first; the index is the FC_SIMD_* value of fc_cpu.h
@@ -151,7 +152,8 @@ def relu(x, out, num_threads):
 def max_pool2d(x, out, ksize, strides, dilations, pads, num_threads):
     """Driver: NHWC max pooling; padding is never picked, NaN propagates."""
     _pool.max_pool2d(x, out, ksize[0], ksize[1], strides[0], strides[1], dilations[0],
-                          dilations[1], pads[0], pads[1], num_threads, simd_level())
+                     dilations[1], pads[0], pads[1], num_threads, simd_level(),
+                     _tuning.INTERRUPT_WORK)
 
 
 def im2col(x, out, ksize, strides, dilations, pads, num_threads):
