@@ -76,9 +76,9 @@ class TrainingMixin:
         if loss is None:
             raise ValueError("compile: loss is required for training; e.g. "
                              "loss='sparse_categorical_crossentropy'.")
-        self.optimizer = optimizers_mod.get(optimizer)
-        self.loss = losses_mod.get(loss)
+        optimizer, loss = optimizers_mod.get(optimizer), losses_mod.get(loss)
         self._metric_names = _metric_names(metrics)
+        self.optimizer, self.loss = optimizer, loss
         self._train_rng = None
 
     # ----------------------------------------------------------------- core
