@@ -61,9 +61,7 @@ def _engine_names(config):
 
 def _engine(name):
     """An engine object (not yet set up) for a name from :func:`_engine_names`."""
-    if name.startswith("fastconv:"):
-        return peers.FastconvEngine(name.split(":", 1)[1])
-    return peers._peer(name)
+    return peers.make_engine(name)
 
 
 def pytest_generate_tests(metafunc):

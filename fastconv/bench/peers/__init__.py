@@ -35,8 +35,8 @@ import importlib
 
 import numpy as np
 
-__all__ = ["Engine", "Prepared", "Unavailable", "import_library", "make_engines", "make_peer",
-           "PEER_NAMES", "nchw", "nhwc"]
+__all__ = ["Engine", "Prepared", "Unavailable", "import_library", "make_engine", "make_engines",
+           "make_peer", "PEER_NAMES", "nchw", "nhwc"]
 
 
 class Unavailable(Exception):
@@ -144,6 +144,13 @@ def make_peer(name):
     return _engine_class(module, cls)(**kwargs)
 
 
+def make_engine(name):
+    """The engine of a row label: ``fastconv:<backend>`` or a peer of :data:`PEER_NAMES`."""
+    if name.startswith("fastconv:"):
+        return _engine_class("fastconv_backends", "FastconvEngine")(name.split(":", 1)[1])
+    return make_peer(name)
+
+
 def make_engines(backends=None, peers=None):
     """Build the engines to compare.
 
@@ -168,5 +175,4 @@ def make_engines(backends=None, peers=None):
         raise ValueError(f"unknown backend(s) {', '.join(bad)}; known: {', '.join(known)}.")
     peers = PEER_NAMES if peers is None else peers
     engines = [make_peer(p) for p in peers]  # unknown names refused before anything runs
-    backend_engine = _engine_class("fastconv_backends", "FastconvEngine")
-    return [backend_engine(b) for b in backends] + engines
+    return [make_engine(f"fastconv:{b}") for b in backends] + engines

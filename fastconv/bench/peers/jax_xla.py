@@ -34,9 +34,10 @@ def _start_jax(threads):
     global _started_threads
     if "jax" in sys.modules and _started_threads is None:
         # imported by someone else: its client follows XLA_FLAGS as they were
+        jax = import_library("jax")
         flags = os.environ.get("XLA_FLAGS", "")
         _started_threads = 1 if SINGLE_THREAD_FLAGS in flags else available_cores()
-        return import_library("jax")
+        return jax
     if _started_threads is None:
         saved = {k: os.environ.get(k) for k in ("XLA_FLAGS", "JAX_PLATFORMS")}
         os.environ.setdefault("JAX_PLATFORMS", "cpu")

@@ -35,7 +35,8 @@ def without_paths(text):
     >>> without_paths("fastconv bench --json /tmp/abc/run.json")
     'fastconv bench --json run.json'
     """
-    text = _ABS_PATH.sub(lambda m: os.path.basename(m.group().rstrip("/\\")), str(text))
+    text = _ABS_PATH.sub(lambda m: re.split(r"[/\\]", m.group().rstrip("/\\"))[-1],
+                         str(text))
     return _LIBRARY_FILE.sub("", text + " ").strip()
 
 

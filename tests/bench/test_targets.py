@@ -1,0 +1,100 @@
+"""The goals in benchmarks/targets.json and their check in benchmarks/make_results.py."""
+import json
+import re
+
+import pytest
+
+
+def _row(case, engine, kind, t, pct=None):
+    return {"case": case, "engine": engine, "kind": kind, "median_s": t, "check": "ok",
+            "pct_peak": pct}
+
+
+def _target(make_results, target_id):
+    (t,) = [t for t in make_results.load_targets() if t["id"] == target_id]
+    return t
+
+
+def test_evaluate_targets_met_and_missed(make_results):
+    doc = {"runs": [
+        {"threads": 1, "results": [
+            _row("resnet_3x3", "fastconv:cython", "fastconv", 1.0, 90.0),
+            _row("resnet_3x3", "torch-cl", "peer", 1.1), _row("resnet_3x3", "tf", "peer", 1.1),
+            _row("edge_1ch", "fastconv:cython", "fastconv", 1.0),
+            _row("edge_1ch", "opencv", "peer", 0.5),
+            _row("relu", "fastconv:cython", "fastconv", 1.0),
+            _row("relu", "torch", "peer", 2.0)]},
+        {"threads": 2, "results": [
+            _row("resnet_3x3", "fastconv:cython", "fastconv", 0.5, 88.0)]},
+    ]}
+    got = {(t["target"], t["case"], t["threads"]): t["status"]
+           for t in make_results.evaluate_targets(doc, make_results.load_targets())}
+    assert got[("C_in>=16 vs torch channels_last", "resnet_3x3", 1)] == "met"
+    assert got[("C_in>=16 vs TF", "resnet_3x3", 1)] == "missed"  # 1.1x < 1.2x
+    assert got[("64-ch 3x3 % of sgemm peak", "resnet_3x3", 1)] == "met"
+    assert got[("edge within 1.5x of OpenCV", "edge_1ch", 1)] == "missed"  # 2x OpenCV's time
+    assert got[("relu/max_pool2d vs torch", "relu", 1)] == "met"
+    assert got[("1->2 threads scaling", "resnet_3x3", "1->2")] == "met"
+    assert got[("C_in>=16 vs TF", "resnet_3x3", 2)].startswith("n/a")
+    # a goal limited to 2 threads is not checked on the 1-thread run
+    assert ("C_in>=16 vs best peer, 2 threads", "resnet_3x3", 1) not in got
+    assert got[("C_in>=16 vs best peer, 2 threads", "resnet_3x3", 2)].startswith("n/a")
+
+
+def test_the_reference_backend_does_not_count(make_results):
+    doc = {"runs": [{"threads": 1, "results": [
+        _row("relu", "fastconv:numpy", "fastconv", 0.1), _row("relu", "torch", "peer", 1.0)]}]}
+    (t,) = make_results.evaluate_targets(doc, [_target(make_results,
+                                                       "relu/max_pool2d vs torch")])
+    assert t["status"] == "n/a: no compiled fastconv backend"
+
+
+def test_missed_ratio_goal_gives_its_measured_reason(make_results):
+    doc = {"runs": [{"threads": 2, "results": [
+        _row("vgg_c12", "fastconv:cython", "fastconv", 1.0, 80.0),
+        _row("vgg_c12", "onnxruntime", "peer", 0.9, 88.0)]}]}
+    (t,) = make_results.evaluate_targets(
+        doc, [_target(make_results, "C_in>=16 vs best peer, 2 threads")])
+    assert t["status"] == "missed" and t["measured"] == "0.90x"
+    assert "onnxruntime runs at 88% of this run's sgemm peak" in t["reason"]
+
+
+def test_targets_file_is_data_worded_for_a_reader(make_results):
+    with open(make_results.TARGETS) as f:
+        raw = json.load(f)
+    targets = make_results.load_targets()
+    assert len(targets) == len(raw["targets"]) >= 9
+    ids = [t["id"] for t in targets]
+    assert len(set(ids)) == len(ids)
+    from fastconv.bench.peers import PEER_NAMES
+    from fastconv.bench.suite import CASES
+    for t in targets:
+        assert t["goal"].endswith(".") and len(t["goal"]) > 30
+        assert not re.search(r"\bissue\b|#\d", t["goal"] + t["id"], re.I)
+        assert set(t.get("peers", ())) <= set(PEER_NAMES)
+        # every goal covers at least one shape of the full suite
+        assert any(make_results._selects(t["cases"], c) for c in CASES.values()
+                   if not c.name.startswith("tiny")), t["id"]
+
+
+def test_a_broken_targets_file_is_refused(make_results, tmp_path):
+    bad = tmp_path / "targets.json"
+    bad.write_text(json.dumps({"targets": [{"id": "x", "goal": "g.", "kind": "vs_peers",
+                                            "cases": {}}]}))
+    with pytest.raises(ValueError, match="needs peers, at_least"):
+        make_results.load_targets(str(bad))
+    bad.write_text(json.dumps({"targets": [{"id": "x", "goal": "g.", "kind": "faster",
+                                            "cases": {}}]}))
+    with pytest.raises(ValueError, match="kind must be one of"):
+        make_results.load_targets(str(bad))
+
+
+def test_make_results_writes_measurements_then_goals(make_results, run_cli, fast, tmp_path):
+    run = tmp_path / "run.json"
+    assert run_cli(*fast, "--peers", "numpy", "--json", str(run))[0] == 0
+    out = tmp_path / "RESULTS.md"
+    assert make_results.main(["--from-json", str(run), "--output", str(out)]) == 0
+    md = out.read_text()
+    assert md.index("## Machine") < md.index("## Goals (benchmarks/targets.json)")
+    assert "| tiny_conv |" in md and "met, " in md
+    assert str(tmp_path) not in md
