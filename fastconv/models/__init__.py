@@ -354,8 +354,8 @@ class Sequential(TrainingMixin):
     def __call__(self, x, training=False, *, backend=None, num_threads=None):
         """The whole input in one forward pass (like ``model(x)`` in Keras), as NumPy."""
         if training:
-            raise ValueError("fastconv.models runs inference only; training=True is not "
-                             "supported.")
+            raise ValueError("model(x) runs inference; training=True is not supported: train "
+                             "with model.fit or model.train_on_batch.")
         x = self._as_input(x, "__call__")
         return self._forward(x, self._plan(), backend, num_threads)
 
