@@ -35,8 +35,8 @@ import importlib
 
 import numpy as np
 
-__all__ = ["Engine", "Prepared", "Unavailable", "import_library", "make_engine", "make_engines",
-           "make_peer", "PEER_NAMES", "nchw", "nhwc"]
+__all__ = ["Engine", "ImageFilterEngine", "Prepared", "Unavailable", "import_library",
+           "make_engine", "make_engines", "make_peer", "PEER_NAMES", "nchw", "nhwc"]
 
 
 class Unavailable(Exception):
@@ -111,6 +111,34 @@ class Engine:
 
     def prepare(self, case, data):
         """Return a :class:`Prepared` for ``case`` on ``data`` (see ``runner.make_data``)."""
+        raise NotImplementedError
+
+
+class ImageFilterEngine(Engine):
+    """Base of the image-filter APIs (one 2-D image, one 2-D kernel, an output buffer).
+
+    They run the single-channel cases only (:attr:`Case.single_channel_filter`);
+    a subclass supplies :meth:`filter_call`.
+    """
+
+    def supports(self, case):
+        return case.single_channel_filter
+
+    def prepare(self, case, data):
+        image = np.ascontiguousarray(data["x"][0, :, :, 0])
+        kernel = np.ascontiguousarray(data["w"][:, :, 0, 0])
+        win = case.window
+        # VALID filters the whole image (zero border) and keeps the interior
+        anchor = (0, 0) if case.padding == "VALID" else (win.pad_top, win.pad_left)
+        call = self.filter_call(image, kernel, np.empty_like(image), anchor)
+        return Prepared(call, lambda out: np.asarray(out)[:win.OH, :win.OW][None, :, :, None])
+
+    def filter_call(self, image, kernel, out, anchor):
+        """A zero-argument call that filters ``image`` into ``out`` (and returns it).
+
+        ``anchor = (row, column)``: where the output pixel sits in the kernel;
+        pixels outside the image count as zero.
+        """
         raise NotImplementedError
 
 

@@ -3,7 +3,7 @@ import importlib
 
 import numpy as np
 
-from . import Engine, Prepared, import_library
+from . import Engine, ImageFilterEngine, Prepared, import_library
 
 
 class NumpyEngine(Engine):
@@ -71,7 +71,7 @@ def _numpy_windows(case):
     return view
 
 
-class ScipyEngine(Engine):
+class ScipyEngine(ImageFilterEngine):
     """``scipy.ndimage.correlate`` (single-channel filters; single-threaded), reused output."""
     name = "scipy"
 
@@ -79,24 +79,12 @@ class ScipyEngine(Engine):
         self.ndimage = import_library("scipy.ndimage")
         self.library = importlib.import_module("scipy")
 
-    def supports(self, case):
-        return case.single_channel_filter
-
-    def prepare(self, case, data):
-        nd = self.ndimage
-        src = np.ascontiguousarray(data["x"][0, :, :, 0])
-        k = np.ascontiguousarray(data["w"][:, :, 0, 0])
-        out = np.empty_like(src)
-        win = case.window
-        top, left = (0, 0) if case.padding == "VALID" else (win.pad_top, win.pad_left)
-        origin = (top - case.KH // 2, left - case.KW // 2)
+    def filter_call(self, image, kernel, out, anchor):
+        correlate = self.ndimage.correlate
+        # ndimage's origin counts from the kernel's centre
+        origin = (anchor[0] - kernel.shape[0] // 2, anchor[1] - kernel.shape[1] // 2)
 
         def call():
-            nd.correlate(src, k, output=out, mode="constant", cval=0.0, origin=origin)
+            correlate(image, kernel, output=out, mode="constant", cval=0.0, origin=origin)
             return out
-        return Prepared(call, lambda o: single_channel_result(o, win))
-
-
-def single_channel_result(image, win):
-    """A filtered ``(H, W)`` image as the reference's ``(1, OH, OW, 1)`` output."""
-    return image[:win.OH, :win.OW][None, :, :, None]
+        return call
