@@ -39,14 +39,15 @@ from .._layers import (ACTIVATIONS, DTYPE, Activation, Conv2D, Dense, Dropout, F
                       Softmax, check_shape, shape_str)
 from .._threads import single_threaded_blas
 from .._validation import positive_int
-from . import losses, optimizers
+from . import callbacks, losses, optimizers
+from .callbacks import Callback, EarlyStopping
 from ._training import History, TrainingMixin
 from .optimizers import SGD, Adam, Optimizer, RMSprop
 
 __all__ = ["Sequential", "Layer", "Input", "InputLayer", "Conv2D", "MaxPooling2D", "Flatten",
            "Dense", "GlobalAveragePooling2D", "ReLU", "Activation", "Softmax", "Dropout",
            "from_keras", "ACTIVATIONS", "History", "Optimizer", "SGD", "Adam", "RMSprop",
-           "optimizers", "losses"]
+           "optimizers", "losses", "callbacks", "Callback", "EarlyStopping"]
 
 
 class Sequential(TrainingMixin):

@@ -8,6 +8,7 @@ from .._layers import DTYPE, apply_activation, softmax_
 from .._threads import single_threaded_blas
 from .._validation import positive_int
 from . import _backprop, losses as losses_mod, optimizers as optimizers_mod
+from .callbacks import Callback
 
 __all__ = ["History", "TrainingMixin"]
 
@@ -80,6 +81,51 @@ class TrainingMixin:
         self._metric_names = _metric_names(metrics)
         self.optimizer, self.loss = optimizer, loss
         self._train_rng = None
+
+    # ----------------------------------------------------------------- weight files
+    def save_weights(self, path):
+        """Write every weight to an ``.npz`` file, keyed ``"<layer name>/<index>"``.
+
+        Parameters
+        ----------
+        path : str or path-like
+            Must end in ``.npz``.
+        """
+        path = str(path)
+        if not path.endswith(".npz"):
+            raise ValueError(f"save_weights: path must end in '.npz'; got {path!r}.")
+        self._ensure_built("save_weights")
+        arrays = {f"{layer.name}/{i}": w for layer in self.layers
+                  for i, w in enumerate(layer.weights)}
+        np.savez(path, **arrays)
+
+    def load_weights(self, path):
+        """Read weights written by :meth:`save_weights`, checking layer names and shapes.
+
+        Raises
+        ------
+        ValueError
+            When the file's layers or weight shapes differ from the model's
+            (the message names the first mismatch).
+        """
+        self._ensure_built("load_weights")
+        with np.load(str(path)) as data:
+            stored = {k: data[k] for k in data.files}
+        expected = {f"{layer.name}/{i}": w.shape for layer in self.layers
+                    for i, w in enumerate(layer.weights)}
+        missing = [k for k in expected if k not in stored]
+        extra = [k for k in stored if k not in expected]
+        if missing or extra:
+            raise ValueError(f"load_weights: {path!s} does not fit model {self.name!r}: "
+                             f"missing {missing[:3]}, unexpected {extra[:3]} (weights are "
+                             f"keyed '<layer name>/<index>').")
+        for key, shape in expected.items():
+            if stored[key].shape != shape:
+                raise ValueError(f"load_weights: weight {key!r} has shape "
+                                 f"{stored[key].shape} in {path!s}; the model expects "
+                                 f"{shape}.")
+        for layer in self.layers:
+            layer.set_weights([stored[f"{layer.name}/{i}"] for i in range(len(layer.weights))])
 
     # ----------------------------------------------------------------- core
     def _check_compiled(self, what):
@@ -239,8 +285,9 @@ class TrainingMixin:
                     sums[name] += float(v.sum())
         return {"loss": total / n, **{k: v / n for k, v in sums.items()}}
 
-    def fit(self, x, y, batch_size=32, epochs=1, verbose="auto", validation_data=None,
-            shuffle=True, *, backend=None, num_threads=None):
+    def fit(self, x, y, batch_size=32, epochs=1, verbose="auto", validation_split=0.0,
+            validation_data=None, shuffle=True, callbacks=None, initial_epoch=0, *,
+            backend=None, num_threads=None):
         """Train for ``epochs`` passes over the data, as ``keras.Model.fit``.
 
         Parameters
@@ -254,10 +301,19 @@ class TrainingMixin:
         verbose : {'auto', 0, 1, 2}
             0 silent; 1 (``'auto'``) a line per epoch updated after each batch;
             2 one line per epoch.
+        validation_split : float
+            In ``[0, 1)``: the last fraction of ``x`` and ``y`` (taken before
+            shuffling, as Keras does) is held out for validation.
         validation_data : tuple ``(x_val, y_val)``, optional
-            Evaluated after each epoch (``val_loss``, ``val_accuracy``...).
+            Evaluated after each epoch (``val_loss``, ``val_accuracy``...);
+            takes precedence over ``validation_split``.
         shuffle : bool
             Shuffle the examples before each epoch (with the model's seed).
+        callbacks : list of Callback, optional
+            See :mod:`fastconv.models.callbacks`.
+        initial_epoch : int
+            The epoch to start from (epochs run from ``initial_epoch`` to
+            ``epochs - 1``, as in Keras).
         backend, num_threads
             As for :func:`fastconv.conv2d`.
 
@@ -282,7 +338,28 @@ class TrainingMixin:
             verbose = 1
         if verbose not in (0, 1, 2):
             raise ValueError(f"fit: verbose must be 'auto', 0, 1 or 2; got {verbose!r}.")
+        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
+                or not 0 <= validation_split < 1:
+            raise ValueError(f"fit: validation_split must be a number in [0, 1); got "
+                             f"{validation_split!r}.")
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
+                or not 0 <= initial_epoch < epochs:
+            raise ValueError(f"fit: initial_epoch must be an integer in [0, epochs={epochs}); "
+                             f"got {initial_epoch!r}.")
+        callbacks = list(callbacks or [])
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"fit: callbacks must be fastconv.models.callbacks.Callback "
+                                f"objects; got {type(cb).__name__}.")
         val = None
+        if validation_split and validation_data is None:
+            split_at = int(np.floor(x.shape[0] * (1.0 - validation_split)))
+            if split_at in (0, x.shape[0]):
+                raise ValueError(f"fit: validation_split={validation_split} leaves no "
+                                 f"{'training' if split_at == 0 else 'validation'} examples "
+                                 f"out of {x.shape[0]}.")
+            val = (x[split_at:], y[split_at:])
+            x, y = x[:split_at], y[:split_at]
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("fit: validation_data must be a tuple (x_val, y_val).")
@@ -293,7 +370,14 @@ class TrainingMixin:
         history = History()
         history.params = {"epochs": epochs, "steps": steps, "verbose": verbose}
         rng = self._rng_for_training()
-        for epoch in range(epochs):
+        self.stop_training = False
+        for cb in callbacks:
+            cb.set_model(self)
+            cb.set_params(history.params)
+            cb.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            for cb in callbacks:
+                cb.on_epoch_begin(epoch)
             order = rng.permutation(n) if shuffle else None
             total, sums, seen = 0.0, {name: 0.0 for name in self._metric_names}, 0
             start = time.perf_counter()
@@ -302,6 +386,9 @@ class TrainingMixin:
                     sl = slice(b * batch_size, (b + 1) * batch_size)
                     idx = order[sl] if order is not None else sl
                     xb, yb = x[idx], y[idx]
+                    for cb in callbacks:
+                        cb.on_train_batch_begin(b)
+                        cb.on_batch_begin(b)
                     value, pred = self._step(xb, yb, backend, num_threads)
                     if not np.isfinite(value):
                         raise FloatingPointError(f"fit: the loss became {value} in epoch "
@@ -312,8 +399,11 @@ class TrainingMixin:
                     seen += m
                     for name, v in self._metrics(yb, pred).items():
                         sums[name] += float(v.sum())
+                    logs = {"loss": total / seen, **{k: v / seen for k, v in sums.items()}}
+                    for cb in callbacks:
+                        cb.on_train_batch_end(b, logs)
+                        cb.on_batch_end(b, logs)
                     if verbose == 1:
-                        logs = {"loss": total / seen, **{k: v / seen for k, v in sums.items()}}
                         _progress(epoch, epochs, b + 1, steps, logs, start, end="\r")
             logs = {"loss": total / seen, **{k: v / seen for k, v in sums.items()}}
             if val is not None:
@@ -322,6 +412,12 @@ class TrainingMixin:
             if verbose:
                 _progress(epoch, epochs, steps, steps, logs, start, end="\n")
             history._append(epoch, logs)
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for cb in callbacks:
+            cb.on_train_end()
         return history
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from cases import DTYPES, TOL, assert_close
-from fastconv.models import (Activation, Adam, Conv2D, Dense, Dropout, Flatten,
+from fastconv.models import (Activation, Adam, Callback, Conv2D, Dense, Dropout, EarlyStopping,
+                             Flatten,
                              GlobalAveragePooling2D, History, MaxPooling2D, ReLU, RMSprop, SGD,
                              Sequential, Softmax, from_keras, losses, optimizers)
 
@@ -302,6 +303,85 @@ def test_training_errors_are_clear(rng):
     bad = np.full_like(x, np.nan)
     with pytest.raises(FloatingPointError, match="epoch 1, batch 1"):
         model.fit(bad, [0, 1, 2, 0], verbose=0)
+
+
+def test_validation_split_holds_out_the_last_examples(rng):
+    x = rng.standard_normal((30, 6, 6, 1)).astype(np.float32)
+    y = rng.integers(0, 3, 30)
+    model = _tiny()
+    hist = model.fit(x, y, epochs=1, verbose=0, validation_split=0.25)  # floor(30 * 0.75) = 22
+    loss, acc = model.evaluate(x[22:], y[22:])
+    assert np.isclose(hist.history["val_loss"][0], loss)
+    assert np.isclose(hist.history["val_accuracy"][0], acc)
+    with pytest.raises(ValueError, match="validation_split"):
+        model.fit(x, y, validation_split=1.0)
+
+
+def test_callbacks_hooks_and_early_stopping(rng):
+    x = rng.standard_normal((24, 6, 6, 1)).astype(np.float32)
+    y = rng.integers(0, 3, 24)
+
+    class Record(Callback):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def on_train_begin(self, logs=None):
+            self.calls.append("train_begin")
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.calls.append(("epoch", epoch, sorted(logs)))
+
+        def on_batch_end(self, batch, logs=None):
+            self.calls.append("batch")
+
+        def on_train_end(self, logs=None):
+            self.calls.append("train_end")
+
+    rec = Record()
+    model = _tiny()
+    model.fit(x, y, batch_size=12, epochs=3, initial_epoch=1, verbose=0, callbacks=[rec])
+    assert rec.model is model and rec.calls[0] == "train_begin" and rec.calls[-1] == "train_end"
+    assert [c[1] for c in rec.calls if isinstance(c, tuple)] == [1, 2]
+    assert rec.calls.count("batch") == 4
+
+    class Worse(Callback):  # a monitored value that never improves after epoch 0
+        def on_epoch_end(self, epoch, logs=None):
+            logs["score"] = float(epoch)
+
+    model = _tiny()
+    stop = EarlyStopping(monitor="score", patience=2, restore_best_weights=True)
+    first = {}
+
+    class Keep(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                first["w"] = self.model.get_weights()
+
+    hist = model.fit(x, y, epochs=10, verbose=0, callbacks=[Worse(), Keep(), stop])
+    assert hist.epoch == [0, 1, 2] and stop.stopped_epoch == 2  # Keras stops after 2 bad epochs
+    for a, b in zip(model.get_weights(), first["w"]):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="monitor='val_loss' is not among"):
+        _tiny().fit(x, y, verbose=0, callbacks=[EarlyStopping()])
+
+
+def test_save_and_load_weights_round_trip_and_check_shapes(tmp_path, rng):
+    a, b = _tiny(1), _tiny(2)
+    path = tmp_path / "w.npz"
+    a.save_weights(path)
+    b.load_weights(path)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    other = Sequential([Conv2D(5, 3, activation="relu", input_shape=(6, 6, 1)), MaxPooling2D(2),
+                        Flatten(), Dense(3, activation="softmax")])
+    with pytest.raises(ValueError, match=r"weight 'conv2d/0' has shape \(3, 3, 1, 4\)"):
+        other.load_weights(path)
+    renamed = Sequential([Flatten(input_shape=(6, 6, 1)), Dense(3)])
+    with pytest.raises(ValueError, match="does not fit model"):
+        renamed.load_weights(path)
+    with pytest.raises(ValueError, match="must end in '.npz'"):
+        a.save_weights(tmp_path / "w.h5")
 
 
 # --------------------------------------------------------------------------- Keras parity
