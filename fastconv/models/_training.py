@@ -406,9 +406,10 @@ class TrainingMixin:
                     if verbose == 1:
                         _progress(epoch, epochs, b + 1, steps, logs, start, end="\r")
             logs = {"loss": total / seen, **{k: v / seen for k, v in sums.items()}}
+            logs = dict(sorted(logs.items()))  # Keras's order: accuracy, loss, val_...
             if val is not None:
                 vlogs = self._run_eval(val[0], val[1], batch_size, backend, num_threads)
-                logs.update({f"val_{k}": v for k, v in vlogs.items()})
+                logs.update({f"val_{k}": v for k, v in sorted(vlogs.items())})
             if verbose:
                 _progress(epoch, epochs, steps, steps, logs, start, end="\n")
             history._append(epoch, logs)

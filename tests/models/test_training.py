@@ -249,7 +249,7 @@ def test_fit_history_evaluate_and_batch_methods(rng, capsys):
     model = _tiny()
     hist = model.fit(x, y, batch_size=16, epochs=2, verbose=0, validation_data=(x[:8], y[:8]))
     assert isinstance(hist, History) and hist.epoch == [0, 1]
-    assert list(hist.history) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+    assert list(hist.history) == ["accuracy", "loss", "val_accuracy", "val_loss"]  # Keras's
     assert all(len(v) == 2 for v in hist.history.values())
     assert capsys.readouterr().out == ""
     loss, acc = model.evaluate(x, y)
@@ -409,6 +409,48 @@ def test_one_train_on_batch_step_matches_keras(tf, opt, rng):
         np.testing.assert_allclose(loss, kloss, rtol=1e-4)
     for got, want in zip(model.get_weights(), kmodel.get_weights()):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam", "rmsprop"])
+def test_ten_fit_steps_match_keras_fit(tf, opt, rng):
+    """Same weights, data and batch order (shuffle=False): 10 steps of each optimizer."""
+    import keras
+    L = keras.layers
+    kmodel = keras.Sequential([
+        keras.Input((8, 8, 1)), L.Conv2D(4, 3, activation="relu"), L.MaxPooling2D(2),
+        L.Flatten(), L.Dense(10, activation="softmax")])
+    kmodel.set_weights([(rng.standard_normal(w.shape) * 0.3).astype(np.float32)
+                        for w in kmodel.get_weights()])
+    model = from_keras(kmodel)
+    x = rng.random((100, 8, 8, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 100)
+    make = {"sgd": (lambda: keras.optimizers.SGD(0.05, momentum=0.9), lambda: SGD(0.05, 0.9)),
+            "adam": (keras.optimizers.Adam, Adam),
+            "rmsprop": (keras.optimizers.RMSprop, RMSprop)}[opt]
+    kmodel.compile(make[0](), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(make[1](), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    kh = kmodel.fit(x, y, batch_size=10, epochs=2, shuffle=False, verbose=0,
+                    validation_split=0.5).history
+    h = model.fit(x, y, batch_size=10, epochs=2, shuffle=False, verbose=0,
+                  validation_split=0.5).history
+    assert list(h) == list(kh)
+    for key in kh:
+        np.testing.assert_allclose(h[key], kh[key], rtol=1e-4, atol=1e-6, err_msg=key)
+    for got, want in zip(model.get_weights(), kmodel.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_fit_is_bitwise_identical_for_any_thread_count(rng):
+    x = rng.standard_normal((48, 6, 6, 1)).astype(np.float32)
+    y = rng.integers(0, 3, 48)
+    runs = []
+    for threads in (1, 2, 3):
+        model = _tiny(9)
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0, num_threads=threads)
+        runs.append(model.get_weights())
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
 
 
 # --------------------------------------------------------------------------- real data
