@@ -102,8 +102,11 @@ def forward(layer, fuse, x, weights, rng, backend, num_threads, pre_activation=F
         mask = (x >= layer.threshold) if layer.max_value is None else \
             (x >= layer.threshold) & (x < layer.max_value)
         slope = (x < layer.threshold) * layer.negative_slope
-        return layer.call(x.copy(), backend, num_threads).astype(x.dtype, copy=False), \
-            (mask + slope).astype(x.dtype)
+        f = x.dtype.type
+        y = np.where(x < layer.threshold, f(layer.negative_slope) * (x - f(layer.threshold)), x)
+        if layer.max_value is not None:
+            np.minimum(y, f(layer.max_value), out=y)
+        return y, (mask + slope).astype(x.dtype)
     if isinstance(layer, (ReLU, Activation, Softmax)):
         use = "relu" if isinstance(layer, ReLU) else activation_of(layer)
         if isinstance(layer, Softmax) and layer.axis != -1:

@@ -186,12 +186,26 @@ def _model_b():
     ], seed=4)
 
 
+def _model_c():
+    return Sequential([
+        Conv2D(3, 3, strides=2, input_shape=(9, 9, 2)),
+        ReLU(max_value=0.8, negative_slope=0.1, threshold=-0.2),
+        MaxPooling2D(3, strides=1, padding="same"),
+        Flatten(),
+        Dense(4, activation="relu"),
+        Dense(2, activation="sigmoid"),
+    ], seed=5)
+
+
 @pytest.mark.parametrize("make, loss, kind", [
+    (_model_c, "binary_crossentropy", "binary"),
+    (_model_c, losses.BinaryCrossentropy(from_logits=True), "binary"),
     (_model_a, "sparse_categorical_crossentropy", "sparse"),
     (_model_a, losses.CategoricalCrossentropy(), "onehot"),
     (_model_b, "categorical_crossentropy", "onehot"),
     (_model_b, "mse", "onehot"),
-], ids=["convnet_sparse", "convnet_onehot", "dilated_groups_softmax_layer", "mse"])
+], ids=["leaky_clipped_relu_bce", "bce_from_logits", "convnet_sparse", "convnet_onehot",
+        "dilated_groups_softmax_layer", "mse"])
 def test_whole_model_gradient_against_central_differences_float64(make, loss, kind, rng):
     model = make()
     model.compile("sgd", loss)
@@ -199,7 +213,8 @@ def test_whole_model_gradient_against_central_differences_float64(make, loss, ki
     x = rng.standard_normal((3, *shape))
     k = model.output_shape[-1]
     labels = rng.integers(0, k, 3)
-    y = labels if kind == "sparse" else np.eye(k)[labels]
+    y = {"sparse": labels, "onehot": np.eye(k)[labels],
+         "binary": rng.integers(0, 2, (3, k)).astype(np.float64)}[kind]
     weights = [[rng.standard_normal(w.shape) * 0.5 for w in layer.weights]
                for layer in model.layers]
 
