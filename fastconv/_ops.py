@@ -7,7 +7,7 @@ the output, and hands it to a backend driver (see :mod:`fastconv._backends`).
 import numpy as np
 
 from . import _backends
-from ._shapes import check_pool_windows, nhwc_dims, resolve_window
+from ._shapes import check_pool_windows, crop_far_taps, nhwc_dims, resolve_window
 from ._threads import resolve_num_threads
 from ._validation import (as_float_array, cast_operand, check_activation, check_algorithm,
                           check_data_format, check_ndim, check_out, positive_int, spatial_pair)
@@ -156,8 +156,16 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
     result, target = _prepare_out(out, (N, win.OH, win.OW, O), x.dtype, data_format,
                                   inputs=(x, w, b))
     if target.size:
-        module.conv2d(_to_nhwc(x, data_format), w, b, target, (SH, SW), (DH, DW),
-                      (win.pad_top, win.pad_left), groups, relu_fused, n_threads, algorithm)
+        cropped = crop_far_taps(_to_nhwc(x, data_format), w, w.shape[:2], (SH, SW), (DH, DW),
+                                win)
+        if cropped is None:   # no tap ever reads the input: the bias alone
+            target[...] = 0 if b is None else b
+            if relu_fused:
+                np.maximum(target, 0, out=target)
+        else:
+            xc, wc, _, pads = cropped
+            module.conv2d(xc, wc, b, target, (SH, SW), (DH, DW), pads, groups, relu_fused,
+                          n_threads, algorithm)
     return _finish(result, target, data_format)
 
 
@@ -210,8 +218,10 @@ def max_pool2d_window(x, data_format, ksize, strides, dilations, win, out, backe
     result, target = _prepare_out(out, (N, win.OH, win.OW, C), x.dtype, data_format,
                                   inputs=(x,))
     if target.size:
-        module.max_pool2d(_to_nhwc(x, data_format), target, ksize, strides, dilations,
-                          (win.pad_top, win.pad_left), n_threads)
+        # every window has a tap inside (checked above), so cropping never returns None
+        xc, _, kc, pads = crop_far_taps(_to_nhwc(x, data_format), None, ksize, strides,
+                                        dilations, win)
+        module.max_pool2d(xc, target, kc, strides, dilations, pads, n_threads)
     return _finish(result, target, data_format)
 
 

@@ -18,7 +18,7 @@ import numbers
 
 import numpy as np
 
-from ._validation import check_data_format, spatial_pair
+from ._validation import MAX_WINDOW_PARAM, check_data_format, spatial_pair
 
 Window = namedtuple("Window", "OH OW pad_top pad_bottom pad_left pad_right")
 Window.__doc__ = "Output size and padding of a 2-D sliding window."
@@ -68,7 +68,23 @@ def parse_explicit_padding(padding, data_format, name="padding"):
 
 def resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding, data_format="NHWC",
                    name="padding"):
-    """Return the :class:`Window` (output size and padding) for one configuration."""
+    """Return the :class:`Window` (output size and padding) for one configuration.
+
+    Raises ``ValueError`` when a padding (explicit, or the one ``"SAME"``
+    needs) exceeds :data:`fastconv._validation.MAX_WINDOW_PARAM`.
+    """
+    win = _resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding, data_format, name)
+    for pad, axis in ((win.pad_top, "top"), (win.pad_bottom, "bottom"),
+                      (win.pad_left, "left"), (win.pad_right, "right")):
+        if pad > MAX_WINDOW_PARAM:
+            raise ValueError(
+                f"{name}: the {axis} padding would be {pad}, more than the kernels take "
+                f"({MAX_WINDOW_PARAM}); with 'SAME' it comes from the window size and "
+                f"dilations (here kernel {KH}x{KW}, dilations {DH}x{DW}).")
+    return win
+
+
+def _resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding, data_format, name):
     if isinstance(padding, str):
         mode = padding.upper()
         if mode == "SAME":
@@ -86,15 +102,46 @@ def resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding, data_format="NHWC",
     return Window(OH, OW, top, bottom, left, right)
 
 
+#: windows checked at once by :func:`_axis_has_empty_window` (bounds its memory)
+_WINDOW_CHECK_BLOCK = 1 << 16
+
+
+def _axis_has_empty_window(size, k, s, d, o, before):
+    """Whether some of the ``o`` windows of one axis has no tap inside ``[0, size)``.
+
+    Window ``i`` has taps ``i*s - before + j*d``, ``0 <= j < k``.  Its first
+    tap at or after 0 is below ``d``, so when ``d <= size`` a window has a tap
+    inside exactly when its span ``[start, start + (k-1)*d]`` meets the input;
+    spans move monotonically, so only the first and the last window need a
+    look.  Otherwise the windows are checked in blocks, with memory in
+    proportion to the block, never to ``k``.
+    """
+    if d <= size:
+        for i in (0, o - 1):
+            start = i * s - before
+            if start >= size or start + (k - 1) * d < 0:
+                return True
+        return False
+    for i0 in range(0, o, _WINDOW_CHECK_BLOCK):
+        start = np.arange(i0, min(i0 + _WINDOW_CHECK_BLOCK, o), dtype=np.int64) * s - before
+        first = np.where(start >= 0, 0, (-start + d - 1) // d)   # first tap index >= 0
+        tap = start + first * d
+        if not ((first < k) & (tap < size)).all():
+            return True
+    return False
+
+
 def check_pool_windows(H, W, KH, KW, SH, SW, DH, DW, win, name="padding"):
-    """Raise when some pooling window would hold only padding (nothing to pick)."""
+    """Raise when some pooling window would hold only padding (nothing to pick).
+
+    Costs O(1) for undilated windows and O(output) otherwise, whatever the
+    window size.
+    """
     for size, k, s, d, o, before, axis in ((H, KH, SH, DH, win.OH, win.pad_top, "height"),
                                            (W, KW, SW, DW, win.OW, win.pad_left, "width")):
         if o == 0:
             continue
-        starts = np.arange(o) * s - before
-        taps = starts[:, None] + np.arange(k)[None, :] * d
-        if not ((taps >= 0) & (taps < size)).any(axis=1).all():
+        if _axis_has_empty_window(size, k, s, d, o, before):
             raise ValueError(f"{name}: some pooling windows along {axis} lie entirely in the "
                              f"padding; reduce the padding (it must be smaller than the "
                              f"window).")
@@ -186,3 +233,70 @@ def explicit_padding(input_shape, kernel_size, strides=1, padding="VALID",
                                           data_format, dilations)
     hw = [[win.pad_top, win.pad_bottom], [win.pad_left, win.pad_right]]
     return [[0, 0], *hw, [0, 0]] if data_format == "NHWC" else [[0, 0], [0, 0], *hw]
+
+
+def _axis_taps(size, k, s, d, o, before):
+    """``(k_lo, k_hi, first, before')`` of one axis: the taps any output reads inside.
+
+    Tap ``j`` of output ``i`` reads ``i*s + j*d - before``; the taps
+    ``[k_lo, k_hi)`` are those inside ``[0, size)`` for some output.  With the
+    window cut to them the padding before becomes ``before - k_lo*d``; when
+    that is negative, the input's first ``first`` rows are never read and are
+    dropped instead (``before'`` is then 0).  ``k_lo >= k_hi``: no tap inside.
+    """
+    k_lo = max(0, -(-(before - (o - 1) * s) // d))
+    k_hi = min(k, (before + size - 1) // d + 1)
+    new_before = before - k_lo * d
+    first = max(-new_before, 0)
+    return k_lo, k_hi, first, max(new_before, 0)
+
+
+def crop_far_taps(x, w, ksize, strides, dilations, win):
+    """Drop the window taps that no output reads inside the input (windows far wider than it).
+
+    An axis whose dilated window extent ``(K - 1) * D + 1`` exceeds twice the
+    input plus 64 is cut to the taps some output reads inside the input, with
+    the padding and the input's unread leading rows adjusted to match, so no
+    backend pads the input to the window's size.  The taps dropped only ever
+    read padding (zeros for a convolution, never picked by pooling), so the
+    result is the same.
+
+    Parameters
+    ----------
+    x : ndarray (N, H, W, C)
+    w : ndarray (KH, KW, Cg, O) or None (pooling)
+    ksize, strides, dilations : pairs
+    win : Window
+
+    Returns
+    -------
+    (x, w, ksize, pads) or None
+        The arrays (C-contiguous), window size and ``(top, left)`` to run;
+        ``None`` when some axis has no tap inside the input at all (a
+        convolution is then its bias alone).
+    """
+    _, H, W, _ = x.shape
+    pads = [win.pad_top, win.pad_left]
+    ks = list(ksize)
+    rows, cols = slice(None), slice(None)
+    kh_sl, kw_sl = slice(None), slice(None)
+    changed = False
+    for axis, (size, k, s, d, o) in enumerate(((H, ksize[0], strides[0], dilations[0], win.OH),
+                                               (W, ksize[1], strides[1], dilations[1], win.OW))):
+        if (k - 1) * d + 1 <= 2 * size + 64:
+            continue
+        k_lo, k_hi, first, before = _axis_taps(size, k, s, d, o, pads[axis])
+        if k_lo >= k_hi:
+            return None
+        changed = True
+        ks[axis], pads[axis] = k_hi - k_lo, before
+        if axis == 0:
+            rows, kh_sl = slice(first, None), slice(k_lo, k_hi)
+        else:
+            cols, kw_sl = slice(first, None), slice(k_lo, k_hi)
+    if not changed:
+        return x, w, tuple(ksize), tuple(pads)
+    x = np.ascontiguousarray(x[:, rows, cols, :])
+    if w is not None:
+        w = np.ascontiguousarray(w[kh_sl, kw_sl])
+    return x, w, tuple(ks), tuple(pads)

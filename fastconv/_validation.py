@@ -11,6 +11,23 @@ import operator
 import numpy as np
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+#: the largest stride, dilation, window size or padding: the kernels take them as C ints
+MAX_WINDOW_PARAM = 2**31 - 1
+
+
+def _refuse_masked(value, name):
+    """Masked arrays are refused: the kernels would silently compute on the masked data."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a numpy.ma.MaskedArray; fastconv does not honour masks. "
+                        f"Fill the masked entries first, e.g. {name}.filled(0), or pass "
+                        f"{name}.data to ignore the mask explicitly.")
+
+
+def _native(arr):
+    """``arr`` in the machine's byte order (big-endian floats are converted, as any cast)."""
+    if not arr.dtype.isnative:
+        return arr.astype(arr.dtype.newbyteorder("="))
+    return arr
 DATA_FORMATS = ("NHWC", "NCHW")
 ALGORITHMS = ("auto", "direct", "im2col")
 
@@ -19,13 +36,18 @@ def as_float_array(value, name):
     """Return ``value`` as an ndarray of dtype float32 or float64.
 
     Array-likes (lists, framework tensors) go through ``np.asarray``.  Any
-    other dtype raises a ``TypeError`` that says how to convert.
+    other dtype raises a ``TypeError`` that says how to convert.  Floats of
+    the other byte order (``'>f4'`` on a little-endian machine) are converted
+    to the native order, as filters are; masked arrays raise ``TypeError``.
     """
+    _refuse_masked(value, name)
     try:
         arr = np.asarray(value)
     except Exception as exc:  # a tensor that cannot be exported, a ragged list...
         raise TypeError(f"{name} must be array-like (a NumPy array, a list or a CPU tensor); "
                         f"np.asarray failed on {type(value).__name__}: {exc}") from exc
+    if arr.dtype.kind == "f" and arr.dtype.newbyteorder("=") in SUPPORTED_DTYPES:
+        arr = _native(arr)
     if arr.dtype not in SUPPORTED_DTYPES:
         raise TypeError(
             f"{name} has dtype {arr.dtype}; fastconv computes in float32 or float64 only. "
@@ -39,8 +61,9 @@ def cast_operand(value, name, dtype):
     """Return ``value`` (filters, bias) as an ndarray cast to ``dtype``.
 
     Real numbers of any dtype are accepted and cast; complex, object, string
-    or boolean arrays raise ``TypeError``.
+    or boolean arrays raise ``TypeError``, and so do masked arrays.
     """
+    _refuse_masked(value, name)
     try:
         arr = np.asarray(value)
     except Exception as exc:
@@ -72,13 +95,15 @@ def check_algorithm(algorithm):
     return algorithm
 
 
-def positive_int(value, name):
-    """Return ``value`` as a Python int >= 1."""
+def positive_int(value, name, max_value=None):
+    """Return ``value`` as a Python int >= 1 (and <= ``max_value`` when given)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__}).")
     value = operator.index(value)
     if value < 1:
         raise ValueError(f"{name} must be >= 1; got {value}.")
+    if max_value is not None and value > max_value:
+        raise ValueError(f"{name} must be at most {max_value}; got {value}.")
     return value
 
 
@@ -87,12 +112,12 @@ def spatial_pair(value, name, data_format="NHWC", allow_none=False):
 
     Accepts an int, or a list of 1, 2 or 4 ints as ``tf.nn`` does; a 4-list
     is in ``data_format`` order and its batch and channel entries must be 1.
-    Returns ``(along H, along W)``.
+    Each value is at most :data:`MAX_WINDOW_PARAM`.  Returns ``(along H, along W)``.
     """
     if value is None and allow_none:
         return None
     if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool):
-        v = positive_int(value, name)
+        v = positive_int(value, name, MAX_WINDOW_PARAM)
         return v, v
     try:
         items = list(value)
@@ -100,12 +125,12 @@ def spatial_pair(value, name, data_format="NHWC", allow_none=False):
         raise TypeError(f"{name} must be an int or a list of 1, 2 or 4 ints; "
                         f"got {value!r}.") from None
     if len(items) == 1:
-        v = positive_int(items[0], name)
+        v = positive_int(items[0], name, MAX_WINDOW_PARAM)
         return v, v
     if len(items) == 2:
-        return positive_int(items[0], name), positive_int(items[1], name)
+        return positive_int(items[0], name, MAX_WINDOW_PARAM), positive_int(items[1], name, MAX_WINDOW_PARAM)
     if len(items) == 4:
-        vals = [positive_int(v, name) for v in items]
+        vals = [positive_int(v, name, MAX_WINDOW_PARAM) for v in items]
         if data_format == "NHWC":
             n, h, w, c = vals
         else:
@@ -127,6 +152,7 @@ def check_out(out, shape, dtype, name="out", inputs=(), allow_alias=None):
     """
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray; got {type(out).__name__}.")
+    _refuse_masked(out, name)
     if out.shape != tuple(shape):
         raise ValueError(f"{name} has shape {out.shape}; expected {tuple(shape)}.")
     if out.dtype != dtype:

@@ -16,7 +16,7 @@ with zero outside the input, then ReLU when asked.  Three layers:
 2. ``_run`` (``noexcept nogil``) splits the work items -- a few output rows
    of one image and one block of output channels (general kind), one output row
    otherwise -- over OpenMP threads with a
-   static ``prange``, with denormals flushed to zero in every thread;
+   static ``prange``, in chunks between which a pending signal is noticed;
 3. the ``static inline`` C micro-kernels of ``fc_conv_direct.h``: a
    register-blocked tile of output pixels x output-channel vectors (the loop nest
    of oneDNN's AVX-512 direct convolution and of Zhang et al., ICML 2018), a
@@ -36,7 +36,7 @@ from cython.parallel cimport parallel, prange
 from fastconv_c cimport (FC_KIND_DEPTHWISE, FC_KIND_GENERAL, FC_KIND_WIDTH, fc_conv_args,
                          fc_conv_block_channels, fc_conv_direct_item, fc_conv_direct_items,
                          fc_conv_size_bytes, fc_conv_vector_lanes, fc_cpu_simd_level,
-                         fc_ftz_enter, fc_ftz_leave, fc_pack_filters)
+                         fc_pack_filters)
 
 #: the largest kernel size, channel count per group, stride, dilation or padding the
 #: kernels take (they are C ints; every size and offset derived from them is 64-bit)
@@ -60,7 +60,6 @@ cdef int _run(const fc_conv_args *a, int num_threads, Py_ssize_t chunk) except -
     """
     cdef Py_ssize_t i, start = 0, stop
     cdef Py_ssize_t n_items = fc_conv_direct_items(a)
-    cdef unsigned int saved = 0
     cdef int nt
     if chunk < 1:
         chunk = n_items
@@ -68,16 +67,11 @@ cdef int _run(const fc_conv_args *a, int num_threads, Py_ssize_t chunk) except -
         stop = start + chunk if n_items - start > chunk else n_items
         nt = num_threads if num_threads < stop - start else <int>(stop - start)
         if nt <= 1:
-            saved = fc_ftz_enter()
             for i in range(start, stop):
                 fc_conv_direct_item(a, i)
-            fc_ftz_leave(saved)
         else:
-            with parallel(num_threads=nt):
-                saved = fc_ftz_enter()
-                for i in prange(start, stop, schedule="static"):
-                    fc_conv_direct_item(a, i)
-                fc_ftz_leave(saved)
+            for i in prange(start, stop, num_threads=nt, schedule="static"):
+                fc_conv_direct_item(a, i)
         start = stop
         if start < n_items:
             with gil:
@@ -141,8 +135,8 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     Notes
     -----
     Shapes are assumed consistent (checked by :mod:`fastconv._ops`).  Results do
-    not depend on ``num_threads``.  Denormal numbers are flushed to zero during
-    the call (MXCSR FTZ/DAZ), as oneDNN does, to avoid their large slowdown.
+    not depend on ``num_threads``.  Denormal numbers are computed as IEEE 754
+    says (no flush to zero), as in every other fastconv kernel and backend.
     """
     cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t O = w.shape[3], OH = out.shape[1], OW = out.shape[2]

@@ -242,3 +242,118 @@ def test_axis_of_2_to_the_31_elements(backend):
         assert y.shape == (1, 1, (2**31 + 8 - 3) // 4 + 1, 1)
         assert np.all(y[0, 0, :4, 0] == 3) and np.all(y[0, 0, -4:, 0] == 3), algorithm
         del y
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+_INTERRUPT_PROBE = """
+    import os, signal, threading, time
+    import numpy as np
+    import fastconv
+    op = {op!r}
+    if op == "conv":
+        x = np.ones((1, 256, 256, 128), np.float32)
+        w = np.ones((5, 5, 128, 128), np.float32)
+        call = lambda: fastconv.conv2d(x, w, padding="SAME", backend="cython",
+                                       algorithm="direct", num_threads=1)
+    else:
+        x = np.ones((1, 512, 512, 32), np.float32)
+        call = lambda: fastconv.max_pool2d(x, 63, 1, "SAME", backend="cython", num_threads=1)
+    sent = []
+    def interrupt():
+        sent.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Timer(0.3, interrupt).start()
+    try:
+        call()
+        print("finished")
+    except KeyboardInterrupt:
+        print("interrupted after", time.perf_counter() - sent[0])
+"""
+
+
+@pytest.mark.skipif(not HAS_CYTHON, reason="compiled backend not built")
+@pytest.mark.parametrize("op", ["conv", "pool"])
+def test_ctrl_c_interrupts_a_long_kernel(op):
+    res = _probe(_INTERRUPT_PROBE.format(op=op))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "interrupted after" in res.stdout, res.stdout
+    delay = float(res.stdout.split("interrupted after")[1])
+    assert delay < 1.0, delay   # about one chunk; 0.2 s on a quiet machine
+
+
+# ----------------------------------------------------------------------------- huge parameters
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_huge_pool_window_is_instant_and_right(backend, rng):
+    x = rng.standard_normal((2, 6, 6, 3)).astype(np.float32)
+    y = fastconv.max_pool2d(x, 10**9, padding="SAME", backend=backend)
+    assert y.shape == (2, 1, 1, 3)
+    assert np.array_equal(y[:, 0, 0], x.max(axis=(1, 2)))
+    y = fastconv.max_pool2d(x, 10**9, 1, "SAME", backend=backend)
+    assert np.array_equal(y, np.broadcast_to(x.max(axis=(1, 2))[:, None, None], y.shape))
+
+
+@pytest.mark.parametrize("name", ["strides", "dilations"])
+def test_parameters_beyond_int32_name_the_parameter(name):
+    x, w = np.ones((1, 6, 6, 1), np.float32), np.ones((3, 3, 1, 1), np.float32)
+    with pytest.raises(ValueError, match=rf"{name} must be at most 2147483647; got 2147483648"):
+        fastconv.conv2d(x, w, **{name: 2**31})
+    with pytest.raises(ValueError, match=r"ksize must be at most"):
+        fastconv.max_pool2d(x, 2**31)
+    with pytest.raises(ValueError, match=r"padding: the top padding would be"):
+        fastconv.max_pool2d(x, 2, 1, [[0, 0], [2**40, 0], [0, 0], [0, 0]])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_huge_dilation_matches_the_uncropped_reference(backend, rng):
+    """Windows far wider than the input are cut to the taps that read it: same result."""
+    from fastconv._backends import reference
+    x = rng.standard_normal((2, 6, 7, 3))
+    w = rng.standard_normal((3, 4, 3, 2))
+    for dil, pad in (((50, 1), "SAME"), ((1, 40), [[0, 0], [1, 1], [70, 60], [0, 0]]),
+                     ((37, 29), "SAME")):
+        got = fastconv.conv2d(x, w, 1, pad, dilations=dil, backend=backend)
+        win = fastconv._shapes.resolve_window(6, 7, 3, 4, 1, 1, *dil, pad)
+        want = np.empty_like(got)
+        reference.conv2d(x, w, None, want, (1, 1), dil, (win.pad_top, win.pad_left), 1, False, 1)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    y = fastconv.conv2d(x, w, dilations=10**9, padding="SAME", backend=backend)
+    assert y.shape == (2, 6, 7, 2) and not y.any()   # no tap ever reads the input along W
+
+
+# ----------------------------------------------------------------------------- smaller items
+def test_masked_arrays_are_refused():
+    x = np.ma.masked_array(np.ones((1, 4, 4, 1), np.float32), mask=False)
+    w = np.ones((3, 3, 1, 1), np.float32)
+    with pytest.raises(TypeError, match=r"input is a numpy.ma.MaskedArray"):
+        fastconv.conv2d(x, w)
+    with pytest.raises(TypeError, match=r"filters is a numpy.ma.MaskedArray"):
+        fastconv.conv2d(x.data, np.ma.masked_array(w))
+    with pytest.raises(TypeError, match=r"features is a numpy.ma.MaskedArray"):
+        fastconv.relu(x)
+    out = np.ma.masked_array(np.empty((1, 4, 4, 1), np.float32))
+    with pytest.raises(TypeError, match=r"out is a numpy.ma.MaskedArray"):
+        fastconv.relu(x.data, out=out)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_big_endian_input_and_filters_alike(backend, rng):
+    x = rng.standard_normal((1, 5, 5, 2)).astype(np.float32)
+    w = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
+    want = fastconv.conv2d(x, w, backend=backend)
+    for xb, wb in ((x.astype(">f4"), w), (x, w.astype(">f4")), (x.astype(">f4"), w.astype(">f4"))):
+        got = fastconv.conv2d(xb, wb, backend=backend)
+        assert got.dtype == np.float32 and np.array_equal(got, want)
+    assert np.array_equal(fastconv.relu(x.astype(">f4"), backend=backend),
+                          fastconv.relu(x, backend=backend))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+def test_denormals_are_not_flushed(backend, algorithm):
+    tiny = np.finfo(np.float32).smallest_subnormal * 4
+    x = np.full((1, 4, 4, 1), tiny, np.float32)
+    w = np.ones((1, 1, 1, 1), np.float32)
+    y = fastconv.conv2d(x, w, backend=backend, algorithm=algorithm)
+    assert np.array_equal(y, x)
+    w3 = np.ones((3, 3, 1, 1), np.float32)
+    assert np.all(fastconv.conv2d(x, w3, backend=backend, algorithm=algorithm) == 9 * tiny)
