@@ -186,13 +186,16 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
         return
     if algorithm != "direct":
         raise ValueError(f"algorithm must be 'auto', 'direct' or 'im2col'; got {algorithm!r}.")
-    if groups > 1 and Cg == 1 or Cg > _tuning.NUMBA_PLANAR_MAX_CHANNELS:
-        with _numba_threads(num_threads, out.size * KH * KW * Cg) as n:
-            _k.conv2d_direct_o(x, w, b, out, SH, SW, DH, DW, top, left, groups, relu, n)
-        return
     OH, OW = out.shape[1], out.shape[2]
     Wq = OW + ((KW - 1) * DW) // SW
     Hq = OH + ((KH - 1) * DH) // SH + 1
+    # the planar kernel's workspace holds SH*SW phase planes of every channel; when that
+    # is more than twice the input (large strides), the row kernel, which needs none, runs
+    planar_too_big = N * C * SH * SW * Hq * Wq > 2 * x.size + (1 << 20)
+    if groups > 1 and Cg == 1 or Cg > _tuning.NUMBA_PLANAR_MAX_CHANNELS or planar_too_big:
+        with _numba_threads(num_threads, out.size * KH * KW * Cg) as n:
+            _k.conv2d_direct_o(x, w, b, out, SH, SW, DH, DW, top, left, groups, relu, n)
+        return
     planes = _workspace((N, C, SH, SW, Hq * Wq), x.dtype)
     block = _planar_block(O)
     toff, wt = _planar_taps(w, groups, C, SH, SW, DH, DW, Hq * Wq, Wq)
