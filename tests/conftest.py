@@ -15,6 +15,10 @@ import pytest
 from cases import BACKENDS, FAST_BACKENDS
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Child interpreters the tests start (``python -c``, Dask workers) must import the
+# installed fastconv, never the source tree of the current directory, which has no
+# compiled modules: Python 3.11+ then does not put the cwd first on sys.path.
+os.environ["PYTHONSAFEPATH"] = "1"
 REQUIRE_ORACLES = os.environ.get("FASTCONV_REQUIRE_ORACLES", "") not in ("", "0")
 
 
