@@ -5,6 +5,8 @@ Usage::
     python benchmarks/make_results.py                      # full suite, threads 1,2
     python benchmarks/make_results.py --suite lesson --threads 2
     python benchmarks/make_results.py --from-json run.json # rewrite from a saved run
+    python benchmarks/make_results.py --isa avx2 --output RESULTS-avx2.md  # emulated AVX2
+    python benchmarks/make_results.py --suite quick --threads 1,2 --busy 1  # loaded machine
 
 Any option other than the ones below is passed on to ``fastconv bench``
 (default ``--suite full --threads 1,2``).  The run is also saved in the
