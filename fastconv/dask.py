@@ -46,11 +46,15 @@ Dask supplies the parallelism: every block call uses ``num_threads=1``
 unless told otherwise.  For a few big chunks, run one single-threaded
 worker per host and pass ``num_threads=-1`` (all the host's cores).
 """
+import functools
+
 import numpy as np
 
 try:
     import dask.array as da
     from dask.array.overlap import ensure_minimum_chunksize
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastconv.dask needs Dask: pip install 'fastconv[dask]' "
                       "(dask[array] and distributed).") from exc
@@ -61,7 +65,7 @@ from ._shapes import resolve_window
 from ._threads import resolve_num_threads
 from ._validation import check_data_format, positive_int, spatial_pair
 
-__all__ = ["conv2d", "relu", "max_pool2d", "predict"]
+__all__ = ["conv2d", "relu", "max_pool2d", "conv_relu_pool", "predict"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -130,6 +134,32 @@ def _block_geometry(c0, c1, size, OH, EK, S, P0, first, last):
     return a, b, lo, hi
 
 
+def _merged_blocks(chunks, size, halo, geometry):
+    """Chunk bounds and per-block geometry along one axis, merging what cannot stand alone.
+
+    ``geometry(c0, c1, first, last)`` returns a block's description, or None
+    when the block ``[c0, c1)`` owns no output (or only windows that read no
+    input row) and must be merged into a neighbour.  Chunks narrower than the
+    halo are first merged with Dask's own rule.  Returns ``(bounds, infos)``.
+    """
+    chunks = tuple(int(c) for c in chunks)
+    if len(chunks) > 1 and halo > min(chunks):
+        chunks = ensure_minimum_chunksize(halo, chunks) if halo < size else (size,)
+    starts = [0]
+    for c in chunks[:-1]:
+        starts.append(starts[-1] + c)
+    while True:
+        bounds = starts + [size]
+        infos = [geometry(bounds[j], bounds[j + 1], j == 0, j == len(starts) - 1)
+                 for j in range(len(starts))]
+        bad = next((j for j, info in enumerate(infos) if info is None), None)
+        if bad is None:
+            return bounds, infos
+        if len(starts) == 1:  # pragma: no cover - the whole axis is the in-memory call
+            raise AssertionError("one block owns no output")
+        del starts[max(bad, 1)]  # block 0 absorbs block 1; any other joins its left
+
+
 def _axis_plan(chunks, size, OH, EK, S, P0, P1):
     """Final chunks, output chunks and per-block row slices/padding along one axis.
 
@@ -137,37 +167,19 @@ def _axis_plan(chunks, size, OH, EK, S, P0, P1):
     ``(local_start, local_stop, pad_before, pad_after)`` for block ``j`` and
     ``depth`` is the one-sided halo (0 when the axis is one chunk).
     """
-    chunks = tuple(int(c) for c in chunks)
-    halo = EK - 1
-    if len(chunks) > 1 and halo > min(chunks):
-        chunks = ensure_minimum_chunksize(halo, chunks) if halo < size else (size,)
-    starts = [0]
-    for c in chunks[:-1]:
-        starts.append(starts[-1] + c)
-    # Merge blocks that would own no output (or only all-padding windows) into a neighbour.
-    merged = True
-    while merged and len(starts) > 1:
-        merged = False
-        bounds = starts + [size]
-        for j in range(len(starts)):
-            geom = _block_geometry(bounds[j], bounds[j + 1], size, OH, EK, S, P0,
-                                   j == 0, j == len(starts) - 1)
-            if geom is None:
-                del starts[max(j, 1)]  # block 0 absorbs block 1; any other joins its left
-                merged = True
-                break
-    bounds = starts + [size]
-    chunks = tuple(bounds[j + 1] - bounds[j] for j in range(len(starts)))
+    def geometry(c0, c1, first, last):
+        geom = _block_geometry(c0, c1, size, OH, EK, S, P0, first, last)
+        if geom is None:
+            return None
+        a, b, lo, hi = geom
+        r0, r1 = max(lo, 0), min(hi, size - 1) + 1
+        return b - a, (r0 - c0, r1 - c0, max(0, -lo), max(0, hi - size + 1))
+
+    bounds, infos = _merged_blocks(chunks, size, EK - 1, geometry)
+    chunks = tuple(bounds[j + 1] - bounds[j] for j in range(len(infos)))
     if len(chunks) == 1:  # one block: the in-memory call itself
         return chunks, (OH,), [(0, size, P0, P1)], 0
-    out_chunks, blocks = [], []
-    for j in range(len(chunks)):
-        a, b, lo, hi = _block_geometry(bounds[j], bounds[j + 1], size, OH, EK, S, P0,
-                                       j == 0, j == len(chunks) - 1)
-        r0, r1 = max(lo, 0), min(hi, size - 1) + 1
-        blocks.append((r0 - bounds[j], r1 - bounds[j], max(0, -lo), max(0, hi - size + 1)))
-        out_chunks.append(b - a)
-    return chunks, tuple(out_chunks), blocks, halo
+    return chunks, tuple(n for n, _ in infos), [blk for _, blk in infos], EK - 1
 
 
 def _plan_spatial(x, data_format, kernel, strides, dilations, padding, allow_rechunk, name):
@@ -194,24 +206,87 @@ def _plan_spatial(x, data_format, kernel, strides, dilations, padding, allow_rec
     return x, (plans[0][1], plans[1][1]), (plans[0][2], plans[1][2]), depth
 
 
+def _first(block, index):
+    """A *copy* of a block's leading rows/columns: a view would keep the whole block alive."""
+    return np.array(block[index], copy=True)
+
+
+def _heads(x, axes, depth):
+    """For every block, a copy of its first ``depth`` entries along each of ``axes``.
+
+    The block to the left of (or above) block ``j`` uses the head of block
+    ``j``: only these small copies wait for a neighbour, never the block they
+    were cut from, so memory does not grow with the number of blocks waiting
+    for their halo.
+    """
+    index = [slice(None)] * x.ndim
+    chunks = list(x.chunks)
+    for ax in axes:
+        index[ax] = slice(0, depth[ax])
+        chunks[ax] = (depth[ax],) * len(x.chunks[ax])
+    return x.map_blocks(_first, tuple(index), chunks=tuple(chunks), dtype=x.dtype,
+                        meta=np.empty((0,) * x.ndim, dtype=x.dtype))
+
+
+def _assemble(block, right, below, corner, h_ax, w_ax):
+    top = block if right is None else np.concatenate([block, right], axis=w_ax)
+    if below is None:
+        return top
+    bottom = below if corner is None else np.concatenate([below, corner], axis=w_ax)
+    return np.concatenate([top, bottom], axis=h_ax)
+
+
+def _with_halo(func, x, h_ax, w_ax, depth_h, depth_w, *, chunks, dtype, **kwargs):
+    """``func(block_plus_halo, block_id=..., **kwargs)`` on every block of ``x``.
+
+    The same as ``map_overlap(depth={h: (0, depth_h), w: (0, depth_w)},
+    boundary="none", trim=False)``, but the halo travels as copies of the
+    neighbours' first rows/columns (see :func:`_heads`) rather than
+    as views into whole neighbouring blocks, which Dask's overlap keeps alive
+    until their consumer runs: streaming an image through a worker then
+    holds a row of halo strips, not a row of blocks.
+    """
+    depth = {h_ax: depth_h, w_ax: depth_w}
+    parts = [axes for axes in ([w_ax], [h_ax], [h_ax, w_ax]) if all(depth[ax] for ax in axes)]
+    heads = [(axes, _heads(x, axes, depth)) for axes in parts]
+    run = functools.partial(_run_with_halo, func, h_ax, w_ax, kwargs)
+    name = "fastconv-halo-" + tokenize(func, x, h_ax, w_ax, depth_h, depth_w, chunks, kwargs)
+    dsk = {}
+    for idx in np.ndindex(*x.numblocks):
+        args = []
+        for which in ([w_ax], [h_ax], [h_ax, w_ax]):
+            got = next((h for axes, h in heads if axes == which), None)
+            nb = tuple(i + 1 if ax in which else i for ax, i in enumerate(idx))
+            inside = all(i < n for i, n in zip(nb, x.numblocks))
+            args.append((got.name,) + nb if got is not None and inside else None)
+        dsk[(name,) + idx] = (run, (x.name,) + idx, *args, idx)
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x] + [h for _, h in heads])
+    return da.Array(graph, name, chunks, meta=np.empty((0,) * x.ndim, dtype=dtype))
+
+
+def _run_with_halo(func, h_ax, w_ax, kwargs, block, right, below, corner, block_id):
+    return func(_assemble(block, right, below, corner, h_ax, w_ax), block_id=block_id,
+                **kwargs)
+
+
+def _window_block(block, block_id=None, *, op, layout, rows, cols, op_kwargs):
+    h_ax, w_ax, _ = _layout_axes(layout)
+    r0, r1, top, bottom = rows[block_id[h_ax]]
+    q0, q1, left, right = cols[block_id[w_ax]]
+    index = [slice(None)] * 4
+    index[h_ax], index[w_ax] = slice(r0, r1), slice(q0, q1)
+    return op(block[tuple(index)], _explicit(top, bottom, left, right, layout), **op_kwargs)
+
+
 def _map_windows(func, x, layout, out_c_chunks, blocks_hw, out_hw, depth, dtype, /, **kwargs):
-    """``map_overlap`` with the one-sided halo; ``func(block, padding, **kwargs)``."""
+    """The windowed map with the one-sided halo; ``func(block, padding, **kwargs)``."""
     h_ax, w_ax, c_ax = _layout_axes(layout)
     out_chunks = [None] * 4
     out_chunks[0], out_chunks[h_ax], out_chunks[w_ax] = x.chunks[0], out_hw[0], out_hw[1]
     out_chunks[c_ax] = out_c_chunks
-    rows, cols = blocks_hw
-
-    def run(block, block_id=None):
-        r0, r1, top, bottom = rows[block_id[h_ax]]
-        q0, q1, left, right = cols[block_id[w_ax]]
-        index = [slice(None)] * 4
-        index[h_ax], index[w_ax] = slice(r0, r1), slice(q0, q1)
-        return func(block[tuple(index)], _explicit(top, bottom, left, right, layout), **kwargs)
-
-    return da.map_overlap(run, x, depth=depth, boundary="none", trim=False,
-                          allow_rechunk=False, chunks=tuple(out_chunks), dtype=dtype,
-                          meta=np.empty((0, 0, 0, 0), dtype=dtype))
+    return _with_halo(_window_block, x, h_ax, w_ax, depth[h_ax][1], depth[w_ax][1],
+                      chunks=tuple(out_chunks), dtype=dtype, op=func, layout=layout,
+                      rows=blocks_hw[0], cols=blocks_hw[1], op_kwargs=kwargs)
 
 
 # --------------------------------------------------------------------------- conv2d
@@ -354,6 +429,154 @@ def max_pool2d(input, ksize, strides=None, padding="VALID", data_format="NHWC", 
                         depth, probe.dtype, ksize=ksize, strides=strides,
                         data_format=data_format, backend=_backend_name(backend),
                         num_threads=num_threads)
+
+
+# --------------------------------------------------------------------------- fused
+def _fused_axis_plan(chunks, size, conv, pool):
+    """The plan of ``pool(relu(conv(.)))`` along one axis, as one windowed operation.
+
+    ``conv`` and ``pool`` are ``(EK, S, P0, P1, out_size)`` of the two stages
+    (the pool's input is the convolution's output).  Pooled output ``o``
+    reads convolution rows ``[o * Sp - Pp0, o * Sp - Pp0 + Kp - 1]``, which
+    read input rows from ``o * Sp * Sc - Pp0 * Sc - Pc0`` on, ``(Kp - 1) * Sc
+    + EKc`` rows in all: a window of stride ``Sp * Sc``, so the owner rule
+    and the one-sided halo of :func:`conv2d` apply with those numbers.  Each
+    block then runs the convolution on the rows its pooling windows need,
+    zero-padded only where the global input is, and the pool with the
+    padding the global convolution output has (``-inf``, never counted).
+
+    Returns ``(chunks, out_chunks, blocks, depth)`` with ``blocks[j] =
+    (local_start, local_stop, conv_pads, pool_pads)``.
+    """
+    EKc, Sc, Pc0, Pc1, OHc = conv
+    Kp, Sp, Pp0, Pp1, OHp = pool
+    EK, S, P0 = (Kp - 1) * Sc + EKc, Sp * Sc, Pp0 * Sc + Pc0
+
+    def geometry(c0, c1, first, last):
+        a = 0 if first else _first_output(c0, size, OHp, S, P0)
+        b = OHp if last else _first_output(c1, size, OHp, S, P0)
+        if b <= a:
+            return None
+        p_lo, p_hi = a * Sp - Pp0, (b - 1) * Sp - Pp0 + Kp - 1    # convolution rows
+        u0, u1 = max(p_lo, 0), min(p_hi, OHc - 1)
+        if u0 > u1:
+            return None
+        lo, hi = u0 * Sc - Pc0, u1 * Sc - Pc0 + EKc - 1           # input rows
+        if hi < 0 or lo > size - 1:
+            return None
+        r0, r1 = max(lo, 0), min(hi, size - 1) + 1
+        return b - a, (r0 - c0, r1 - c0, (max(0, -lo), max(0, hi - size + 1)),
+                       (u0 - p_lo, p_hi - u1))
+
+    bounds, infos = _merged_blocks(chunks, size, EK - 1, geometry)
+    chunks = tuple(bounds[j + 1] - bounds[j] for j in range(len(infos)))
+    depth = 0 if len(chunks) == 1 else EK - 1
+    return chunks, tuple(n for n, _ in infos), [blk for _, blk in infos], depth
+
+
+def _fused_block(block, block_id=None, *, layout, rows, cols, filters, strides, dilations,
+                 groups, bias, ksize, pool_strides, backend, num_threads, algorithm):
+    h_ax, w_ax, _ = _layout_axes(layout)
+    r0, r1, (top, bottom), (ptop, pbottom) = rows[block_id[h_ax]]
+    q0, q1, (left, right), (pleft, pright) = cols[block_id[w_ax]]
+    index = [slice(None)] * 4
+    index[h_ax], index[w_ax] = slice(r0, r1), slice(q0, q1)
+    y = fastconv.conv2d(block[tuple(index)], filters, strides,
+                        _explicit(top, bottom, left, right, layout), layout, dilations,
+                        groups=groups, bias=bias, activation="relu", backend=backend,
+                        num_threads=num_threads, algorithm=algorithm)
+    return fastconv.max_pool2d(y, ksize, pool_strides,
+                               _explicit(ptop, pbottom, pleft, pright, layout), layout,
+                               backend=backend, num_threads=num_threads)
+
+
+def conv_relu_pool(input, filters, ksize, pool_strides=None, strides=1, padding="VALID",
+                   pool_padding="VALID", data_format="NHWC", dilations=1, *, groups=1,
+                   bias=None, backend=None, num_threads=None, algorithm="auto",
+                   allow_rechunk=True):
+    """``max_pool2d(relu(conv2d(input, ...)), ksize, ...)`` fused into one ``map_overlap``.
+
+    The same result as chaining :func:`conv2d` (with ``bias``, then ReLU)
+    and :func:`max_pool2d`, but every block reads its input rows plus one
+    combined halo and writes pooled output directly: no convolution output
+    or halo strip of it ever leaves the task.  This is the shape to stream
+    an image larger than the cluster's memory from one chunked store
+    (``da.from_zarr``) into another (``.to_zarr``): the graph is
+    read -> halo exchange -> one task -> write, and a worker holds a few
+    blocks at a time.
+
+    Parameters
+    ----------
+    input, filters, strides, padding, data_format, dilations, groups, bias
+        As for :func:`conv2d` (``strides``, ``padding`` and ``dilations`` are
+        the convolution's).
+    ksize, pool_strides, pool_padding
+        The ``ksize``, ``strides`` and ``padding`` of :func:`max_pool2d`
+        (``pool_strides=None`` means ``ksize``).
+    backend, num_threads, algorithm, allow_rechunk
+        As for :func:`conv2d`.
+
+    Returns
+    -------
+    dask.array.Array
+        The pooled ``(N, OH, OW, C_out)`` (or NCHW).
+    """
+    x = _as_dask(input, "input")
+    w = np.asarray(filters)
+    b = None if bias is None else np.asarray(bias)
+    num_threads = _block_threads(num_threads)
+    conv_probe = fastconv.conv2d(_probe(x), w, strides, padding, data_format, dilations,
+                                 groups=groups, bias=b, activation="relu", backend=backend,
+                                 num_threads=1, algorithm=algorithm)
+    data_format = check_data_format(data_format)
+    h_ax, w_ax, c_ax = _layout_axes(data_format)
+    H, W = int(x.shape[h_ax]), int(x.shape[w_ax])
+    (SH, SW), (DH, DW) = (spatial_pair(strides, "strides", data_format),
+                          spatial_pair(dilations, "dilations", data_format))
+    KH, KW = w.shape[0], w.shape[1]
+    cwin = resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding, data_format)
+    shape = [0, 0, 0, 0]  # the pool is validated on the convolution's output (batch 0)
+    shape[h_ax], shape[w_ax], shape[c_ax] = cwin.OH, cwin.OW, conv_probe.shape[c_ax]
+    pool_in = np.empty(shape, dtype=conv_probe.dtype)
+    probe = fastconv.max_pool2d(pool_in, ksize, pool_strides, pool_padding, data_format,
+                                backend=backend, num_threads=1)
+    if len(x.chunks[c_ax]) > 1:
+        raise ValueError(f"conv_relu_pool: the channel axis {c_ax} of input is split into "
+                         f"{len(x.chunks[c_ax])} chunks {x.chunks[c_ax]}; a convolution sums "
+                         f"over every channel, so it must be one chunk: "
+                         f"x.rechunk({{{c_ax}: -1}}).")
+    (PKH, PKW), (PSH, PSW), _ = _ops.pool_geometry(ksize, pool_strides, data_format)
+    pwin = resolve_window(cwin.OH, cwin.OW, PKH, PKW, PSH, PSW, 1, 1, pool_padding,
+                          data_format)
+    plans = [_fused_axis_plan(x.chunks[h_ax], H,
+                              ((KH - 1) * DH + 1, SH, cwin.pad_top, cwin.pad_bottom, cwin.OH),
+                              (PKH, PSH, pwin.pad_top, pwin.pad_bottom, pwin.OH)),
+             _fused_axis_plan(x.chunks[w_ax], W,
+                              ((KW - 1) * DW + 1, SW, cwin.pad_left, cwin.pad_right, cwin.OW),
+                              (PKW, PSW, pwin.pad_left, pwin.pad_right, pwin.OW))]
+    new = {ax: plan[0] for ax, plan in zip((h_ax, w_ax), plans) if plan[0] != x.chunks[ax]}
+    if new:
+        if not allow_rechunk:
+            ax, chunks = next(iter(new.items()))
+            raise ValueError(
+                f"conv_relu_pool: the chunks of axis {ax} "
+                f"({'height' if ax == h_ax else 'width'}) {x.chunks[ax]} are too small for "
+                f"the combined window (each chunk must hold at least its halo and own an "
+                f"output row); pass allow_rechunk=True or rechunk first, e.g. "
+                f"x.rechunk({{{ax}: {chunks}}}).")
+        x = x.rechunk(new)
+    out_chunks = [None] * 4
+    out_chunks[0], out_chunks[h_ax], out_chunks[w_ax] = x.chunks[0], plans[0][1], plans[1][1]
+    out_chunks[c_ax] = (int(probe.shape[c_ax]),)
+    dtype = probe.dtype
+    return _with_halo(
+        _fused_block, x, h_ax, w_ax, plans[0][3], plans[1][3], chunks=tuple(out_chunks),
+        dtype=dtype, layout=data_format,
+        rows=plans[0][2], cols=plans[1][2], filters=w.astype(dtype, copy=False),
+        strides=strides, dilations=dilations, groups=groups,
+        bias=None if b is None else b.astype(dtype, copy=False), ksize=ksize,
+        pool_strides=pool_strides, backend=_backend_name(backend), num_threads=num_threads,
+        algorithm=algorithm)
 
 
 # --------------------------------------------------------------------------- predict

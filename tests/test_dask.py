@@ -13,6 +13,7 @@ import dataclasses
 import os
 import pickle
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -349,25 +350,62 @@ def test_one_thread_per_dask_task_by_default(client):
 
 
 # --------------------------------------------------------------------------- faults
+def _gate(block, event_name):
+    """Wait, off the worker's thread slot, until the test opens the gate."""
+    distributed.secede()
+    distributed.Event(event_name).wait()
+    distributed.rejoin()
+    return block
+
+
+def _held_keys(dask_scheduler):
+    """``{worker address: keys of results in memory there}``."""
+    return {ws.address: [str(ts.key) for ts in ws.has_what]
+            for ws in dask_scheduler.workers.values()}
+
+
 def test_worker_killed_holding_intermediates(client):
-    """SIGKILL a worker holding persisted convolution blocks: the pipeline still completes."""
+    """SIGKILL a worker *during* a computation, while it holds intermediate results of it.
+
+    The pooled blocks wait behind a gate (an Event) after their convolution,
+    ReLU and pool have run, so the computation is submitted and unfinished
+    while the workers hold its intermediates; the worker holding the most is
+    killed, the scheduler drops it, the gate opens, and Dask recomputes the
+    lost pieces: the result is still the in-memory one.
+    """
     x = _rng(6).standard_normal((2, 48, 40, 2)).astype(np.float32)
     w = _rng(7).standard_normal((3, 3, 2, 4)).astype(np.float32)
     conv = fd.conv2d(da.from_array(x, chunks=(1, 12, 10, 2)), w, strides=2, padding="SAME")
-    conv = client.persist(conv)
-    distributed.wait(conv)
-    holders = {addr for addrs in client.who_has(conv).values() for addr in addrs}
-    victim = sorted(holders)[0]
-    pid = client.run(os.getpid, workers=[victim])[victim]
-    os.kill(pid, signal.SIGKILL)
-    lazy = fd.max_pool2d(fd.relu(conv), 3, 2, "SAME")
-    got_conv, got = client.compute([conv, lazy], sync=True)
-    assert_conv_equal(got_conv, fastconv.conv2d(x, w, 2, "SAME"), x, w, strides=2,
-                      padding="SAME")
-    np.testing.assert_array_equal(got, fastconv.max_pool2d(fastconv.relu(got_conv), 3, 2,
-                                                           "SAME"))
-    assert victim not in client.scheduler_info()["workers"] or \
-        client.run(os.getpid).get(victim) != pid
+    pooled = fd.max_pool2d(fd.relu(conv), 3, 2, "SAME")
+    event = distributed.Event(f"gate-{pooled.name}", client=client)
+    lazy = pooled.map_blocks(_gate, event.name, dtype=pooled.dtype)
+    future = client.compute(lazy)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            held = client.run_on_scheduler(_held_keys)
+            if sum(map(len, held.values())) >= pooled.npartitions:
+                break
+            assert time.monotonic() < deadline, f"intermediates never held: {held}"
+            time.sleep(0.05)
+        victim = max(held, key=lambda addr: len(held[addr]))
+        assert held[victim] and not future.done(), held
+        pid = client.run(os.getpid, workers=[victim])[victim]
+        os.kill(pid, signal.SIGKILL)
+        while victim in client.scheduler_info()["workers"]:
+            assert time.monotonic() < deadline, "the scheduler never dropped the killed worker"
+            time.sleep(0.05)
+        assert not future.done()
+    finally:
+        event.set()
+    got = future.result(timeout=120)
+    ref_conv = fastconv.conv2d(x, w, 2, "SAME")
+    ref = fastconv.max_pool2d(fastconv.relu(ref_conv), 3, 2, "SAME")
+    # Max and ReLU are exact, 1-Lipschitz: the convolution's bound, pooled, carries over.
+    bound = fastconv.max_pool2d(_conv_bound(x, w, strides=2, padding="SAME",
+                                            data_format="NHWC", dilations=1, groups=1,
+                                            bias=None, dtype=np.float32), 3, 2, "SAME")
+    assert got.shape == ref.shape and (np.abs(got - ref) <= bound).all()
     client.wait_for_workers(2, timeout=60)
 
 
