@@ -1,4 +1,4 @@
-"""``Sequential.to_keras()``: a fastconv model handed back to Keras (the inverse of ``from_keras``)."""
+"""``Sequential.to_keras()``: a fastconv model handed back to Keras (inverse of ``from_keras``)."""
 import importlib
 
 import numpy as np
