@@ -223,6 +223,42 @@ def test_conv_relu_pool_pipeline(client):
                                                            padding="SAME"))
 
 
+FUSED = [  # (conv kernel, strides, padding, dilations, pool ksize, pool strides, pool padding)
+    ((3, 3), 1, "SAME", 1, 2, None, "VALID"),
+    ((5, 3), 2, [[0, 0], [3, 1], [0, 4], [0, 0]], 1, 3, 2, "SAME"),
+    ((3, 3), 1, "VALID", 2, 3, 1, "SAME"),
+    ((1, 1), 3, "SAME", 1, (2, 3), (3, 1), "VALID"),
+]
+
+
+@pytest.mark.parametrize("case", FUSED, ids=lambda c: f"k{c[0]}-s{c[1]}-p{c[4]}s{c[5]}")
+def test_conv_relu_pool_equals_the_chain(client, case):
+    """One fused map equals in-memory conv (+bias) -> relu -> pool, over uneven/small chunks."""
+    kernel, strides, padding, dilations, ksize, pstrides, ppad = case
+    x = _rng(12).standard_normal((2, 31, 27, 3)).astype(np.float32)
+    w = _rng(13).standard_normal(kernel + (3, 5)).astype(np.float32)
+    b = _rng(14).standard_normal(5).astype(np.float32)
+    xd = da.from_array(x, chunks=((1, 1), (9, 2, 7, 13), (3,) * 9, (3,)))
+    lazy = fd.conv_relu_pool(xd, w, ksize, pstrides, strides, padding, ppad,
+                             dilations=dilations, bias=b)
+    conv = fastconv.conv2d(x, w, strides, padding, dilations=dilations, bias=b)
+    ref = fastconv.max_pool2d(fastconv.relu(conv), ksize, pstrides, ppad)
+    assert lazy.shape == ref.shape and lazy.chunks[0] == (1, 1)
+    got = lazy.compute()
+    bound = fastconv.max_pool2d(_conv_bound(x, w, strides=strides, padding=padding,
+                                            data_format="NHWC", dilations=dilations,
+                                            groups=1, bias=b, dtype=np.float32),
+                                ksize, pstrides, ppad)
+    assert (np.abs(got - ref) <= bound).all()
+
+
+def test_conv_relu_pool_errors_at_build_time():
+    with pytest.raises(ValueError, match=r"x\.rechunk\(\{3: -1\}\)"):
+        fd.conv_relu_pool(_X.rechunk({3: 2}), _W, 2)
+    with pytest.raises(ValueError, match="padding must be 'SAME', 'VALID'"):
+        fd.conv_relu_pool(_X, _W, 2, pool_padding="FULL")
+
+
 # --------------------------------------------------------------------------- laziness, errors
 class _CountingSource:
     """An array-like that counts the reads Dask makes of it."""
@@ -437,6 +473,74 @@ def test_zarr_to_zarr_pipeline_spot_checked_tiles(client, tmp_path):
                                                   activation="relu"), 2)
         got = np.asarray(stored_out[:, a:bb, c0:c1, :])
         # relu and max are 1-Lipschitz, so the convolution's bound carries over (pooled).
+        bound = _conv_bound(tile, w, strides=1, padding="VALID", data_format="NHWC",
+                            dilations=1, groups=1, bias=b, dtype=np.float32)
+        assert (np.abs(got - ref) <= fastconv.max_pool2d(bound, 2)).all()
+
+
+def _memory_status():
+    """This process's peak and current resident set, in bytes (Linux ``/proc``)."""
+    fields = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmHWM:", "VmRSS:")):
+                key, value = line.split(":")
+                fields[key] = int(value.split()[0]) * 1024
+    return fields
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc (Linux)")
+def test_larger_than_memory_streams_with_bounded_worker_memory(tmp_path):
+    """An on-disk image 4x the cluster's total memory limit, through conv -> relu -> pool.
+
+    Two workers of ``LIMIT`` each (the Nanny's limit: spill at 70 %, pause
+    at 80 %, kill at 95 % of it); a worker idles at ~100 MiB of resident
+    memory (interpreter, distributed, NumPy, zarr, fastconv), so the limit is
+    a little above that and the input ``4 * 2 * LIMIT``.  The input is
+    written to a zarr store slab by slab by this process, read by the
+    workers with ``da.from_zarr``, passed through ``fd.conv_relu_pool`` and
+    written with ``to_zarr``.  Afterwards every worker reports its
+    high-water mark (``VmHWM``), which must be below its limit, and the
+    same processes must still be running (a worker killed for memory would
+    have been restarted with a fresh mark).  Spot-checked tiles equal the
+    in-memory pipeline on the same input tile.
+    """
+    zarr = pytest.importorskip("zarr")
+    LIMIT = 160 * 2**20
+    H, W, chunk = 20480, 16384, 1024                   # 1 x H x W x 1 float32 = 1280 MiB
+    assert H * W * 4 >= 4 * 2 * LIMIT
+    src, dst = str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr")
+    stored_in = zarr.create_array(src, shape=(1, H, W, 1), chunks=(1, chunk, chunk, 1),
+                                  dtype=np.float32, compressors=None)
+    rng = _rng(10)
+    for r in range(0, H, chunk):
+        stored_in[:, r:r + chunk] = rng.random((1, chunk, W, 1), dtype=np.float32) - 0.5
+    w = _rng(11).standard_normal((3, 3, 1, 1)).astype(np.float32)
+    b = np.array([0.05], np.float32)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  memory_limit=LIMIT, host="127.0.0.1",
+                                  dashboard_address=None,
+                                  worker_dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        pids = client.run(os.getpid)
+        out = fd.conv_relu_pool(da.from_zarr(src), w, 2, padding="VALID", bias=b)
+        out.to_zarr(dst, compressors=None)
+        status = client.run(_memory_status)
+        assert client.run(os.getpid) == pids, "a worker was restarted"
+        limits = {a: info["memory_limit"] for a, info in
+                  client.scheduler_info()["workers"].items()}
+    for addr, st in status.items():
+        print(f"{addr}: peak RSS {st['VmHWM'] / 2**20:.1f} MiB, limit {LIMIT / 2**20:.0f} MiB, "
+              f"input {H * W * 4 / 2**20:.0f} MiB")
+        assert limits[addr] == LIMIT
+        assert st["VmHWM"] < LIMIT, f"{addr}: peak {st['VmHWM'] / 2**20:.0f} MiB"
+    stored_out = zarr.open_array(dst, mode="r")
+    assert stored_out.shape == (1, (H - 2) // 2, (W - 2) // 2, 1)
+    OH, OW = stored_out.shape[1:3]
+    for a, bb, c0, c1 in [(0, 24, 0, 24), (500, 530, 505, 520), (OH - 20, OH, OW - 17, OW)]:
+        tile = np.asarray(stored_in[:, 2 * a:2 * bb + 2, 2 * c0:2 * c1 + 2, :])
+        ref = fastconv.max_pool2d(fastconv.relu(fastconv.conv2d(tile, w, bias=b)), 2)
+        got = np.asarray(stored_out[:, a:bb, c0:c1, :])
         bound = _conv_bound(tile, w, strides=1, padding="VALID", data_format="NHWC",
                             dilations=1, groups=1, bias=b, dtype=np.float32)
         assert (np.abs(got - ref) <= fastconv.max_pool2d(bound, 2)).all()
