@@ -73,9 +73,12 @@ def bench_image(args):
         out = fd.max_pool2d(fd.conv2d(xd, w, padding="SAME", bias=b, activation="relu"), 2,
                             padding="SAME")
         t_dask = _best(_timed_on(client, out, xd), args.repeat)
+        fused = fd.conv_relu_pool(xd, w, 2, padding="SAME", pool_padding="SAME", bias=b)
+        t_fused = _best(_timed_on(client, fused, xd), args.repeat)
     print(f"image 1x{args.size}x{args.size}x3 conv3x3(8)+relu -> pool2x2: in memory "
           f"({args.workers} threads) {t_mem:.3f} s, fastconv.dask ({args.workers} workers x 1 "
-          f"thread, chunks {args.chunk}) {t_dask:.3f} s, ratio {t_dask / t_mem:.2f}")
+          f"thread, chunks {args.chunk}) {t_dask:.3f} s, ratio {t_dask / t_mem:.2f}; "
+          f"fused conv_relu_pool {t_fused:.3f} s, ratio {t_fused / t_mem:.2f}")
 
 
 def bench_dask_image(args):
