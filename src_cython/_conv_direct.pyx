@@ -51,9 +51,14 @@ KIND_NAMES = {FC_KIND_GENERAL: "general", FC_KIND_DEPTHWISE: "depthwise",
               FC_KIND_WIDTH: "width"}
 
 
+cdef extern from "Python.h":
+    # the same function, its -1 not turned into a Python exception check here
+    int _check_signals_raw "PyErr_CheckSignals" () noexcept
+
+
 cdef int _signal_pending() noexcept with gil:
     """1 when a signal handler raised (the exception stays set for the caller), else 0."""
-    return 1 if PyErr_CheckSignals() < 0 else 0
+    return 1 if _check_signals_raw() < 0 else 0
 
 
 cdef int _run(const fc_conv_args *a, int num_threads, double item_work,

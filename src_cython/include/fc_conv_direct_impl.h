@@ -178,26 +178,40 @@ static inline __attribute__((always_inline)) FC_ATTR void FN(fc_tile)(
     FC_STORE_TILE(acc, ur, nv);
 }
 
-/* Dispatch to a tile specialised for constant (ur, nv), so its accumulators live in
- * registers. */
+/* A strip of ntiles tiles of ur pixels x nv vectors, tile t at xp + t * xs_t (input)
+ * and op + t * os_t (output), all run by one tile specialised for constant (ur, nv)
+ * (its accumulators live in registers): one call per row strip, not per tile. */
 static __attribute__((noinline)) FC_ATTR void FN(fc_tile_any)(
     const FC_T *xp, ptrdiff_t xs_p, ptrdiff_t xs_kh, ptrdiff_t xs_kw,
     const FC_T *wp, ptrdiff_t ws_c, ptrdiff_t ws_kw, ptrdiff_t ws_kh,
     int nkh, int nkw, int Cg, const FC_T *bias, FC_T *op, ptrdiff_t os_p,
-    int tail, int relu, int first, int ur, int nv)
+    int tail, int relu, int first, int ur, int nv, ptrdiff_t ntiles, ptrdiff_t xs_t,
+    ptrdiff_t os_t)
 {
 #if defined(FC_LEVEL_GENERIC)
-    FN(fc_tile)(xp, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, nkh, nkw, Cg, bias, op, os_p,
-                tail, relu, first, ur, nv);
+    for (ptrdiff_t t = 0; t < ntiles; t++)
+        FN(fc_tile)(xp + t * xs_t, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, nkh, nkw, Cg,
+                    bias, op + t * os_t, os_p, tail, relu, first, ur, nv);
 #else
+    /* the 3x3 windows of 1 and 3 input channels with constant trip counts: the
+     * compiler unrolls their 9 or 27 steps (same reduction order as the loop) */
+#define FC_STRIP(U, NV, NKH, NKW, CG)                                                    \
+    for (ptrdiff_t t_ = 0; t_ < ntiles; t_++)                                            \
+        FN(fc_tile)(xp + t_ * xs_t, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, NKH, NKW,  \
+                    CG, bias, op + t_ * os_t, os_p, tail, relu, first, U, NV)
     switch (nv * 16 + ur) {
 #define FC_CASE(U, NV)                                                                   \
     case (NV) * 16 + (U):                                                                \
-        FN(fc_tile)(xp, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, nkh, nkw, Cg, bias, op, \
-                    os_p, tail, relu, first, U, NV);                                            \
+        if (nkh == 3 && nkw == 3 && Cg == 1)                                             \
+            FC_STRIP(U, NV, 3, 3, 1);                                                    \
+        else if (nkh == 3 && nkw == 3 && Cg == 3)                                        \
+            FC_STRIP(U, NV, 3, 3, 3);                                                    \
+        else                                                                             \
+            FC_STRIP(U, NV, nkh, nkw, Cg);                                               \
         break;
         FC_TILE_CASES
 #undef FC_CASE
+#undef FC_STRIP
     default:
         break;
     }
@@ -277,20 +291,22 @@ static FC_ATTR void FN(fc_rows_general_part)(const fc_conv_args *a, ptrdiff_t n,
             const ptrdiff_t xoff = (nkw > 0 && nkh > 0) ? (iw0 + (ptrdiff_t)kw_lo * a->DW) * C : 0;
             FN(fc_tile_any)(xrow + xoff, nkh > 0 ? xs_row : 0, xs_kh, xs_kw, wrow + kw_lo * ws_kw,
                             ws_c, ws_kw, ws_kh, nkh, nkw, cc, bias, oimg + oh * os_row + ow * O,
-                            os_row, tail, relu, first, nrows, nv);
+                            os_row, tail, relu, first, nrows, nv, 1, 0, 0);
         }
         for (ptrdiff_t r = oh; r < oh_end; r++) {
             const FC_T *xr = nkh > 0 ? xrow + (r - oh) * xs_row : xrow;
             FC_T *orow = oimg + r * os_row;
+            const ptrdiff_t ntiles = (ow_b - ow_a) / ur;
             ptrdiff_t ow = ow_a;
-            for (; ow + ur <= ow_b; ow += ur)
+            if (ntiles > 0)   /* the row's full tiles: one strip */
                 FN(fc_tile_any)(xr + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow,
                                 ws_c, ws_kw, ws_kh, nkh, KW, cc, bias, orow + ow * O, O, tail, relu,
-                                first, ur, nv);
+                                first, ur, nv, ntiles, ur * xs_p, (ptrdiff_t)ur * O);
+            ow += ntiles * ur;
             if (ow < ow_b)
                 FN(fc_tile_any)(xr + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow,
                                 ws_c, ws_kw, ws_kh, nkh, KW, cc, bias, orow + ow * O, O, tail, relu,
-                                first, (int)(ow_b - ow), nv);
+                                first, (int)(ow_b - ow), nv, 1, 0, 0);
         }
         oh = oh_end;
     }
@@ -383,6 +399,12 @@ static __attribute__((noinline)) FC_ATTR void FN(fc_dw_tile_any)(
     FN(fc_dw_tile)(xp, xs_p, xs_kh, xs_kw, wp, ws_kw, ws_kh, nkh, nkw, bias, op, os_p, tail,
                    relu, ur, nv);
 #else
+    /* the 3x3 windows of 1 and 3 input channels with constant trip counts: the
+     * compiler unrolls their 9 or 27 steps (same reduction order as the loop) */
+#define FC_STRIP(U, NV, NKH, NKW, CG)                                                    \
+    for (ptrdiff_t t_ = 0; t_ < ntiles; t_++)                                            \
+        FN(fc_tile)(xp + t_ * xs_t, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, NKH, NKW,  \
+                    CG, bias, op + t_ * os_t, os_p, tail, relu, first, U, NV)
     switch (nv * 16 + ur) {
 #define FC_CASE(U, NV)                                                                    \
     case (NV) * 16 + (U):                                                                 \
@@ -435,6 +457,12 @@ static __attribute__((noinline)) FC_ATTR void FN(fc_dwm_tile_any)(
     FN(fc_dwm_tile)(xp, xs_p, xs_kh, xs_kw, wp, ws_kw, ws_kh, nkh, nkw, idx, bias, op, os_p,
                     tail, relu, ur, nv);
 #else
+    /* the 3x3 windows of 1 and 3 input channels with constant trip counts: the
+     * compiler unrolls their 9 or 27 steps (same reduction order as the loop) */
+#define FC_STRIP(U, NV, NKH, NKW, CG)                                                    \
+    for (ptrdiff_t t_ = 0; t_ < ntiles; t_++)                                            \
+        FN(fc_tile)(xp + t_ * xs_t, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, NKH, NKW,  \
+                    CG, bias, op + t_ * os_t, os_p, tail, relu, first, U, NV)
     switch (nv * 16 + ur) {
 #define FC_CASE(U, NV)                                                                     \
     case (NV) * 16 + (U):                                                                  \
