@@ -249,15 +249,17 @@ _INTERRUPT_PROBE = """
     import os, signal, threading, time
     import numpy as np
     import fastconv
-    op = {op!r}
+    from fastconv import _backends
+    _backends.driver("cython")   # import the backend before the clock starts
+    op, n = {op!r}, {threads}
     if op == "conv":
         x = np.ones((1, 256, 256, 128), np.float32)
         w = np.ones((5, 5, 128, 128), np.float32)
         call = lambda: fastconv.conv2d(x, w, padding="SAME", backend="cython",
-                                       algorithm="direct", num_threads=1)
+                                       algorithm="direct", num_threads=n)
     else:
         x = np.ones((1, 512, 512, 32), np.float32)
-        call = lambda: fastconv.max_pool2d(x, 63, 1, "SAME", backend="cython", num_threads=1)
+        call = lambda: fastconv.max_pool2d(x, 63, 1, "SAME", backend="cython", num_threads=n)
     sent = []
     def interrupt():
         sent.append(time.perf_counter())
@@ -272,9 +274,10 @@ _INTERRUPT_PROBE = """
 
 
 @pytest.mark.skipif(not HAS_CYTHON, reason="compiled backend not built")
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("op", ["conv", "pool"])
-def test_ctrl_c_interrupts_a_long_kernel(op):
-    res = _probe(_INTERRUPT_PROBE.format(op=op))
+def test_ctrl_c_interrupts_a_long_kernel(op, threads):
+    res = _probe(_INTERRUPT_PROBE.format(op=op, threads=threads))
     assert res.returncode == 0, res.stderr[-3000:]
     assert "interrupted after" in res.stdout, res.stdout
     delay = float(res.stdout.split("interrupted after")[1])
