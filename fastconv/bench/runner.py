@@ -40,7 +40,7 @@ import tracemalloc
 import numpy as np
 
 from .peers import Unavailable
-from .suite import lesson_model_weights
+from .suite import BACKWARD_OPS, backward_data, backward_reference, lesson_model_weights
 
 __all__ = ["run", "measure_peak", "make_data", "reference", "check_result", "Progress"]
 
@@ -132,6 +132,12 @@ def make_data(case, seed=0):
     if case.op == "model":
         data["x"] = rng.random(case.input_shape, dtype=np.float32)
         data["weights"] = lesson_model_weights(seed)
+    if case.op in BACKWARD_OPS:
+        if BACKWARD_OPS[case.op] == "conv2d":
+            fan_in = case.KH * case.KW * (case.C // case.groups)
+            data["w"] = (rng.standard_normal(case.filter_shape, dtype=np.float32)
+                         / np.float32(np.sqrt(fan_in)))
+        data.update(backward_data(case, rng))
     return data
 
 
@@ -139,6 +145,8 @@ def reference(case, data):
     """The expected output, from fastconv's NumPy reference backend."""
     import fastconv as fc
     x = data["x"]
+    if case.op in BACKWARD_OPS:
+        return backward_reference(case, data)
     if case.op == "conv2d":
         return fc.conv2d(x, data["w"], (case.SH, case.SW), case.padding, groups=case.groups,
                          backend="numpy")
