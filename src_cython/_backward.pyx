@@ -56,13 +56,14 @@ def max_pool2d_argmax(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
                       floating[:, :, :, ::1] out,       # OUT (N, OH, OW, C)
                       int64_t[:, :, :, ::1] argmax,     # OUT (N, OH, OW, C)
                       int KH, int KW, int SH, int SW, int DH, int DW, int pad_top,
-                      int pad_left, int num_threads):
+                      int pad_left, int num_threads, int simd_level=0):
     """NHWC max pooling and the per-image flat index ``(h*W + w)*C + c`` of each maximum.
 
     The first maximum in window order wins ties; a NaN counts as larger than
     any number (the first NaN wins, and is the output); padding is never
     picked (a window with no tap inside gives ``-inf`` and index -1).  One
-    task per output row ``(n, oh)``.
+    task per output row ``(n, oh)``; ``simd_level`` picks the compiled
+    variant (FC_SIMD_*: 0 generic, 1 AVX2, 2 AVX-512), all giving the same result.
     """
     cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
@@ -83,11 +84,11 @@ def max_pool2d_argmax(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
         if floating is float:
             fc_maxpool_argmax_row_f32(px + n * H * W * C, py + r * OW * C, pi + r * OW * C,
                                       H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left, OW,
-                                      r % OH)
+                                      r % OH, simd_level)
         else:
             fc_maxpool_argmax_row_f64(px + n * H * W * C, py + r * OW * C, pi + r * OW * C,
                                       H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left, OW,
-                                      r % OH)
+                                      r % OH, simd_level)
 
 
 def max_pool2d_backward(const floating[::1] dy, const int64_t[::1] flat_index,

@@ -83,11 +83,11 @@ cdef extern from "fc_pool_backward.h" nogil:
     void fc_maxpool_argmax_row_f32(const float *x, float *y, int64_t *idx, Py_ssize_t H,
                                    Py_ssize_t W, Py_ssize_t C, int KH, int KW, int SH, int SW,
                                    int DH, int DW, int top, int left, Py_ssize_t OW,
-                                   Py_ssize_t oh)
+                                   Py_ssize_t oh, int simd)
     void fc_maxpool_argmax_row_f64(const double *x, double *y, int64_t *idx, Py_ssize_t H,
                                    Py_ssize_t W, Py_ssize_t C, int KH, int KW, int SH, int SW,
                                    int DH, int DW, int top, int left, Py_ssize_t OW,
-                                   Py_ssize_t oh)
+                                   Py_ssize_t oh, int simd)
     Py_ssize_t fc_maxpool_scatter_f32(const float *dy, const int64_t *index, float *grad,
                                       Py_ssize_t i0, Py_ssize_t i1, int64_t base,
                                       int64_t size)

@@ -19,10 +19,11 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "fc_cpu.h"
 #include "fc_window.h"
 
-#define FC_POOL_BACKWARD_DEFINE(T, SUFFIX)                                                   \
-static inline void fc_maxpool_argmax_row_##SUFFIX(                                           \
+#define FC_ARGMAX_ROW_DEFINE(T, NAME, ATTR)                                                  \
+ATTR static inline void NAME(                                                                \
         const T *x, T *y, int64_t *idx, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C,              \
         int KH, int KW, int SH, int SW, int DH, int DW, int top, int left,                  \
         ptrdiff_t OW, ptrdiff_t oh) {                                                        \
@@ -58,8 +59,9 @@ static inline void fc_maxpool_argmax_row_##SUFFIX(                              
             }                                                                                \
         }                                                                                    \
     }                                                                                        \
-}                                                                                            \
-                                                                                             \
+}
+
+#define FC_POOL_SCATTER_DEFINE(T, SUFFIX)                                                    \
 static inline ptrdiff_t fc_maxpool_scatter_##SUFFIX(                                         \
         const T *dy, const int64_t *index, T *grad, ptrdiff_t i0, ptrdiff_t i1,             \
         int64_t base, int64_t size) {                                                        \
@@ -72,8 +74,50 @@ static inline ptrdiff_t fc_maxpool_scatter_##SUFFIX(                            
     return bad;                                                                              \
 }
 
-FC_POOL_BACKWARD_DEFINE(float, f32)
-FC_POOL_BACKWARD_DEFINE(double, f64)
-#undef FC_POOL_BACKWARD_DEFINE
+/* The argmax row per dtype and SIMD level: the same C, compiled for AVX-512 and
+ * AVX2 with target attributes (no -march), where the compiler vectorizes the
+ * float compare and the int64 select together; the caller passes the level. */
+FC_ARGMAX_ROW_DEFINE(float, fc_maxpool_argmax_row_f32_generic, )
+FC_ARGMAX_ROW_DEFINE(double, fc_maxpool_argmax_row_f64_generic, )
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define FC_ARGMAX_X86 1
+FC_ARGMAX_ROW_DEFINE(float, fc_maxpool_argmax_row_f32_avx2, __attribute__((target("avx2,fma"))))
+FC_ARGMAX_ROW_DEFINE(double, fc_maxpool_argmax_row_f64_avx2, __attribute__((target("avx2,fma"))))
+FC_ARGMAX_ROW_DEFINE(float, fc_maxpool_argmax_row_f32_avx512,
+                     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))))
+FC_ARGMAX_ROW_DEFINE(double, fc_maxpool_argmax_row_f64_avx512,
+                     __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma"))))
+#else
+#define FC_ARGMAX_X86 0
+#endif
+#undef FC_ARGMAX_ROW_DEFINE
+
+#define FC_ARGMAX_ARGS(T) const T *x, T *y, int64_t *idx, ptrdiff_t H, ptrdiff_t W, \
+    ptrdiff_t C, int KH, int KW, int SH, int SW, int DH, int DW, int top, int left, \
+    ptrdiff_t OW, ptrdiff_t oh, int simd
+#define FC_ARGMAX_PASS x, y, idx, H, W, C, KH, KW, SH, SW, DH, DW, top, left, OW, oh
+
+/* One output row (n, oh) with its argmax; dispatch on the SIMD level (FC_SIMD_*). */
+static inline void fc_maxpool_argmax_row_f32(FC_ARGMAX_ARGS(float)) {
+#if FC_ARGMAX_X86
+    if (simd >= FC_SIMD_AVX512) { fc_maxpool_argmax_row_f32_avx512(FC_ARGMAX_PASS); return; }
+    if (simd >= FC_SIMD_AVX2) { fc_maxpool_argmax_row_f32_avx2(FC_ARGMAX_PASS); return; }
+#endif
+    fc_maxpool_argmax_row_f32_generic(FC_ARGMAX_PASS);
+}
+
+static inline void fc_maxpool_argmax_row_f64(FC_ARGMAX_ARGS(double)) {
+#if FC_ARGMAX_X86
+    if (simd >= FC_SIMD_AVX512) { fc_maxpool_argmax_row_f64_avx512(FC_ARGMAX_PASS); return; }
+    if (simd >= FC_SIMD_AVX2) { fc_maxpool_argmax_row_f64_avx2(FC_ARGMAX_PASS); return; }
+#endif
+    fc_maxpool_argmax_row_f64_generic(FC_ARGMAX_PASS);
+}
+#undef FC_ARGMAX_ARGS
+#undef FC_ARGMAX_PASS
+
+FC_POOL_SCATTER_DEFINE(float, f32)
+FC_POOL_SCATTER_DEFINE(double, f64)
+#undef FC_POOL_SCATTER_DEFINE
 
 #endif

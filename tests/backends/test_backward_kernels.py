@@ -204,3 +204,25 @@ def test_public_col2im_and_strided_input_grad(fast_backend, rng, dtype):
     expected = fastconv.conv2d_backward(x, w, dy, 2, "SAME", need=("input",), backend="numpy")[0]
     np.testing.assert_allclose(grads[0], expected, rtol=1e-4 if dtype == np.float32 else 1e-10,
                                atol=1e-4 if dtype == np.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("level", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cython_argmax_every_simd_level_matches_reference(monkeypatch, rng, level, dtype):
+    if "cython" not in fastconv.available_backends():
+        pytest.skip("the cython backend is not built")
+    from fastconv._backends.cython import driver
+    if driver.SIMD_LEVELS.index(level) > driver.SIMD_LEVELS.index(driver.cpu_simd_level()):
+        pytest.skip(f"CPU lacks {level} (best: {driver.cpu_simd_level()})")
+    monkeypatch.setenv(driver.SIMD_ENV_VAR, level)
+    shape, ksize, strides, dilations = (2, 9, 8, 37), (3, 3), (2, 1), (1, 2)
+    win = _window(shape, ksize, strides, dilations, "SAME")
+    pads = (win.pad_top, win.pad_left)
+    x = _tied(rng, shape, dtype)
+    out_ref = np.empty((2, win.OH, win.OW, 37), dtype)
+    idx_ref = np.empty(out_ref.shape, np.int64)
+    reference.max_pool2d_argmax(x, out_ref, idx_ref, ksize, strides, dilations, pads, 1)
+    out, idx = np.empty_like(out_ref), np.empty_like(idx_ref)
+    driver.max_pool2d_argmax(x, out, idx, ksize, strides, dilations, pads, 2)
+    np.testing.assert_array_equal(out, out_ref)
+    np.testing.assert_array_equal(idx, idx_ref)

@@ -180,7 +180,8 @@ def _col2im(cols, out, ksize, strides, dilations, pads, num_threads):
 def _max_pool2d_argmax(x, out, argmax, ksize, strides, dilations, pads, num_threads):
     """Driver: NHWC max pooling and the flat index ``(h*W + w)*C + c`` of each first maximum."""
     _bw.max_pool2d_argmax(x, out, argmax, ksize[0], ksize[1], strides[0], strides[1],
-                          dilations[0], dilations[1], pads[0], pads[1], num_threads)
+                          dilations[0], dilations[1], pads[0], pads[1], num_threads,
+                          simd_level())
 
 
 def _max_pool2d_backward(dy, flat_index, out, num_threads, images=1):
