@@ -5,6 +5,8 @@ Usage::
     python benchmarks/make_results.py                      # full suite, threads 1,2
     python benchmarks/make_results.py --suite lesson --threads 2
     python benchmarks/make_results.py --from-json run.json # rewrite from a saved run
+    python benchmarks/make_results.py --isa avx2 --output RESULTS-avx2.md  # emulated AVX2
+    python benchmarks/make_results.py --suite quick --threads 1,2 --busy 1  # loaded machine
 
 Any option other than the ones below is passed on to ``fastconv bench``
 (default ``--suite full --threads 1,2``).  The run is also saved in the
@@ -32,7 +34,9 @@ DEFAULT_BENCH_ARGS = ["--suite", "full", "--threads", "1,2"]
 TARGETS = os.path.join(HERE, "targets.json")
 #: target kind -> the figures it needs besides id, goal, kind and cases
 KINDS = {"vs_peers": ("peers", "at_least"), "within_peers": ("peers", "at_most"),
-         "pct_peak": ("at_least",), "thread_scaling": ("from", "to", "at_least")}
+         "pct_peak": ("at_least",), "pct_limit": ("at_least",),
+         "thread_scaling": ("from", "to", "at_least"),
+         "thread_overhead": ("from", "to", "at_most", "plus_us")}
 #: the fastconv backend that does not count for a goal (the reference)
 REFERENCE_BACKEND = "fastconv:numpy"
 
@@ -95,10 +99,11 @@ def _check_row(target, rows):
     if fc is None:
         return "-", None, "", False, "n/a: no compiled fastconv backend", ""
     engine = fc["engine"]
-    if kind == "pct_peak":
-        need, p = target["at_least"], fc.get("pct_peak")
+    if kind in ("pct_peak", "pct_limit"):
+        need, p = target["at_least"], fc.get(kind)
         if p is None:
-            return engine, None, f">= {need}%", False, "n/a: no peak measured", ""
+            what = "peak" if kind == "pct_peak" else "limit"
+            return engine, None, f">= {need}%", False, f"n/a: no {what} measured", ""
         return engine, f"{p:.0f}%", f">= {need}%", p >= need, "", ""
     peers = target["peers"]
     peer = _fastest(rows, lambda r: r["engine"] in peers)
@@ -136,7 +141,7 @@ def evaluate_targets(doc, targets):
         return name in CASES and _selects(target["cases"], CASES[name])
 
     for target in targets:
-        if target["kind"] == "thread_scaling":
+        if target["kind"] in ("thread_scaling", "thread_overhead"):
             _scaling(doc, target, covered, add)
             continue
         for run in doc["runs"]:
@@ -154,9 +159,12 @@ def evaluate_targets(doc, targets):
 
 
 def _scaling(doc, target, covered, add):
-    """The thread-scaling goal: every compiled fastconv row, time at 'from' / at 'to'."""
+    """The thread goals, every compiled fastconv row: 'thread_scaling', time at 'from' / at
+    'to' >= at_least; 'thread_overhead', time at 'to' <= at_most x time at 'from' + plus_us."""
     by_threads = {r["threads"]: r for r in doc["runs"]}
-    lo, hi, need = target["from"], target["to"], target["at_least"]
+    lo, hi = target["from"], target["to"]
+    overhead = target["kind"] == "thread_overhead"
+    need = target["at_most"] if overhead else target["at_least"]
     if lo not in by_threads or hi not in by_threads:
         return
     slow, fast = (index_rows(by_threads[k]) for k in (lo, hi))
@@ -167,6 +175,12 @@ def _scaling(doc, target, covered, add):
         r2 = fast.get((name, engine))
         if covered(name) and _is_compiled_fastconv(r1) and r1["median_s"] and r2 \
                 and r2["median_s"]:
+            if overhead:
+                bound = need * r1["median_s"] + target["plus_us"] * 1e-6
+                add(target, name, f"{lo}->{hi}", engine,
+                    f"{r2['median_s'] * 1e6:.1f} us vs {r1['median_s'] * 1e6:.1f} us",
+                    f"<= {need}x + {target['plus_us']} us", r2["median_s"] <= bound)
+                continue
             s = r1["median_s"] / r2["median_s"]
             add(target, name, f"{lo}->{hi}", engine, f"{s:.2f}x", f">= {need}x", s >= need,
                 reason=probe)

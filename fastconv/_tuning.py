@@ -127,6 +127,11 @@ AUTO_IM2COL_RULES = ((256, 1 << 16), (1024, 1 << 20))
 #: between chunks.  Smaller chunks answer sooner but re-enter the thread team more often.
 INTERRUPT_WORK = 1 << 27
 
+#: multiply-adds below which a direct convolution runs on one thread without entering a
+#: parallel region: waking a thread team (and waiting for its slowest member on a busy
+#: machine) costs more than such a call gains from a second core.  The result is the same.
+DIRECT_SINGLE_THREAD_WORK = 1 << 23
+
 # --------------------------------------------------------------- relu and pooling (compiled)
 #: elements per ReLU task: large enough to hide the scheduling cost, small enough to
 #: balance two threads on tensors of a megabyte.

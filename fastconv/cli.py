@@ -12,6 +12,7 @@ USAGE = """usage: fastconv {bench,demo,config} [options]
 
   bench    benchmark every fastconv backend against every installed peer
   demo     run the lesson's filter -> detect -> condense pipeline and draw it
+           (--train: train a small convnet on the digits, draw what it learned)
   config   show version, backends, OpenMP, SIMD path and threads
 
 Run `fastconv COMMAND --help` for a command's options."""

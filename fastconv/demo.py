@@ -15,6 +15,14 @@ Examples::
     fastconv demo photo.jpg --kernel sobel_vertical --out sobel.png
     fastconv demo shapes --kernel my_kernel.npy --show-kernel
     fastconv demo --list-kernels
+    fastconv demo --train --epochs 5 --out trained.png
+
+With ``--train`` it trains instead a small convnet shaped like the lesson's
+(convolution, pooling, convolution, pooling, two dense layers) on
+scikit-learn's bundled 8x8 digits with :meth:`fastconv.models.Sequential.fit`,
+prints the history and the held-out accuracy, and draws one PNG: the filters
+the first layer learned, the activations they produce on one test digit, and
+the loss and accuracy curves.
 """
 import argparse
 import statistics
@@ -29,6 +37,7 @@ from ._ops import conv2d, max_pool2d, relu
 from ._threads import resolve_num_threads
 
 DEFAULT_OUT = "fastconv-demo.png"
+DEFAULT_TRAIN_OUT = "fastconv-train.png"
 
 
 def _parser():
@@ -56,6 +65,14 @@ def _parser():
                    help="also draw the kernel (values on its cells) next to the input")
     p.add_argument("--list-kernels", action="store_true",
                    help="list the built-in kernels and exit")
+    t = p.add_argument_group("training (--train)")
+    t.add_argument("--train", action="store_true",
+                   help="train a small lesson-style convnet on scikit-learn's 8x8 digits and "
+                        f"draw what it learned (default output: ./{DEFAULT_TRAIN_OUT})")
+    t.add_argument("--epochs", type=int, default=5, help="training epochs (default: 5)")
+    t.add_argument("--batch-size", type=int, default=32, help="batch size (default: 32)")
+    t.add_argument("--seed", type=int, default=0,
+                   help="seed of the weights, the split and the shuffling (default: 0)")
     return p
 
 
@@ -100,6 +117,8 @@ def main(argv=None):
         for name, text in _kernels.describe().items():
             print(f"{name:18s} {text}")
         return 0
+    if args.train:
+        return _train(args, argv)
     if args.repeat < 0 or args.pool < 1:
         print("fastconv demo: --repeat must be >= 0 and --pool >= 1.", file=sys.stderr)
         return 2
@@ -154,6 +173,105 @@ def main(argv=None):
         return 1
     print(f"wrote {args.out}")
     return 0
+
+
+def digits_model(seed=0):
+    """The lesson's architecture scaled to 8x8 digits (conv, pool, conv, pool, dense, dense)."""
+    from .models import Conv2D, Dense, Flatten, MaxPooling2D, Sequential
+    return Sequential([
+        Conv2D(16, 3, activation="relu", padding="same", input_shape=(8, 8, 1)),
+        MaxPooling2D(2),
+        Conv2D(32, 3, activation="relu", padding="same"),
+        MaxPooling2D(2),
+        Flatten(),
+        Dense(64, activation="relu"),
+        Dense(10, activation="softmax"),
+    ], name="digits_convnet", seed=seed)
+
+
+def _train(args, argv):
+    """``fastconv demo --train``: fit the digits model, print the history, draw one PNG."""
+    out = args.out if any(a in ("--out", "-o") or a.startswith("--out=") for a in argv) \
+        else DEFAULT_TRAIN_OUT
+    if args.epochs < 1 or args.batch_size < 1:
+        print("fastconv demo: --epochs and --batch-size must be >= 1.", file=sys.stderr)
+        return 2
+    try:
+        from . import datasets, viz
+        from .models import Adam
+        n_threads = resolve_num_threads(args.threads)
+        backend_name, _ = resolve(args.backend)
+        (x_train, y_train), (x_test, y_test) = datasets.load_digits(test_fraction=0.2,
+                                                                    seed=args.seed)
+        viz._import_optional("matplotlib", "drawing pictures")
+    except (ValueError, TypeError, BackendUnavailableError) as exc:
+        print(f"fastconv demo: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(f"fastconv demo: {exc}", file=sys.stderr)
+        return 1
+    model = digits_model(args.seed)
+    model.compile(Adam(0.003), "sparse_categorical_crossentropy", ["accuracy"])
+    print(f"fastconv demo --train: {len(x_train)} training and {len(x_test)} test digits "
+          f"(8x8x1, scikit-learn); backend {backend_name}, {n_threads} thread(s)")
+    model.summary()
+    kw = {"backend": args.backend, "num_threads": n_threads}
+    t0 = time.perf_counter()
+    history = model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
+                        verbose=1 if sys.stdout.isatty() else 2, **kw)
+    seconds = time.perf_counter() - t0
+    test_loss, test_acc = model.evaluate(x_test, y_test, **kw)
+    print(f"history ({seconds:.1f} s):")
+    for key, values in history.history.items():
+        print(f"  {key:9s} " + " ".join(f"{v:.4f}" for v in values))
+    print(f"test: loss {test_loss:.4f} - accuracy {test_acc:.4f}")
+    digit = x_test[:1]
+    maps = model.feature_maps(digit, **kw)
+    try:
+        _train_picture(model, history, digit, maps, int(y_test[0]), out)
+    except OSError as exc:
+        print(f"fastconv demo: cannot write {out!r}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0
+
+
+def _train_picture(model, history, digit, maps, label, path):
+    """One PNG: first-layer filters, their activations on ``digit``, the training curves."""
+    from . import viz
+    kernels, name = viz.conv_filters(model)
+    acts = maps[name][0]
+    fig = viz._figure((15, 5.4))
+    left, middle, right = fig.subfigures(1, 3, width_ratios=(1.0, 1.25, 0.9))
+    n = len(kernels)
+    cols = min(4, n)
+    rows = -(-n // cols)
+    for ax, k in zip(left.subplots(rows, cols, squeeze=False).ravel(), kernels):
+        viz._draw_kernel(ax, k, True, 2, "Blues")
+        for text in ax.texts:
+            text.set_fontsize(6)
+    left.suptitle(f"filters the first layer learned ({name}, 3x3)", fontsize=11)
+    axes = middle.subplots(rows, cols + 1, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    axes[0, 0].imshow(digit[0, :, :, 0], cmap="gray")
+    axes[0, 0].set_title(f"input: {label}", fontsize=9)
+    for i in range(n):
+        ax = axes[i // cols, 1 + i % cols]
+        ax.imshow(acts[:, :, i], cmap="magma")
+        ax.set_title(str(i), fontsize=8)
+    middle.suptitle("their activations (after ReLU) on one test digit", fontsize=11)
+    ax_loss, ax_acc = right.subplots(2, 1, sharex=True)
+    epochs = [e + 1 for e in history.epoch]
+    ax_loss.plot(epochs, history.history["loss"], "o-")
+    ax_loss.set_ylabel("loss")
+    ax_acc.plot(epochs, history.history["accuracy"], "o-", color="tab:green")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_xticks(epochs)
+    right.suptitle("training curves", fontsize=11)
+    fig.savefig(path, dpi=90)
+    return fig
 
 
 if __name__ == "__main__":

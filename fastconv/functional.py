@@ -111,6 +111,18 @@ def relu(input, inplace=False):
         if not isinstance(input, np.ndarray):
             raise TypeError(f"inplace=True needs a numpy.ndarray input; got "
                             f"{type(input).__name__}.")
+        # check here, so the error names ``input`` (the caller passed no ``out``)
+        if input.dtype not in (np.float32, np.float64):
+            raise TypeError(f"inplace=True needs a float32 or float64 input; got dtype "
+                            f"{input.dtype}. Use inplace=False, or convert first, e.g. "
+                            f"input.astype(np.float32).")
+        if not input.flags.writeable:
+            raise ValueError("inplace=True overwrites input, but input is read-only; use "
+                             "inplace=False (or pass a writeable copy, input.copy()).")
+        if not input.flags.c_contiguous:
+            raise ValueError(f"inplace=True needs a C-contiguous input (it is overwritten "
+                             f"in place); got strides {input.strides}. Use inplace=False, "
+                             f"or np.ascontiguousarray(input) first.")
         return _ops.relu(input, out=input)
     return _ops.relu(input)
 

@@ -35,7 +35,7 @@ from . import kernels as _kernels
 from ._ops import conv2d, max_pool2d, relu
 
 __all__ = ["load_image", "sample_names", "sample_path", "extract", "Extraction", "show_kernel",
-           "show_extraction", "show_feature_maps"]
+           "show_extraction", "show_feature_maps", "show_filters", "conv_filters"]
 
 _INSTALL_HINT = "pip install fastconv[viz]"
 _SAMPLES = ("car", "shapes")
@@ -447,5 +447,171 @@ def show_feature_maps(maps, *, ncols=None, cmap="magma", titles=None, max_maps=6
         heading = (heading + "\n" if heading else "") + f"first {n} of {total} maps"
     if heading:
         fig.suptitle(heading, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------- learned filters
+def _conv_layer(model, layer):
+    """The Conv2D of ``model`` chosen by ``layer`` (name, index or None for the first)."""
+    convs = [lay for lay in model.layers if type(lay).__name__ == "Conv2D"]
+    if isinstance(layer, str):
+        chosen = model.get_layer(layer)
+    elif layer is None:
+        if not convs:
+            raise ValueError(f"model_or_weights: model {model.name!r} has no Conv2D layer.")
+        chosen = convs[0]
+    elif isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+        chosen = model.layers[int(layer)]
+    else:
+        raise TypeError(f"layer must be a layer name, an index or None; got {layer!r}.")
+    if type(chosen).__name__ != "Conv2D":
+        raise ValueError(f"layer: {chosen.name!r} is a {type(chosen).__name__}, not a Conv2D; "
+                         f"Conv2D layers: {', '.join(c.name for c in convs) or 'none'}.")
+    return chosen
+
+
+def conv_filters(model_or_weights, layer=None, *, channel=0):
+    """The learned kernels of a convolution as a list of 2-D arrays, one per filter.
+
+    Parameters
+    ----------
+    model_or_weights : Sequential, Conv2D, ndarray or list of ndarray
+        A :class:`fastconv.models.Sequential` (or a Keras model with the same
+        ``layers``/``get_weights`` interface), one of its ``Conv2D`` layers,
+        HWIO filters ``(KH, KW, C_in, filters)``, a 2-D kernel, or a
+        ``get_weights()`` list (its first 4-D array is used).
+    layer : str or int, optional
+        With a model: the Conv2D layer's name or index; default the first
+        Conv2D.
+    channel : int or 'mean'
+        Which input channel of each filter to show (the first layer of a
+        grayscale model has only channel 0), or the mean over channels.
+
+    Returns
+    -------
+    kernels : list of ndarray
+        ``filters`` arrays of shape ``(KH, KW)``, float32.
+    name : str or None
+        The layer's name when known.
+    """
+    name = None
+    obj = model_or_weights
+    if hasattr(obj, "layers") and hasattr(obj, "get_layer"):
+        obj = _conv_layer(obj, layer)
+    elif layer is not None:
+        raise ValueError("layer is only meaningful with a model; got weights.")
+    if hasattr(obj, "get_weights") and not isinstance(obj, np.ndarray):
+        if type(obj).__name__ != "Conv2D":
+            raise ValueError(f"model_or_weights: {type(obj).__name__} is not a Conv2D layer.")
+        name = obj.name
+        obj = obj.get_weights()
+    if isinstance(obj, (list, tuple)):
+        arrays = [np.asarray(w) for w in obj]
+        four = [w for w in arrays if w.ndim == 4]
+        if not four:
+            raise ValueError("model_or_weights: the weight list holds no 4-D (HWIO) kernel.")
+        obj = four[0]
+    w = np.asarray(obj)
+    if w.dtype.kind not in "fiu":
+        raise TypeError(f"model_or_weights: weights have dtype {w.dtype}; expected real numbers.")
+    if w.ndim == 2:
+        w = w[:, :, None, None]
+    if w.ndim != 4:
+        raise ValueError(f"model_or_weights: expected HWIO filters (KH, KW, C_in, filters) or a "
+                         f"2-D kernel; got shape {w.shape}.")
+    w = w.astype(np.float32)
+    if isinstance(channel, str):
+        if channel != "mean":
+            raise ValueError(f"channel must be an input-channel index or 'mean'; got "
+                             f"{channel!r}.")
+        planes = w.mean(axis=2)
+    elif isinstance(channel, (int, np.integer)) and not isinstance(channel, bool):
+        if not 0 <= channel < w.shape[2]:
+            raise ValueError(f"channel must be in [0, {w.shape[2]}) for filters with "
+                             f"{w.shape[2]} input channel(s); got {channel}.")
+        planes = w[:, :, int(channel), :]
+    else:
+        raise TypeError(f"channel must be an int or 'mean'; got {channel!r}.")
+    return [planes[:, :, o] for o in range(planes.shape[2])], name
+
+
+def show_filters(model_or_weights, layer=None, *, channel=0, max_filters=64, ncols=None,
+                 label=None, digits=2, cmap="Blues", suptitle=None, figsize=None, path=None,
+                 dpi=100):
+    """Draw the filters a Conv2D layer learned: a grid of small heat maps, one per kernel.
+
+    This is the lesson's "look at the filters it learned" picture; draw the
+    activations they produce with :func:`show_feature_maps` of
+    :meth:`fastconv.models.Sequential.feature_maps`.
+
+    Parameters
+    ----------
+    model_or_weights, layer, channel
+        As for :func:`conv_filters`: a model (first Conv2D by default), a
+        Conv2D layer, HWIO filters or a ``get_weights()`` list.
+    max_filters : int or None
+        Draw at most this many (the first ones); the title says how many
+        were left out.
+    ncols : int, optional
+        Panels per row; default about the square root of their number (<= 8).
+    label : bool, optional
+        Write each value on its cell (white on dark cells, black on light);
+        default for kernels of at most 3x3.
+    digits : int
+        Decimal places of those values.
+    cmap : str
+        Default ``'Blues'``, as the lesson draws kernels.
+    suptitle : str, optional
+        Default: the layer's name and the filters' shape.
+    figsize : (float, float), optional
+    path : str or os.PathLike, optional
+        Also save the figure there.
+    dpi : int
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    kernels, name = conv_filters(model_or_weights, layer, channel=channel)
+    total = len(kernels)
+    if max_filters is not None:
+        if isinstance(max_filters, bool) or not isinstance(max_filters, (int, np.integer)) \
+                or max_filters < 1:
+            raise ValueError(f"max_filters must be a positive integer or None; got "
+                             f"{max_filters!r}.")
+        kernels = kernels[:int(max_filters)]
+    n = len(kernels)
+    if ncols is None:
+        ncols = min(8, math.ceil(math.sqrt(n)))
+    elif isinstance(ncols, bool) or not isinstance(ncols, (int, np.integer)) or ncols < 1:
+        raise ValueError(f"ncols must be a positive integer; got {ncols!r}.")
+    ncols = min(int(ncols), n)
+    nrows = math.ceil(n / ncols)
+    kh, kw = kernels[0].shape
+    if label is None:
+        label = kh * kw <= 9
+    if suptitle is None:
+        where = f"{name}: " if name else ""
+        which = "mean over input channels" if channel == "mean" else f"input channel {channel}"
+        suptitle = f"{where}{total} filters {kh}x{kw} ({which})"
+        if total > n:
+            suptitle += f", first {n} shown"
+    cell = 1.3 if label else 1.0
+    fig = _figure(figsize or (cell * ncols + 0.4, cell * nrows + 0.6))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for i, (ax, k) in enumerate(zip(axes, kernels)):
+        _draw_kernel(ax, k, label, digits, cmap)
+        ax.axis("on")
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_title(str(i), fontsize=8)
+    if label:  # _draw_kernel sizes text for one big kernel; shrink it for a grid
+        for ax in axes[:n]:
+            for text in ax.texts:
+                text.set_fontsize(max(5, 9 - max(kh, kw)))
+    fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return _save(fig, path, dpi)

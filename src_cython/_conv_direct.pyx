@@ -31,12 +31,12 @@ import numpy as np
 
 from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 
 from fastconv_c cimport (FC_KIND_DEPTHWISE, FC_KIND_GENERAL, FC_KIND_WIDTH, fc_conv_args,
                          fc_conv_block_channels, fc_conv_direct_item, fc_conv_direct_items,
                          fc_conv_size_bytes, fc_conv_vector_lanes, fc_cpu_simd_level,
-                         fc_pack_filters)
+                         fc_flag_get, fc_flag_set, fc_pack_filters)
 
 #: the largest kernel size, channel count per group, stride, dilation or padding the
 #: kernels take (they are C ints; every size and offset derived from them is 64-bit)
@@ -51,31 +51,50 @@ KIND_NAMES = {FC_KIND_GENERAL: "general", FC_KIND_DEPTHWISE: "depthwise",
               FC_KIND_WIDTH: "width"}
 
 
-cdef int _run(const fc_conv_args *a, int num_threads, Py_ssize_t chunk) except -1 nogil:
-    """Run every work item of ``a``, split statically over ``num_threads`` OpenMP threads.
+cdef int _signal_pending() noexcept with gil:
+    """1 when a signal handler raised (the exception stays set for the caller), else 0."""
+    return 1 if PyErr_CheckSignals() < 0 else 0
 
-    The items run ``chunk`` at a time; between chunks the GIL is taken back
-    briefly to notice a pending signal (Ctrl-C raises ``KeyboardInterrupt``
-    at once, leaving ``out`` partly written).  Never more threads than items.
+
+cdef int _run(const fc_conv_args *a, int num_threads, double item_work,
+              double interrupt_work) except -1 nogil:
+    """Run every work item of ``a`` on ``num_threads`` OpenMP threads.
+
+    One parallel region with a dynamic schedule of single items: a thread that
+    is slowed down (a busy core) holds the call back by one item at most, and
+    the team is entered once per call.  The calling thread (thread 0) takes the
+    GIL back after each ``interrupt_work`` multiply-adds it has run, to notice
+    a pending signal: Ctrl-C then raises ``KeyboardInterrupt`` at once (the
+    remaining items are skipped, ``out`` is left partly written).  Items are
+    independent, so the result does not depend on which thread runs which.
     """
-    cdef Py_ssize_t i, start = 0, stop
-    cdef Py_ssize_t n_items = fc_conv_direct_items(a)
-    cdef int nt
-    if chunk < 1:
-        chunk = n_items
-    while start < n_items:
-        stop = start + chunk if n_items - start > chunk else n_items
-        nt = num_threads if num_threads < stop - start else <int>(stop - start)
-        if nt <= 1:
-            for i in range(start, stop):
+    cdef Py_ssize_t i, n_items = fc_conv_direct_items(a)
+    cdef int nt = num_threads if num_threads < n_items else <int>n_items
+    cdef int stop = 0
+    cdef int *pstop = &stop
+    cdef double done = 0.0
+    cdef double *pdone = &done
+    if nt <= 1:
+        for i in range(n_items):
+            fc_conv_direct_item(a, i)
+            done += item_work
+            if done >= interrupt_work and i + 1 < n_items:
+                done = 0.0
+                with gil:
+                    PyErr_CheckSignals()
+        return 0
+    with parallel(num_threads=nt):
+        for i in prange(n_items, schedule="dynamic", chunksize=1):
+            if fc_flag_get(pstop) == 0:
                 fc_conv_direct_item(a, i)
-        else:
-            for i in prange(start, stop, num_threads=nt, schedule="static"):
-                fc_conv_direct_item(a, i)
-        start = stop
-        if start < n_items:
-            with gil:
-                PyErr_CheckSignals()
+                if threadid() == 0:
+                    pdone[0] = pdone[0] + item_work
+                    if pdone[0] >= interrupt_work:
+                        pdone[0] = 0.0
+                        if _signal_pending():
+                            fc_flag_set(pstop)
+    if stop:
+        return -1
     return 0
 
 
@@ -192,6 +211,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     cdef int chunk_min_pixels = tuning["chunk_min_pixels"]
     cdef int border_rows = tuning["border_rows"]
     cdef double interrupt_work = tuning["interrupt_work"]
+    cdef double single_thread_work = tuning["single_thread_work"]
     a.RG = 1
     a.CC = Cg
     cdef Py_ssize_t tap_bytes = <Py_ssize_t>KH * KW * a.OB * sizeof(floating)
@@ -223,10 +243,11 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     if bias is not None:
         a.bias = <const void *>&bias[0]
     a.out = <void *>&out[0, 0, 0, 0]
-    # items per chunk: about interrupt_work multiply-adds, a multiple of the thread count
+    # one thread, no parallel region, for calls of little work (same result)
     cdef Py_ssize_t n_items = fc_conv_direct_items(&a)
-    cdef double item_work = (<double>N * OH * OW * O * KH * KW * Cg) / max(n_items, 1)
-    cdef Py_ssize_t chunk = <Py_ssize_t>(interrupt_work / max(item_work, 1.0))
-    chunk = max(chunk // num_threads, 1) * num_threads
+    cdef double work = <double>N * OH * OW * O * KH * KW * Cg
+    if work < single_thread_work:
+        num_threads = 1
+    cdef double item_work = work / max(n_items, 1)
     with nogil:
-        _run(&a, num_threads, chunk)
+        _run(&a, num_threads, item_work, interrupt_work)

@@ -64,6 +64,8 @@ cdef extern from "fc_conv_direct.h" nogil:
     void fc_pack_filters(const void *w, void *packed, size_t size, int KH, int KW, int Cg,
                          Py_ssize_t O, int groups, int OB, int nb)
     int fc_conv_size_bytes()
+    int fc_flag_get(const int *flag)
+    void fc_flag_set(int *flag)
     unsigned int fc_ftz_enter()
     void fc_ftz_leave(unsigned int saved)
 

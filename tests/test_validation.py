@@ -100,3 +100,25 @@ def test_bad_environment_thread_count(monkeypatch):
     monkeypatch.setenv("FASTCONV_NUM_THREADS", "many")
     with pytest.raises(ValueError, match="FASTCONV_NUM_THREADS='many' must be an integer"):
         fastconv.relu(np.zeros(3))
+
+
+def _read_only(a):
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("x, exc, match", [
+    (_read_only(np.ones((3, 4), np.float32)), ValueError, r"input is read-only"),
+    (np.ones((4, 6), np.float32)[:, ::2], ValueError, r"C-contiguous input.*strides"),
+    (np.ones((3, 4), np.int32), TypeError, r"float32 or float64 input; got dtype int32"),
+])
+def test_relu_inplace_blames_input_not_out(x, exc, match):
+    """The caller of F.relu(inplace=True) passed no ``out``: the error names ``input``."""
+    with pytest.raises(exc, match=match) as info:
+        F.relu(x, inplace=True)
+    assert "out" not in str(info.value).replace("without", "")
+
+
+def test_relu_inplace_still_overwrites_its_input():
+    x = np.array([[-1.0, 2.0]], np.float32)
+    assert F.relu(x, inplace=True) is x and x.tolist() == [[0.0, 2.0]]

@@ -104,7 +104,17 @@ def _parser():
                    help="run each thread count in a child process, so that a crashing kernel "
                         "is reported as CRASH on its row and the rest still runs (automatic "
                         "with several thread counts and TensorFlow or JAX)")
+    p.add_argument("--isa", choices=("avx2", "avx512", "generic"), default=None,
+                   help="run the whole comparison as on a lesser CPU: fastconv "
+                        "(FASTCONV_SIMD), oneDNN in PyTorch/TF (ONEDNN_MAX_CPU_ISA), OpenBLAS "
+                        "(OPENBLAS_CORETYPE) and PyTorch's ATen (ATEN_CPU_CAPABILITY) held to "
+                        "this instruction set, in a child process; each setting is verified "
+                        "and shown in the table header")
+    p.add_argument("--busy", type=_nonneg_int, default=0, metavar="K",
+                   help="run K CPU-burner processes (spin loops) while the cases are timed, "
+                        "to measure behaviour on a loaded machine (default 0)")
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--breadcrumb", help=argparse.SUPPRESS)
     p.add_argument("--partial", help=argparse.SUPPRESS)
     p.add_argument("--skip-pairs", type=_name_list, default=[], help=argparse.SUPPRESS)
@@ -131,7 +141,7 @@ def _child_run(args, threads):
     kept from a partial-results file).
     """
     from .suite import get_suite
-    skipped, done, done_peaks = {}, [], []
+    skipped, done, done_peaks, done_bws = {}, [], [], []
     remaining = [c.name for c in get_suite(args.suite, args.ops, args.shapes)]
     with tempfile.TemporaryDirectory() as tmp:
         path, crumb = os.path.join(tmp, "run.json"), os.path.join(tmp, "breadcrumb")
@@ -140,7 +150,10 @@ def _child_run(args, threads):
             cmd = [sys.executable, "-c",
                    "import sys; from fastconv.bench.cli import main; sys.exit(main(sys.argv[1:]))",
                    "--suite", args.suite, "--threads", str(threads), "--json", path, "--quiet",
-                   "--breadcrumb", crumb, "--partial", partial, "--shapes", ",".join(remaining)]
+                   "--breadcrumb", crumb, "--partial", partial, "--shapes", ",".join(remaining),
+                   "--child", "--busy", str(args.busy)]
+            if args.isa:
+                cmd += ["--isa", args.isa]
             for flag, val in (("--backends", args.backends), ("--peers", args.peers)):
                 if val is not None:
                     cmd += [flag, ",".join(val)]
@@ -154,6 +167,9 @@ def _child_run(args, threads):
                 cmd += ["--skip-pairs", ",".join(f"{c}@{e}" for c, e in skipped)]
             env = dict(os.environ,
                        TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+            if args.isa:  # read by the libraries as they load: only a child can have it
+                from .isa import child_env
+                env = child_env(args.isa, env)
             # the child must import this same fastconv, wherever the parent found it
             root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
             env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in
@@ -161,7 +177,7 @@ def _child_run(args, threads):
             proc = subprocess.run(cmd, env=env)
             if os.path.exists(path):
                 with open(path) as f:
-                    return _merge_partial(json.load(f)["runs"][0], done, done_peaks)
+                    return _merge_partial(json.load(f)["runs"][0], done, done_peaks, done_bws)
             if proc.returncode >= 0 or not os.path.exists(crumb):
                 break  # an ordinary failure (bad arguments...), not a crash
             with open(crumb) as f:
@@ -173,6 +189,7 @@ def _child_run(args, threads):
                 os.remove(partial)
                 done += part["results"]
                 done_peaks += part["peaks"]
+                done_bws += part.get("bandwidths", [])
                 finished = {r["case"] for r in part["results"]}
                 remaining = [c for c in remaining if c not in finished]
             why = (f"crashed the process (signal {-proc.returncode}) at {threads} thread(s); "
@@ -182,17 +199,19 @@ def _child_run(args, threads):
         raise RuntimeError(f"the {threads}-thread run failed (exit status {proc.returncode})")
 
 
-def _merge_partial(run, done, done_peaks):
+def _merge_partial(run, done, done_peaks, done_bws=()):
     """Put the rows a crashed child finished in front of the final child's run."""
     import statistics
     if not done:
         return run
     run["results"] = done + run["results"]
-    peaks = done_peaks + (run.get("peak_samples_gflops") or [])
-    if peaks:
-        run["peak_samples_gflops"] = peaks
-        run["peak_gflops"] = statistics.median(peaks)
-        run["peak_range_gflops"] = [min(peaks), max(peaks)]
+    for key, old in (("peak", done_peaks), ("bandwidth", list(done_bws))):
+        unit = "gflops" if key == "peak" else "gbytes_s"
+        vals = old + (run.get(f"{key}_samples_{unit}") or [])
+        if vals:
+            run[f"{key}_samples_{unit}"] = vals
+            run[f"{key}_{unit}"] = statistics.median(vals)
+            run[f"{key}_range_{unit}"] = [min(vals), max(vals)]
     return run
 
 
@@ -201,7 +220,7 @@ def run_benchmarks(args):
     import fastconv
     from . import peers as peers_mod
     from .runner import run
-    from .suite import PEAK_SIZES, SUITES, get_suite
+    from .suite import BANDWIDTH_SIZES, PEAK_SIZES, SUITES, get_suite
 
     cases = get_suite(args.suite, args.ops, args.shapes)
     if not cases:
@@ -211,9 +230,15 @@ def run_benchmarks(args):
     repeat = args.repeat or default_repeat
     min_time = default_min if args.min_time is None else args.min_time
     peak_size = PEAK_SIZES.get(args.suite, 2048) if args.peak_size is None else args.peak_size
+    bandwidth = BANDWIDTH_SIZES.get(args.suite, 64 << 20) if peak_size else 0
     threads = args.threads or [fastconv.get_num_threads()]
     engines = peers_mod.make_engines(args.backends, args.peers)
-    fresh = args.isolate or (len(threads) > 1 and any(e.needs_fresh_process for e in engines))
+    if args.isa:
+        from .isa import check_isa
+        check_isa(args.isa)  # above this CPU's best: a clear error, before anything runs
+    fresh = not args.child and (
+        args.isolate or args.isa is not None
+        or (len(threads) > 1 and any(e.needs_fresh_process for e in engines)))
     skip = {}
     for pair in args.skip_pairs:
         case, _, engine = pair.partition("@")
@@ -225,7 +250,8 @@ def run_benchmarks(args):
         else:
             runs.append(run(cases, peers_mod.make_engines(args.backends, args.peers), n,
                             repeat, min_time, peak_size, args.progress, skip, args.breadcrumb,
-                            args.partial))
+                            args.partial, bandwidth, args.busy,
+                            args.isa if args.child else None))
     return runs
 
 

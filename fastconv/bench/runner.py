@@ -11,7 +11,10 @@ For one thread count, :func:`run` does, in one process:
    (``N^3``, default 2048) through NumPy's BLAS at the same thread count,
    timed once in every round of every case (interleaved with the engines);
    a row's "% of peak" uses the median of its own case's probes, so both
-   figures saw the same machine load;
+   figures saw the same machine load; likewise a bandwidth probe (a large
+   copy split over the same number of threads); a case's *limit* is the
+   larger of its FLOPs at the peak and its bytes read + written at the
+   bandwidth, and each row says what % of that limit it reaches;
 3. for each case: make seeded float32 inputs, compute the NumPy reference,
    and for each engine that supports the case run one warm-up call, check its
    result against the reference (a wrong setup must not produce a fast
@@ -115,6 +118,61 @@ class PeakProbe:
         return 2.0 * self.size ** 3
 
 
+class BandwidthProbe:
+    """A copy of ``nbytes`` between two float32 arrays: the machine's memory bandwidth.
+
+    The copy is split into ``threads`` contiguous slices, each copied by its
+    own thread (``np.copyto`` releases the GIL), so the probe uses the same
+    number of cores as the engines.  Its traffic is counted like a case's:
+    bytes read plus bytes written (``2 * nbytes``).  Like :class:`PeakProbe`
+    it is timed once in every round of every case.
+    """
+
+    def __init__(self, nbytes=64 << 20, threads=1):
+        n = max(nbytes // 4, 1024)
+        self.src = np.random.default_rng(2).standard_normal(n, dtype=np.float32)
+        self.dst = np.empty_like(self.src)
+        self.threads = max(int(threads), 1)
+        edges = [n * i // self.threads for i in range(self.threads + 1)]
+        self.parts = [(self.dst[a:b], self.src[a:b]) for a, b in zip(edges, edges[1:])]
+        self.pool = None
+        if self.threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fc-bw-probe")
+        self()  # warm-up: touch every page
+
+    def __call__(self):
+        if self.pool is None:
+            np.copyto(self.dst, self.src)
+        else:
+            for f in [self.pool.submit(np.copyto, d, s) for d, s in self.parts]:
+                f.result()
+
+    @property
+    def bytes_moved(self):
+        """Bytes read plus bytes written by one copy."""
+        return 2.0 * self.src.nbytes
+
+    def close(self):
+        """Stop the probe's threads."""
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+
+
+def limit_time(flops, nbytes, peak_gflops, bw_gbytes_s):
+    """``(seconds, kind)``: a call's floor, the larger of its compute floor (``flops`` at the
+    sgemm peak) and its memory floor (``nbytes`` read + written at the probed bandwidth);
+    kind is ``'compute'`` or ``'memory'``.  ``(None, None)`` without either figure."""
+    compute = flops / (peak_gflops * 1e9) if flops and peak_gflops else None
+    memory = nbytes / (bw_gbytes_s * 1e9) if nbytes and bw_gbytes_s else None
+    if compute is None and memory is None:
+        return None, None
+    if memory is None or (compute is not None and compute >= memory):
+        return compute, "compute"
+    return memory, "memory"
+
+
 def measure_peak(size=2048, repeat=5):
     """Peak GFLOP/s of a ``size``-cubed float32 matmul (NumPy's BLAS), median of ``repeat``."""
     probe = PeakProbe(size)
@@ -122,16 +180,20 @@ def measure_peak(size=2048, repeat=5):
 
 
 def make_data(case, seed=0):
-    """Seeded float32 inputs for ``case``: ``x`` (NHWC) and ``w`` (HWIO) or model weights."""
+    """Seeded inputs for ``case`` in its dtype: ``x`` (NHWC) and ``w`` (HWIO) or model weights."""
     rng = np.random.default_rng(seed)
-    data = {"x": rng.standard_normal(case.input_shape, dtype=np.float32)}
+    dt = np.dtype(case.dtype)
+    data = {"x": rng.standard_normal(case.input_shape, dtype=dt)}
     if case.op == "conv2d":
         fan_in = case.KH * case.KW * (case.C // case.groups)
-        w = rng.standard_normal(case.filter_shape, dtype=np.float32) / np.float32(np.sqrt(fan_in))
+        w = rng.standard_normal(case.filter_shape, dtype=dt) / dt.type(np.sqrt(fan_in))
         data["w"] = w
     if case.op == "model":
         data["x"] = rng.random(case.input_shape, dtype=np.float32)
         data["weights"] = lesson_model_weights(seed)
+    if case.op == "train":  # images in [0, 1], labels, the lesson model's weights
+        from .peers.training import train_data
+        data.update(train_data(case, seed))
     if case.op in BACKWARD_OPS:
         if BACKWARD_OPS[case.op] == "conv2d":
             fan_in = case.KH * case.KW * (case.C // case.groups)
@@ -145,6 +207,9 @@ def reference(case, data):
     """The expected output, from fastconv's NumPy reference backend."""
     import fastconv as fc
     x = data["x"]
+    if case.op == "train":  # the predictions after one step
+        from .peers.training import train_reference
+        return train_reference(case, data)
     if case.op in BACKWARD_OPS:
         return backward_reference(case, data)
     if case.op == "conv2d":
@@ -261,7 +326,8 @@ def setup_engines(engines, threads):
 
 
 def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progress=None,
-        skip=None, breadcrumb=None, partial=None):
+        skip=None, breadcrumb=None, partial=None, bandwidth_bytes=64 << 20, busy=0,
+        isa=None):
     """Benchmark ``cases`` on ``engines`` at ``threads`` threads, all in this process.
 
     Parameters
@@ -287,6 +353,15 @@ def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progr
     partial : str, optional
         JSON file rewritten after each case with the results and peak probes
         so far, so that a parent process can keep them if a later case crashes.
+    bandwidth_bytes : int
+        Size of each array of the bandwidth probe (:class:`BandwidthProbe`; 0 skips it).
+    busy : int
+        CPU-burner processes (:class:`fastconv.bench.busy.Burners`) running while the
+        cases are timed: a loaded machine.
+    isa : str, optional
+        The ``--isa`` this process was started for (its environment set by the
+        parent): what each library really uses is checked and recorded
+        (:func:`fastconv.bench.isa.verify`).
 
     Returns
     -------
@@ -302,7 +377,14 @@ def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progr
     import fastconv
     from threadpoolctl import threadpool_limits
 
+    from .busy import Burners
+
     ready, unavailable = setup_engines(engines, threads)
+    isa_facts = None
+    if isa:
+        from . import isa as isa_mod
+        isa_facts = isa_mod.verify(isa, [e.name for e in ready])
+        isa_facts["cpu"] = {"setting": "", "reported": isa_mod.cpu_best_isa(), "status": ""}
     versions = {}
     for e in ready:
         try:
@@ -313,30 +395,43 @@ def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progr
     old_threads = fastconv._threads._default
     fastconv.set_num_threads(threads)
     method = memory_method()
-    results = []
+    results, burner_pids = [], []
+    bw = None
     try:
         with threadpool_limits(limits=threads):
             probe = PeakProbe(peak_size) if peak_size else None
+            bw = BandwidthProbe(bandwidth_bytes, threads) if bandwidth_bytes else None
             plan = [(c, [e for e in ready if e.supports(c)]) for c in cases]
             bar = Progress(sum(len(es) * (repeat + 1) for _, es in plan), progress)
-            peaks = []
-            for case, case_engines in plan:
-                results.extend(_run_case(case, case_engines, repeat, min_time, probe, method,
-                                         bar, peaks, skip or {}, breadcrumb,
-                                         BLAS_SPIN_S if threads > 1 else 0.0))
-                if partial:
-                    _write_partial(partial, results, peaks)
-            bar.close()
-            if probe is not None and not peaks:  # no case ran: measure it on its own
-                peaks = [probe.flops / _time_calls(probe, 1) / 1e9 for _ in range(3)]
+            peaks, bws = [], []
+            with Burners(busy) as burners:
+                burner_pids = burners.pids
+                for case, case_engines in plan:
+                    results.extend(_run_case(case, case_engines, repeat, min_time, probe,
+                                             method, bar, peaks, skip or {}, breadcrumb,
+                                             BLAS_SPIN_S if threads > 1 else 0.0, bw, bws))
+                    if partial:
+                        _write_partial(partial, results, peaks, bws)
+                bar.close()
+                if probe is not None and not peaks:  # no case ran: measure it on its own
+                    peaks = [probe.flops / _time_calls(probe, 1) / 1e9 for _ in range(3)]
+                if bw is not None and not bws:
+                    bws = [bw.bytes_moved / _time_calls(bw, 1) / 1e9 for _ in range(3)]
             del probe
     finally:
         fastconv._threads._default = old_threads
+        if bw is not None:
+            bw.close()
     add_ratios(results)
     peak = statistics.median(peaks) if peaks else None
+    band = statistics.median(bws) if bws else None
     return {"threads": threads, "peak_gflops": peak, "peak_size": peak_size,
             "peak_range_gflops": [min(peaks), max(peaks)] if peaks else None,
             "peak_samples_gflops": peaks,
+            "bandwidth_gbytes_s": band, "bandwidth_bytes": bandwidth_bytes,
+            "bandwidth_range_gbytes_s": [min(bws), max(bws)] if bws else None,
+            "bandwidth_samples_gbytes_s": bws,
+            "busy": busy, "busy_pids": burner_pids, "isa": isa, "isa_check": isa_facts,
             "loadavg_start": load_start, "loadavg_end": _loadavg(),
             "memory_method": method, "repeat": repeat, "min_time_s": min_time,
             "unavailable": unavailable, "engines": versions, "results": results}
@@ -347,15 +442,16 @@ def _row(case, engine, check="ok", detail=""):
             "engine": engine.name, "kind": engine.kind, "flops": case.flops,
             "bytes": case.bytes_moved, "median_s": None, "times_s": [], "gflops": None,
             "gbytes_s": None, "pct_peak": None, "extra_bytes": None, "check": check,
-            "detail": detail, "vs_best_peer": None}
+            "detail": detail, "vs_best_peer": None, "limit_s": None, "limit_kind": None,
+            "pct_limit": None}
 
 
-def _write_partial(path, results, peaks):
-    """Save the finished cases' rows and peak probes (replaced atomically)."""
+def _write_partial(path, results, peaks, bandwidths=()):
+    """Save the finished cases' rows and peak/bandwidth probes (replaced atomically)."""
     import json
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"results": results, "peaks": peaks}, f)
+        json.dump({"results": results, "peaks": peaks, "bandwidths": list(bandwidths)}, f)
     os.replace(tmp, path)
 
 
@@ -370,7 +466,7 @@ def _leave_breadcrumb(path, case, engine):
 
 
 def _run_case(case, engines, repeat, min_time, probe, method, bar, peaks, skip, breadcrumb,
-              spin_s=0.0):
+              spin_s=0.0, bw=None, bws=None):
     gc.collect()
     data = make_data(case)
     expected = reference(case, data)
@@ -410,7 +506,7 @@ def _run_case(case, engines, repeat, min_time, probe, method, bar, peaks, skip, 
         rows.append(row)
         live.append((row, prepared, inner))
         bar.step(f"{case.name} {engine.name}")
-    case_peaks = []
+    case_peaks, case_bws = [], []
     for r in range(repeat):
         k = r % len(live) if live else 0
         for row, prepared, inner in live[k:] + live[:k]:
@@ -425,12 +521,23 @@ def _run_case(case, engines, repeat, min_time, probe, method, bar, peaks, skip, 
             probe()
             case_peaks.append(probe.flops / _time_calls(probe, 1) / 1e9)
             time.sleep(spin_s)
+        if bw is not None and live:
+            time.sleep(SETTLE_S)
+            bw()
+            case_bws.append(bw.bytes_moved / _time_calls(bw, 1) / 1e9)
     peaks.extend(case_peaks)
+    if bws is not None:
+        bws.extend(case_bws)
     peak = statistics.median(case_peaks) if case_peaks else None
+    band = statistics.median(case_bws) if case_bws else None
+    limit, kind = limit_time(case.flops, case.bytes_moved, peak, band)
     for row, prepared, inner in live:
         prepared.last = None
         t = statistics.median(row["times_s"])
         row["median_s"], row["inner"], row["peak_gflops"] = t, inner, peak
+        row["bandwidth_gbytes_s"], row["limit_s"], row["limit_kind"] = band, limit, kind
+        if limit:
+            row["pct_limit"] = 100.0 * limit / t
         if len(row["times_s"]) >= 2:
             q1, _, q3 = statistics.quantiles(row["times_s"], n=4, method="inclusive")
             row["iqr_s"] = q3 - q1

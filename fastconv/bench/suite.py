@@ -1,4 +1,4 @@
-"""The benchmark shapes (all float32, NHWC) and the suites that group them.
+"""The benchmark shapes (float32 but one float64, NHWC) and the suites that group them.
 
 Every case is one call of one operation on fixed-size inputs.  FLOPs follow the
 **2 x multiply-add** convention: a convolution producing ``N * OH * OW * O``
@@ -13,7 +13,11 @@ Suites
     A few representative shapes at small repeat counts; under a minute.
 ``lesson``
     The Fashion-MNIST, edge-filter and cars shapes, relu, pool and the lesson
-    model's whole forward pass (:data:`LESSON_MODEL_LAYERS`).
+    model's whole forward pass (:data:`LESSON_MODEL_LAYERS`) and one training step of
+    it at batch 32 and 128 (see :mod:`.peers.training`).
+``small``
+    Small calls (per-call and threading overhead): conv2d, relu and max
+    pooling on the lesson's 160x240x1 image, and a tiny float64 convolution.
 ``full``
     Everything.
 ``backward``
@@ -45,7 +49,7 @@ class Case:
     ----------
     name : str
         Row label, unique within :data:`CASES` (an op prefix for non-conv ops).
-    op : {'conv2d', 'relu', 'max_pool2d', 'im2col', 'model'} or one of :data:`BACKWARD_OPS`
+    op : {'conv2d', 'relu', 'max_pool2d', 'im2col', 'model', 'train'} or one of :data:`BACKWARD_OPS`
     N, H, W, C : int
         Input batch, height, width and channels (C_in).
     O : int
@@ -55,6 +59,8 @@ class Case:
     padding : {'SAME', 'VALID'}
     groups : int
         Grouped convolution (``groups == C`` is depthwise).
+    dtype : str
+        ``'float32'`` (every shape but the float64 per-call-overhead one).
     tags : tuple of str
         Labels that group cases across suites (``small_cin``, ``compute``,
         ``c64_3x3``, ``edge``, ``depthwise``, ``1x1``), for selecting rows in
@@ -74,6 +80,7 @@ class Case:
     padding: str = "VALID"
     groups: int = 1
     tags: tuple = field(default=())
+    dtype: str = "float32"
 
     @property
     def window(self):
@@ -99,7 +106,7 @@ class Case:
             return self.input_shape
         if self.op == "conv2d_grad_filters":
             return self.filter_shape
-        if self.op == "model":
+        if self.op in ("model", "train"):
             return (self.N, 10)
         win = self.window
         if self.op == "im2col":
@@ -124,12 +131,14 @@ class Case:
             return 2 * macs
         if self.op == "model":
             return _lesson_model_flops(self.N)
+        if self.op == "train":
+            return _lesson_train_flops(self.N)
         return 0
 
     @property
     def bytes_moved(self):
-        """Bytes read plus bytes written by one call (float32); the backward of pooling
-        and ReLU also reads ``dy``."""
+        """Bytes read plus bytes written by one call (filters not counted); the backward
+        of pooling and ReLU also reads ``dy``."""
         n_in = self.N * self.H * self.W * self.C
         if self.op == "relu_backward":
             return 4 * 3 * n_in
@@ -139,17 +148,20 @@ class Case:
         n_out = 1
         for s in self.output_shape:
             n_out *= s
-        return 4 * (n_in + n_out)
+        return np.dtype(self.dtype).itemsize * (n_in + n_out)
 
     @property
     def description(self):
         """A short human-readable shape, e.g. ``8x56x56 64->64 k3 s1 SAME``."""
         if self.op in ("conv2d", "conv2d_grad_input", "conv2d_grad_filters"):
             extra = f" g{self.groups}" if self.groups > 1 else ""
+            extra += "" if self.dtype == "float32" else f" {self.dtype}"
             return (f"{self.N}x{self.H}x{self.W} {self.C}->{self.O} k{self.KH} "
                     f"s{self.SH} {self.padding}{extra}")
         if self.op == "model":
             return f"batch {self.N}, 28x28x1 -> 10"
+        if self.op == "train":
+            return f"batch {self.N}, 28x28x1 -> 10, one Adam step"
         if self.op in ("relu", "relu_backward"):
             return f"{self.N}x{self.H}x{self.W}x{self.C}"
         return (f"{self.N}x{self.H}x{self.W}x{self.C} k{self.KH} s{self.SH} "
@@ -212,8 +224,22 @@ def _lesson_model_flops(N):
     return 2 * N * (c1 + c2 + d1 + d2)
 
 
-def _conv(name, N, H, W, C, O, K, S, pad, groups=1, tags=()):
-    return Case(name, "conv2d", N, H, W, C, O, K, K, S, S, pad, groups, tuple(tags))
+def _lesson_train_flops(N):
+    """FLOPs (2 x MAC) of one training step: forward, weight gradients, input gradients.
+
+    Every layer computes its weight gradient (as many multiply-adds as its
+    forward pass) and every layer but the first its input gradient (as many
+    again).
+    """
+    c1 = 26 * 26 * 64 * 9 * 1
+    c2 = 11 * 11 * 64 * 9 * 64
+    d1 = 1600 * 128
+    d2 = 128 * 10
+    return 2 * N * (2 * c1 + 3 * (c2 + d1 + d2))
+
+
+def _conv(name, N, H, W, C, O, K, S, pad, groups=1, tags=(), dtype="float32"):
+    return Case(name, "conv2d", N, H, W, C, O, K, K, S, S, pad, groups, tuple(tags), dtype)
 
 
 _CONV = [
@@ -239,6 +265,15 @@ _OTHER = [
     Case("im2col:resnet_3x3", "im2col", 8, 56, 56, 64, 64, 3, 3, 1, 1, "SAME"),
     Case("model:fmnist", "model", 256, 28, 28, 1, 10),
 ]
+#: small calls, where per-call and threading overhead dominate: the lesson's 160x240 image
+#: (conv2d, relu, 2x2 max pooling) and a tiny float64 convolution
+_SMALL = [
+    _conv("small_conv", 1, 160, 240, 1, 1, 3, 1, "SAME", tags=("small", "small_cin", "edge")),
+    Case("small_relu", "relu", 1, 160, 240, 1, 1, tags=("small",)),
+    Case("small_pool", "max_pool2d", 1, 160, 240, 1, 1, 2, 2, 2, 2, "VALID", tags=("small",)),
+    _conv("small_f64", 4, 5, 5, 3, 2, 3, 1, "VALID", tags=("small", "small_cin"),
+          dtype="float64"),
+]
 _TINY = [
     _conv("tiny_conv", 2, 12, 12, 4, 8, 3, 1, "SAME", tags=("compute",)),
     _conv("tiny_1ch", 1, 32, 32, 1, 1, 3, 1, "SAME", tags=("small_cin", "edge")),
@@ -260,7 +295,7 @@ def _backward(op, forward):
         raise ValueError(f"{op} is the backward of {BACKWARD_OPS[op]}, not of {forward.op}.")
     return Case(f"{op}:{forward.name}", op, forward.N, forward.H, forward.W, forward.C,
                 forward.O, forward.KH, forward.KW, forward.SH, forward.SW, forward.padding,
-                forward.groups, forward.tags)
+                forward.groups, forward.tags, forward.dtype)
 
 
 _BY_NAME = {c.name: c for c in _CONV + _OTHER + _TINY}
@@ -278,7 +313,7 @@ _TINY_BACKWARD = [_backward(op, _BY_NAME[name]) for op, names in (
     ("relu_backward", ("tiny_relu",))) for name in names]
 
 #: every case by name (the tiny ones included)
-CASES = {c.name: c for c in _CONV + _OTHER + _TINY + _BACKWARD + _TINY_BACKWARD}
+CASES = {c.name: c for c in _CONV + _OTHER + _SMALL + _TINY + _BACKWARD + _TINY_BACKWARD}
 
 
 def backward_data(case, rng):
@@ -320,15 +355,26 @@ SUITES = {
               5, 0.005),
     "lesson": (("fmnist_c1", "fmnist_c2", "edge_1ch", "cars_c1", "cars_c2", "cars_c4",
                 "cars_1x1", "relu", "max_pool2d", "model:fmnist"), 9, 0.01),
-    "full": (tuple(c.name for c in _CONV + _OTHER), 11, 0.01),
+    "small": (tuple(c.name for c in _SMALL), 9, 0.005),
+    "full": (tuple(c.name for c in _CONV + _OTHER + _SMALL), 11, 0.01),
     "tiny": (tuple(c.name for c in _TINY), 3, 0.0),
     "backward": (tuple(c.name for c in _BACKWARD), 5, 0.01),
     "tiny-backward": (tuple(c.name for c in _TINY_BACKWARD), 3, 0.0),
 }
 #: size N of the N^3 sgemm peak probe per suite (default 2048; smaller keeps quick quick)
-PEAK_SIZES = {"quick": 1536, "tiny": 256, "tiny-backward": 256}
+PEAK_SIZES = {"quick": 1536, "small": 1024, "tiny": 256, "tiny-backward": 256}
+#: bytes of each array of the bandwidth probe (a copy) per suite (default 64 MiB, past the L3)
+BANDWIDTH_SIZES = {"tiny": 4 << 20, "tiny-backward": 4 << 20}
+
+#: the training rows (one Adam step of the lesson model on a fixed batch), in the lesson
+#: and full suites; ``tiny_train`` (batch 2) is for the tests
+_TRAIN = [Case("train:fmnist", "train", 32, 28, 28, 1, 10),
+          Case("train:fmnist_b128", "train", 128, 28, 28, 1, 10)]
+CASES.update({c.name: c for c in _TRAIN + [Case("tiny_train", "train", 2, 28, 28, 1, 10)]})
+for _name in ("lesson", "full"):
+    SUITES[_name] = (SUITES[_name][0] + tuple(c.name for c in _TRAIN), *SUITES[_name][1:])
 #: suites listed in ``--help`` (``tiny`` is for the tests)
-PUBLIC_SUITES = ("quick", "lesson", "full", "backward")
+PUBLIC_SUITES = ("quick", "lesson", "small", "full", "backward")
 
 
 def suite_names():
@@ -361,7 +407,7 @@ def get_suite(name, ops=None, shapes=None):
         raise ValueError(f"unknown shape(s) {', '.join(unknown)}; known: {', '.join(CASES)}.")
     cases = [CASES[n] for n in names]
     if ops:
-        known = {"conv2d", "relu", "max_pool2d", "im2col", "model"} | set(BACKWARD_OPS)
+        known = {"conv2d", "relu", "max_pool2d", "im2col", "model", "train"} | set(BACKWARD_OPS)
         bad = [o for o in ops if o not in known]
         if bad:
             raise ValueError(f"unknown op(s) {', '.join(bad)}; known: {', '.join(sorted(known))}.")

@@ -385,6 +385,16 @@ class Sequential(TrainingMixin):
             maps[layer.name] = arr
         return maps
 
+    def to_keras(self, *, name=None):
+        """The equivalent ``keras.Sequential`` with these weights (needs Keras).
+
+        The inverse of :func:`from_keras`: same layer names, arguments and
+        weights, so Keras predicts what this model predicts (within float32
+        rounding).  See :func:`fastconv.models._to_keras.to_keras`.
+        """
+        from ._to_keras import to_keras
+        return to_keras(self, name=name)
+
     def __repr__(self):
         return f"<Sequential name={self.name!r}, {len(self.layers)} layers>"
 

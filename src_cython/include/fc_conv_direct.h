@@ -84,6 +84,12 @@ _Static_assert(sizeof(((fc_conv_args *)0)->W) == sizeof(ptrdiff_t), "fc_conv_arg
 /* sizeof of a size field of fc_conv_args (a test checks it is 8 on 64-bit builds). */
 static inline int fc_conv_size_bytes(void) { return (int)sizeof(((fc_conv_args *)0)->W); }
 
+/* A stop flag shared by the threads of one call: set by the thread that notices a
+ * pending signal, read by every thread before each work item (atomic, so the read is
+ * never hoisted out of the loop). */
+static inline int fc_flag_get(const int *flag) { return __atomic_load_n(flag, __ATOMIC_RELAXED); }
+static inline void fc_flag_set(int *flag) { __atomic_store_n(flag, 1, __ATOMIC_RELAXED); }
+
 /* Floor division that is right for negative numerators (d > 0). */
 static inline ptrdiff_t fc_floordiv(ptrdiff_t a, ptrdiff_t d) {
     ptrdiff_t q = a / d;

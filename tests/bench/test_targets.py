@@ -98,3 +98,29 @@ def test_make_results_writes_measurements_then_goals(make_results, run_cli, fast
     assert md.index("## Machine") < md.index("## Goals (benchmarks/targets.json)")
     assert "| tiny_conv |" in md and "met, " in md
     assert str(tmp_path) not in md
+
+
+def test_limit_and_small_call_goals(make_results):
+    def row(case, engine, kind, t, pct_limit=None):
+        r = _row(case, engine, kind, t)
+        r["pct_limit"] = pct_limit
+        return r
+    doc = {"runs": [
+        {"threads": 1, "results": [row("small_relu", "fastconv:cython", "fastconv", 10e-6),
+                                   row("small_pool", "fastconv:cython", "fastconv", 10e-6)]},
+        {"threads": 2, "results": [
+            row("small_relu", "fastconv:cython", "fastconv", 16e-6),   # <= 1.2 x 10 + 5 us
+            row("small_pool", "fastconv:cython", "fastconv", 18e-6),   # > 17 us
+            row("hd_rgb", "fastconv:cython", "fastconv", 1.0, 80.0),
+            row("small_f64", "fastconv:cython", "fastconv", 20e-6),
+            row("small_f64", "torch", "peer", 18e-6)]},
+    ]}
+    targets = [_target(make_results, i) for i in (
+        "small calls: 2 threads no slower than 1", "C_in<=3 % of limit, 2 threads",
+        "tiny float64 conv vs PyTorch")]
+    got = {(t["target"], t["case"]): t for t in make_results.evaluate_targets(doc, targets)}
+    assert got[("small calls: 2 threads no slower than 1", "small_relu")]["status"] == "met"
+    assert got[("small calls: 2 threads no slower than 1", "small_pool")]["status"] == "missed"
+    assert got[("C_in<=3 % of limit, 2 threads", "hd_rgb")]["status"] == "met"
+    assert got[("C_in<=3 % of limit, 2 threads", "hd_rgb")]["measured"] == "80%"
+    assert got[("tiny float64 conv vs PyTorch", "small_f64")]["status"] == "missed"

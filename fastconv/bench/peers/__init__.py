@@ -12,7 +12,8 @@ Each engine wraps one library behind the same small interface (:class:`Engine`):
 
 One module per library family: :mod:`.fastconv_backends`, :mod:`.numpy_scipy`,
 :mod:`.pytorch`, :mod:`.tensorflow_keras`, :mod:`.opencv`, :mod:`.jax_xla`,
-:mod:`.onnx_runtime`.  This module holds the base classes and the registry
+:mod:`.onnx_runtime`, and :mod:`.training` (one training step of the lesson
+model in Keras and PyTorch).  This module holds the base classes and the registry
 (:data:`PEER_NAMES`, :func:`make_engines`); a peer module is imported only
 when one of its engines is built, and its library only in :meth:`Engine.setup`.
 
@@ -155,6 +156,9 @@ _PEERS = {
     "jax": ("jax_xla", "JaxEngine", {}),
     "opencv": ("opencv", "OpenCVEngine", {}),
     "scipy": ("numpy_scipy", "ScipyEngine", {}),
+    "keras-train": ("training", "KerasTrainEngine", {}),
+    "torch-train": ("training", "TorchTrainEngine", {"channels_last": False}),
+    "torch-cl-train": ("training", "TorchTrainEngine", {"channels_last": True}),
 }
 #: every peer ``--peers`` accepts, in table order
 PEER_NAMES = tuple(_PEERS)

@@ -30,7 +30,7 @@ class FastconvEngine(Engine):
         if case.op in BACKWARD_OPS:
             return Prepared(lambda: backward_call(fc, case, data, backend=b, num_threads=n))
         if case.op == "conv2d":
-            out = np.empty(case.output_shape, np.float32)
+            out = np.empty(case.output_shape, case.dtype)
             w, g = data["w"], case.groups
             return Prepared(lambda: fc.conv2d(x, w, s, case.padding, groups=g, out=out,
                                               backend=b, num_threads=n))
@@ -38,7 +38,7 @@ class FastconvEngine(Engine):
             out = np.empty_like(x)
             return Prepared(lambda: fc.relu(x, out=out, backend=b, num_threads=n))
         if case.op == "max_pool2d":
-            out = np.empty(case.output_shape, np.float32)
+            out = np.empty(case.output_shape, case.dtype)
             return Prepared(lambda: fc.max_pool2d(x, k, s, case.padding, out=out, backend=b,
                                                   num_threads=n))
         if case.op == "im2col":
@@ -47,6 +47,9 @@ class FastconvEngine(Engine):
             model = fastconv_lesson_model(data["weights"])
             return Prepared(lambda: model.predict(x, batch_size=case.N, backend=b,
                                                   num_threads=n))
+        if case.op == "train":
+            from .training import fastconv_train_step
+            return fastconv_train_step(case, data, b, n)
         raise ValueError(f"unknown op {case.op!r}")
 
 

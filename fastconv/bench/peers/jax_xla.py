@@ -73,8 +73,8 @@ class JaxEngine(Engine):
                               f"value in its own process)")
         self.library = jax
 
-    def supports(self, case):
-        return case.op in ("conv2d", "relu", "max_pool2d")
+    def supports(self, case):  # float64 needs jax_enable_x64, a process-wide switch
+        return case.op in ("conv2d", "relu", "max_pool2d") and case.dtype == "float32"
 
     def prepare(self, case, data):
         jax = self.library

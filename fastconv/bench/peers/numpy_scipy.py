@@ -31,19 +31,19 @@ class NumpyEngine(Engine):
             N, C = case.N, case.C
             win = case.window
             OH, OW, KH, KW = win.OH, win.OW, case.KH, case.KW
-            out = np.empty(case.output_shape, np.float32)
+            out = np.empty(case.output_shape, case.dtype)
             return Prepared(lambda: x[:, :OH * KH, :OW * KW].reshape(N, OH, KH, OW, KW, C)
                             .max(axis=(2, 4), out=out))
         view = _numpy_windows(case)
         if case.op == "im2col":
             win = case.window
-            buf = np.empty((case.N, win.OH, win.OW, case.KH, case.KW, case.C), np.float32)
+            buf = np.empty((case.N, win.OH, win.OW, case.KH, case.KW, case.C), case.dtype)
 
             def call():
                 np.copyto(buf, view(x).transpose(0, 1, 2, 4, 5, 3))
                 return buf.reshape(case.output_shape)
             return Prepared(call)
-        out = np.empty(case.output_shape, np.float32)
+        out = np.empty(case.output_shape, case.dtype)
         if case.groups == 1:
             w2 = np.ascontiguousarray(data["w"].reshape(-1, case.O))
             rows = case.output_shape[0] * case.output_shape[1] * case.output_shape[2]

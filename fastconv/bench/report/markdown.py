@@ -7,7 +7,8 @@ nothing.  Text taken from a document passes :func:`~.document.without_paths`
 again, so that a run saved before that rule existed loses its local paths too.
 """
 from .document import public_facts, without_paths
-from .tables import FLOP_NOTE, RESULT_HEADER, engine_geomeans, peak_note, result_cells
+from .tables import (FLOP_NOTE, LIMIT_NOTE, RESULT_HEADER, bandwidth_note, engine_geomeans,
+                     load_notes, peak_note, result_cells)
 
 __all__ = ["results_markdown", "markdown_table"]
 
@@ -41,6 +42,11 @@ METHOD = (
     "timed.",
     "% of peak: a float32 sgemm through NumPy's BLAS at the same thread count, timed in "
     "every round of every case; each row uses its own case's probes.",
+    "Limit: " + LIMIT_NOTE.split(" = ", 1)[1] + "; the bandwidth probe is a large "
+    "`np.copyto` split over the run's threads, timed like the peak.",
+    "`--isa`: the run was made in a child process whose environment holds fastconv, oneDNN, "
+    "OpenBLAS and ATen to a lesser instruction set; the header says what each library "
+    "reported. `--busy K`: K spinning processes ran beside the timed part.",
     "extra MB: rise of the resident-memory high-water mark during one call "
     "(`/proc/self/clear_refs` + `VmHWM`).",
     "With several thread counts and TensorFlow or JAX selected, each count runs in its own "
@@ -69,9 +75,15 @@ def _machine(meta):
 
 
 def _run_section(run):
-    lines = [f"## {run['threads']} thread(s)", ""]
-    if peak_note(run):
-        lines += [peak_note(run)[0].upper() + peak_note(run)[1:] + ".", ""]
+    title = f"## {run['threads']} thread(s)"
+    if run.get("isa"):
+        title += f", --isa {run['isa']} (emulated)"
+    if run.get("busy"):
+        title += f", --busy {run['busy']}"
+    lines = [title, ""]
+    for note in load_notes(run) + [peak_note(run), bandwidth_note(run)]:
+        if note:
+            lines += [note[0].upper() + note[1:] + ".", ""]
     if run.get("loadavg_start") is not None:
         lines += [f"Load average (1 min) at start/end: {run['loadavg_start']} / "
                   f"{run['loadavg_end']}.", ""]

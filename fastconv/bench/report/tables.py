@@ -7,15 +7,17 @@ shared with the Markdown report, so both show a row the same way.
 import math
 import os
 
-__all__ = ["FLOP_NOTE", "RESULT_HEADER", "format_run", "format_scaling", "format_compare",
+__all__ = ["FLOP_NOTE", "LIMIT_NOTE", "RESULT_HEADER", "bandwidth_note", "load_notes", "format_run", "format_scaling", "format_compare",
            "compare_rows", "engine_geomeans", "geomean", "result_cells", "peak_note",
            "index_rows", "format_time"]
 
 FLOP_NOTE = "GFLOP/s counts 2 FLOPs per multiply-add (2 x N*OH*OW*C_out*KH*KW*C_in/groups)."
 #: the columns of :func:`result_cells`
 RESULT_HEADER = ["case", "shape", "engine", "time", "IQR", "GFLOP/s", "GB/s", "%peak",
-                 "vs best", "extra MB", "check"]
-_RESULT_ALIGN = ["<", "<", "<", ">", ">", ">", ">", ">", ">", ">", "<"]
+                 "limit", "%limit", "vs best", "extra MB", "check"]
+_RESULT_ALIGN = ["<", "<", "<", ">", ">", ">", ">", ">", ">", ">", ">", ">", "<"]
+#: one letter for the kind of a row's limit
+_LIMIT_KIND = {"compute": "C", "memory": "M"}
 
 
 # ----------------------------------------------------------------- formatting
@@ -76,9 +78,45 @@ def result_cells(r):
     check = r["check"] if r["check"] == "ok" else f"{r['check']}: {r['detail']}"
     return [r["case"], r["shape"], r["engine"], format_time(r["median_s"]), _iqr(r),
             _fmt(r["gflops"], ".1f"), _fmt(r["gbytes_s"], ".1f") if not r["flops"] else "",
-            _fmt(r["pct_peak"], ".0f", "%"), _fmt(r["vs_best_peer"], ".2f", "x"),
+            _fmt(r["pct_peak"], ".0f", "%"), _limit(r), _fmt(r.get("pct_limit"), ".0f", "%"),
+            _fmt(r["vs_best_peer"], ".2f", "x"),
             _fmt(None if r["extra_bytes"] is None else r["extra_bytes"] / 2 ** 20, ".1f"),
             check]
+
+
+def _limit(r):
+    """The row's limit as a time and C (compute) or M (memory), '-' when unknown."""
+    if not r.get("limit_s"):
+        return "-"
+    return f"{format_time(r['limit_s'])} {_LIMIT_KIND.get(r.get('limit_kind'), '?')}"
+
+
+LIMIT_NOTE = ("limit = the larger of the case's FLOPs at the sgemm peak (C) and its bytes read "
+              "+ written at the bandwidth probe (M); %limit = limit / time")
+
+
+def bandwidth_note(run):
+    """The sentence that says how this run's bandwidth was measured (empty without one)."""
+    bw = run.get("bandwidth_gbytes_s")
+    if not bw:
+        return ""
+    lo, hi = run.get("bandwidth_range_gbytes_s") or (bw, bw)
+    mib = (run.get("bandwidth_bytes") or 0) / 2 ** 20
+    return (f"bandwidth = np.copyto of {mib:.0f} MiB float32 split over {run['threads']} "
+            f"thread(s), bytes read + written, timed in every round: median {bw:.1f} GB/s "
+            f"(range {lo:.1f}-{hi:.1f})")
+
+
+def load_notes(run):
+    """Header lines for --isa and --busy (none when neither was used)."""
+    from ..isa import describe
+    lines = []
+    if run.get("isa"):
+        lines.append(describe(run))
+    if run.get("busy"):
+        lines.append(f"--busy {run['busy']}: {run['busy']} CPU-burner process(es) spinning "
+                     f"while the cases were timed (a loaded machine)")
+    return lines
 
 
 def format_run(run, suite=""):
@@ -86,8 +124,12 @@ def format_run(run, suite=""):
     lines = [f"fastconv bench -- suite {suite or '?'}, float32 NHWC, {run['threads']} thread(s), "
              f"median of {run['repeat']} interleaved rounds",
              FLOP_NOTE]
+    lines += load_notes(run)
     if peak_note(run):
         lines.append(peak_note(run))
+    if bandwidth_note(run):
+        lines.append(bandwidth_note(run))
+    lines.append(LIMIT_NOTE)
     lines.append("IQR = interquartile range of the rounds, as % of the median")
     lines.append("vs best = best correct peer's time / this engine's time (>1: faster than "
                  "every peer); relu/pool/im2col show GB/s (bytes read + written)")
@@ -107,8 +149,8 @@ def format_run(run, suite=""):
     prev = None
     for r in run["results"]:
         cells = result_cells(r)
-        if r["case"] == prev:  # the case and shape only on a case's first row
-            cells[0] = cells[1] = ""
+        if r["case"] == prev:  # the case, shape and limit only on a case's first row
+            cells[0] = cells[1] = cells[8] = ""
         prev = r["case"]
         rows.append(cells)
     lines.append(_table(RESULT_HEADER, rows, _RESULT_ALIGN))
