@@ -755,12 +755,18 @@ def max_pool2d_backward(grad_output, input, ksize, strides, padding, data_format
 
 
 def _scatter(module, dy, flat, size, n_threads):
-    """``out[flat[i]] += dy[i]`` over a zeroed flat output of ``size`` (the pool backward)."""
+    """``out[flat[i]] += dy[i]`` over a zeroed flat output of ``size`` (the pool backward).
+
+    ``dy`` and ``flat`` are 4-D with the images first; image ``n``'s indices
+    lie in ``[n * size / N, (n + 1) * size / N)``, which the drivers' ``images``
+    argument states.
+    """
     own = _driver(module, "max_pool2d_backward")
     out = np.empty(size, dtype=dy.dtype)
     if own is not None:
-        own(np.ascontiguousarray(dy).reshape(-1), np.ascontiguousarray(flat).reshape(-1), out,
-            n_threads)
+        own(np.ascontiguousarray(dy).reshape(-1),
+            np.ascontiguousarray(flat, dtype=np.int64).reshape(-1), out, n_threads,
+            images=max(int(dy.shape[0]), 1) if size else 1)
         return out
     sums = np.bincount(flat.reshape(-1), weights=dy.reshape(-1), minlength=size)
     out[...] = sums

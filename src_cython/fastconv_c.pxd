@@ -68,3 +68,31 @@ cdef extern from "fc_conv_direct.h" nogil:
     void fc_flag_set(int *flag)
     unsigned int fc_ftz_enter()
     void fc_ftz_leave(unsigned int saved)
+
+from libc.stdint cimport int64_t
+
+cdef extern from "fc_col2im.h" nogil:
+    void fc_col2im_row_f32(const float *cols, float *out, Py_ssize_t H, Py_ssize_t W,
+                           Py_ssize_t C, int KH, int KW, int SH, int SW, int DH, int DW,
+                           int top, int left, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t n,
+                           Py_ssize_t h)
+    void fc_col2im_row_f64(const double *cols, double *out, Py_ssize_t H, Py_ssize_t W,
+                           Py_ssize_t C, int KH, int KW, int SH, int SW, int DH, int DW,
+                           int top, int left, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t n,
+                           Py_ssize_t h)
+
+cdef extern from "fc_pool_backward.h" nogil:
+    void fc_maxpool_argmax_row_f32(const float *x, float *y, int64_t *idx, Py_ssize_t H,
+                                   Py_ssize_t W, Py_ssize_t C, int KH, int KW, int SH, int SW,
+                                   int DH, int DW, int top, int left, Py_ssize_t OW,
+                                   Py_ssize_t oh, int simd)
+    void fc_maxpool_argmax_row_f64(const double *x, double *y, int64_t *idx, Py_ssize_t H,
+                                   Py_ssize_t W, Py_ssize_t C, int KH, int KW, int SH, int SW,
+                                   int DH, int DW, int top, int left, Py_ssize_t OW,
+                                   Py_ssize_t oh, int simd)
+    Py_ssize_t fc_maxpool_scatter_f32(const float *dy, const int64_t *index, float *grad,
+                                      Py_ssize_t i0, Py_ssize_t i1, int64_t base,
+                                      int64_t size)
+    Py_ssize_t fc_maxpool_scatter_f64(const double *dy, const int64_t *index, double *grad,
+                                      Py_ssize_t i0, Py_ssize_t i1, int64_t base,
+                                      int64_t size)

@@ -36,8 +36,11 @@ that lacks one gets the generic composition of its primitives above (or, for
     ``out`` (N, H, W, C) = the input gradient for ``dy`` (N, OH, OW, O).
 ``conv2d_backward_filters(x, dy, out, strides, dilations, pads, groups, num_threads)``
     ``out`` (KH, KW, C // groups, O) = the filter gradient.
-``max_pool2d_backward(dy, flat_index, out, num_threads)``
-    flat arrays: ``out`` = zeros, then ``dy[i]`` added at ``flat_index[i]``.
+``max_pool2d_backward(dy, flat_index, out, num_threads, images=1)``
+    flat arrays: ``out`` = zeros, then ``dy[i]`` added at ``flat_index[i]``;
+    ``dy`` and ``out`` are ``images`` equal blocks (one per image) and block
+    ``n`` of ``dy`` sends only into block ``n`` of ``out``, so a backend may
+    run the images in parallel.
 
 All arrays are C-contiguous and share one dtype, float32 or float64; ``out``
 never overlaps an input (except relu in place); ``num_threads >= 1``.

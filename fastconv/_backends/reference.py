@@ -133,7 +133,11 @@ def max_pool2d_argmax(x, out, argmax, ksize, strides, dilations, pads, num_threa
     argmax[...] = index
 
 
-def max_pool2d_backward(dy, flat_index, out, num_threads):
-    """``out`` (flat, zeroed here) accumulates ``dy[i]`` at ``flat_index[i]``."""
+def max_pool2d_backward(dy, flat_index, out, num_threads, images=1):
+    """``out`` (flat, zeroed here) accumulates ``dy[i]`` at ``flat_index[i]``.
+
+    ``images`` (how many equal per-image blocks ``dy`` and ``out`` hold, block
+    ``n`` of ``dy`` sending only into block ``n`` of ``out``) lets compiled
+    backends run images in parallel; the definition here does not need it."""
     out[...] = 0
     np.add.at(out, flat_index, dy)

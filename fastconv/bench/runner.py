@@ -43,7 +43,7 @@ import tracemalloc
 import numpy as np
 
 from .peers import Unavailable
-from .suite import lesson_model_weights
+from .suite import BACKWARD_OPS, backward_data, backward_reference, lesson_model_weights
 
 __all__ = ["run", "measure_peak", "make_data", "reference", "check_result", "Progress"]
 
@@ -194,6 +194,12 @@ def make_data(case, seed=0):
     if case.op == "train":  # images in [0, 1], labels, the lesson model's weights
         from .peers.training import train_data
         data.update(train_data(case, seed))
+    if case.op in BACKWARD_OPS:
+        if BACKWARD_OPS[case.op] == "conv2d":
+            fan_in = case.KH * case.KW * (case.C // case.groups)
+            data["w"] = (rng.standard_normal(case.filter_shape, dtype=np.float32)
+                         / np.float32(np.sqrt(fan_in)))
+        data.update(backward_data(case, rng))
     return data
 
 
@@ -204,6 +210,8 @@ def reference(case, data):
     if case.op == "train":  # the predictions after one step
         from .peers.training import train_reference
         return train_reference(case, data)
+    if case.op in BACKWARD_OPS:
+        return backward_reference(case, data)
     if case.op == "conv2d":
         return fc.conv2d(x, data["w"], (case.SH, case.SW), case.padding, groups=case.groups,
                          backend="numpy")

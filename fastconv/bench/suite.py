@@ -20,8 +20,16 @@ Suites
     pooling on the lesson's 160x240x1 image, and a tiny float64 convolution.
 ``full``
     Everything.
+``backward``
+    The gradients (``--ops`` names of :data:`BACKWARD_OPS`): the input and
+    filter gradients of a few conv shapes, the pool and ReLU backward.
 ``tiny``
-    Hidden: small shapes that run in a fraction of a second, for the tests.
+    Hidden: small shapes that run in a fraction of a second, for the tests
+    (``tiny-backward``: the same for the gradients).
+
+Backward cases are named ``<op>:<forward case>`` and time one gradient call
+given the forward input and a seeded upstream gradient ``dy`` (peers record
+the forward graph once, outside the timing, and time the backward only).
 """
 from dataclasses import dataclass, field
 
@@ -29,7 +37,7 @@ import numpy as np
 
 from .._shapes import resolve_window
 
-__all__ = ["Case", "CASES", "SUITES", "get_suite", "suite_names", "LESSON_MODEL_LAYERS",
+__all__ = ["Case", "CASES", "BACKWARD_OPS", "backward_data", "backward_reference", "SUITES", "get_suite", "suite_names", "LESSON_MODEL_LAYERS",
            "build_lesson_model", "lesson_model_weights"]
 
 
@@ -41,7 +49,7 @@ class Case:
     ----------
     name : str
         Row label, unique within :data:`CASES` (an op prefix for non-conv ops).
-    op : {'conv2d', 'relu', 'max_pool2d', 'im2col', 'model', 'train'}
+    op : {'conv2d', 'relu', 'max_pool2d', 'im2col', 'model', 'train'} or one of :data:`BACKWARD_OPS`
     N, H, W, C : int
         Input batch, height, width and channels (C_in).
     O : int
@@ -92,9 +100,12 @@ class Case:
 
     @property
     def output_shape(self):
-        """NHWC output shape (im2col: the ``(rows, KH*KW*C)`` matrix)."""
-        if self.op == "relu":
+        """NHWC output shape (im2col: the ``(rows, KH*KW*C)`` matrix; gradients: the
+        shape of what they return, the input's or the filters')."""
+        if self.op in ("relu", "relu_backward", "max_pool2d_backward", "conv2d_grad_input"):
             return self.input_shape
+        if self.op == "conv2d_grad_filters":
+            return self.filter_shape
         if self.op in ("model", "train"):
             return (self.N, 10)
         win = self.window
@@ -113,7 +124,7 @@ class Case:
     @property
     def flops(self):
         """Floating-point operations, 2 x multiply-adds (0 for memory-bound ops)."""
-        if self.op == "conv2d":
+        if self.op in ("conv2d", "conv2d_grad_input", "conv2d_grad_filters"):
             win = self.window
             macs = (self.N * win.OH * win.OW * self.O * self.KH * self.KW
                     * (self.C // self.groups))
@@ -126,8 +137,14 @@ class Case:
 
     @property
     def bytes_moved(self):
-        """Bytes read plus bytes written by one call (filters not counted)."""
+        """Bytes read plus bytes written by one call (filters not counted); the backward
+        of pooling and ReLU also reads ``dy``."""
         n_in = self.N * self.H * self.W * self.C
+        if self.op == "relu_backward":
+            return 4 * 3 * n_in
+        if self.op == "max_pool2d_backward":
+            win = self.window
+            return 4 * (2 * n_in + self.N * win.OH * win.OW * self.C)
         n_out = 1
         for s in self.output_shape:
             n_out *= s
@@ -136,7 +153,7 @@ class Case:
     @property
     def description(self):
         """A short human-readable shape, e.g. ``8x56x56 64->64 k3 s1 SAME``."""
-        if self.op == "conv2d":
+        if self.op in ("conv2d", "conv2d_grad_input", "conv2d_grad_filters"):
             extra = f" g{self.groups}" if self.groups > 1 else ""
             extra += "" if self.dtype == "float32" else f" {self.dtype}"
             return (f"{self.N}x{self.H}x{self.W} {self.C}->{self.O} k{self.KH} "
@@ -145,7 +162,7 @@ class Case:
             return f"batch {self.N}, 28x28x1 -> 10"
         if self.op == "train":
             return f"batch {self.N}, 28x28x1 -> 10, one Adam step"
-        if self.op == "relu":
+        if self.op in ("relu", "relu_backward"):
             return f"{self.N}x{self.H}x{self.W}x{self.C}"
         return (f"{self.N}x{self.H}x{self.W}x{self.C} k{self.KH} s{self.SH} "
                 f"{self.padding}")
@@ -267,8 +284,70 @@ _TINY = [
     Case("tiny_im2col", "im2col", 2, 9, 9, 4, 4, 3, 3, 1, 1, "SAME"),
 ]
 
+#: the gradient ops ``--ops`` accepts, each the backward of one forward op
+BACKWARD_OPS = {"conv2d_grad_input": "conv2d", "conv2d_grad_filters": "conv2d",
+                "max_pool2d_backward": "max_pool2d", "relu_backward": "relu"}
+
+
+def _backward(op, forward):
+    """The case ``<op>:<forward.name>``: the gradient ``op`` of the forward case."""
+    if BACKWARD_OPS[op] != forward.op:
+        raise ValueError(f"{op} is the backward of {BACKWARD_OPS[op]}, not of {forward.op}.")
+    return Case(f"{op}:{forward.name}", op, forward.N, forward.H, forward.W, forward.C,
+                forward.O, forward.KH, forward.KW, forward.SH, forward.SW, forward.padding,
+                forward.groups, forward.tags, forward.dtype)
+
+
+_BY_NAME = {c.name: c for c in _CONV + _OTHER + _TINY}
+_BACKWARD = [_backward(op, _BY_NAME[name]) for op, names in (
+    ("conv2d_grad_input", ("fmnist_c2", "cars_c1", "cars_c2", "resnet_3x3", "resnet_s2",
+                           "stem_7x7", "dw_3x3")),
+    ("conv2d_grad_filters", ("fmnist_c1", "fmnist_c2", "cars_c1", "cars_c2", "resnet_3x3",
+                             "resnet_s2", "stem_7x7", "dw_3x3")),
+    ("max_pool2d_backward", ("max_pool2d",)),
+    ("relu_backward", ("relu",))) for name in names]
+_TINY_BACKWARD = [_backward(op, _BY_NAME[name]) for op, names in (
+    ("conv2d_grad_input", ("tiny_conv", "tiny_s2", "tiny_dw")),
+    ("conv2d_grad_filters", ("tiny_conv", "tiny_s2", "tiny_dw")),
+    ("max_pool2d_backward", ("tiny_pool",)),
+    ("relu_backward", ("tiny_relu",))) for name in names]
+
 #: every case by name (the tiny ones included)
-CASES = {c.name: c for c in _CONV + _OTHER + _SMALL + _TINY}
+CASES = {c.name: c for c in _CONV + _OTHER + _SMALL + _TINY + _BACKWARD + _TINY_BACKWARD}
+
+
+def backward_data(case, rng):
+    """Seeded inputs of a backward case, added to ``x`` (and ``w``): ``dy``, float32, the
+    forward output's shape (NHWC)."""
+    win = case.window
+    channels = case.O if case.op.startswith("conv2d") else case.C
+    shape = case.input_shape if case.op == "relu_backward" else (case.N, win.OH, win.OW,
+                                                                 channels)
+    return {"dy": rng.standard_normal(shape, dtype=np.float32)}
+
+
+def backward_call(fc, case, data, **kw):
+    """One call of the backward op of ``case`` through fastconv's public API (``kw``:
+    ``backend``, ``num_threads``; :func:`fastconv.relu_backward` takes neither)."""
+    x, dy = data["x"], data["dy"]
+    k, s = (case.KH, case.KW), (case.SH, case.SW)
+    if case.op == "conv2d_grad_input":
+        return fc.conv2d_backward(x, data["w"], dy, s, case.padding, groups=case.groups,
+                                  need=("input",), **kw)[0]
+    if case.op == "conv2d_grad_filters":
+        return fc.conv2d_backward(x, data["w"], dy, s, case.padding, groups=case.groups,
+                                  need=("filters",), **kw)[1]
+    if case.op == "max_pool2d_backward":
+        return fc.max_pool2d_backward(dy, x, k, s, case.padding, **kw)
+    if case.op == "relu_backward":
+        return fc.relu_backward(dy, x)
+    raise ValueError(f"unknown backward op {case.op!r}")
+
+
+def backward_reference(case, data):
+    """The expected gradient, from fastconv's NumPy reference backend."""
+    import fastconv
+    return backward_call(fastconv, case, data, backend="numpy")
 
 #: suite name -> (case names, default repeat count, default minimum seconds per sample)
 SUITES = {
@@ -279,11 +358,13 @@ SUITES = {
     "small": (tuple(c.name for c in _SMALL), 9, 0.005),
     "full": (tuple(c.name for c in _CONV + _OTHER + _SMALL), 11, 0.01),
     "tiny": (tuple(c.name for c in _TINY), 3, 0.0),
+    "backward": (tuple(c.name for c in _BACKWARD), 5, 0.01),
+    "tiny-backward": (tuple(c.name for c in _TINY_BACKWARD), 3, 0.0),
 }
 #: size N of the N^3 sgemm peak probe per suite (default 2048; smaller keeps quick quick)
-PEAK_SIZES = {"quick": 1536, "small": 1024, "tiny": 256}
+PEAK_SIZES = {"quick": 1536, "small": 1024, "tiny": 256, "tiny-backward": 256}
 #: bytes of each array of the bandwidth probe (a copy) per suite (default 64 MiB, past the L3)
-BANDWIDTH_SIZES = {"tiny": 4 << 20}
+BANDWIDTH_SIZES = {"tiny": 4 << 20, "tiny-backward": 4 << 20}
 
 #: the training rows (one Adam step of the lesson model on a fixed batch), in the lesson
 #: and full suites; ``tiny_train`` (batch 2) is for the tests
@@ -293,7 +374,7 @@ CASES.update({c.name: c for c in _TRAIN + [Case("tiny_train", "train", 2, 28, 28
 for _name in ("lesson", "full"):
     SUITES[_name] = (SUITES[_name][0] + tuple(c.name for c in _TRAIN), *SUITES[_name][1:])
 #: suites listed in ``--help`` (``tiny`` is for the tests)
-PUBLIC_SUITES = ("quick", "lesson", "small", "full")
+PUBLIC_SUITES = ("quick", "lesson", "small", "full", "backward")
 
 
 def suite_names():
@@ -326,7 +407,7 @@ def get_suite(name, ops=None, shapes=None):
         raise ValueError(f"unknown shape(s) {', '.join(unknown)}; known: {', '.join(CASES)}.")
     cases = [CASES[n] for n in names]
     if ops:
-        known = {"conv2d", "relu", "max_pool2d", "im2col", "model", "train"}
+        known = {"conv2d", "relu", "max_pool2d", "im2col", "model", "train"} | set(BACKWARD_OPS)
         bad = [o for o in ops if o not in known]
         if bad:
             raise ValueError(f"unknown op(s) {', '.join(bad)}; known: {', '.join(sorted(known))}.")

@@ -10,6 +10,9 @@ this package, built from ``src_cython/``:
     tiled im2col + SciPy BLAS GEMM, bias and ReLU fused per L2-sized tile.
 ``_relu``, ``_pool``, ``_im2col``
     ReLU, NHWC max pooling and im2col, vectorized with C intrinsics.
+``_backward``
+    col2im, max pooling with the argmax, and the pool backward (scatter-add
+    per image): the optional backward drivers (absent when not built).
 
 Every kernel receives the SIMD level to use (:func:`simd_level`): the best
 one this CPU supports, which the environment variable ``FASTCONV_SIMD``
@@ -24,6 +27,11 @@ import os
 from ... import _tuning
 from ..._threads import blas_controller, single_threaded_blas
 from . import _build_info, _im2col, _im2col_gemm, _pool, _relu  # ImportError when not built
+
+try:
+    from . import _backward as _bw
+except ImportError:  # built before the backward kernels: the registry's fallbacks serve
+    _bw = None
 
 try:
     from . import _conv_direct
@@ -161,6 +169,31 @@ def im2col(x, out, ksize, strides, dilations, pads, num_threads):
     """Driver: unfold ``x`` into ``out`` (N, OH, OW, KH, KW, C), zeros outside."""
     _im2col.im2col(x, out, strides[0], strides[1], dilations[0], dilations[1], pads[0],
                       pads[1], num_threads)
+
+
+# ----------------------------------------------------------------------------- backward drivers
+def _col2im(cols, out, ksize, strides, dilations, pads, num_threads):
+    """Driver: ``out`` (N, H, W, C) ``+=`` the adjoint of im2col of ``cols`` (N, OH, OW, KH, KW, C)."""
+    _bw.col2im(cols, out, strides[0], strides[1], dilations[0], dilations[1], pads[0], pads[1],
+               num_threads)
+
+
+def _max_pool2d_argmax(x, out, argmax, ksize, strides, dilations, pads, num_threads):
+    """Driver: NHWC max pooling and the flat index ``(h*W + w)*C + c`` of each first maximum."""
+    _bw.max_pool2d_argmax(x, out, argmax, ksize[0], ksize[1], strides[0], strides[1],
+                          dilations[0], dilations[1], pads[0], pads[1], num_threads,
+                          simd_level())
+
+
+def _max_pool2d_backward(dy, flat_index, out, num_threads, images=1):
+    """Driver: ``out = 0``, then ``dy[i]`` added at ``flat_index[i]``, one image per task."""
+    _bw.max_pool2d_backward(dy, flat_index, out, images, num_threads)
+
+
+if _bw is not None:
+    col2im = _col2im
+    max_pool2d_argmax = _max_pool2d_argmax
+    max_pool2d_backward = _max_pool2d_backward
 
 
 def _blas_info():

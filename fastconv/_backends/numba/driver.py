@@ -47,7 +47,8 @@ from ..._threads import single_threaded_blas
 from . import kernels as _k
 from . import options as _cfg
 
-__all__ = ["conv2d", "relu", "max_pool2d", "im2col", "info", "warmup", "choose_algorithm"]
+__all__ = ["conv2d", "relu", "max_pool2d", "im2col", "info", "warmup", "choose_algorithm",
+           "col2im", "max_pool2d_argmax", "max_pool2d_backward"]
 
 # ----------------------------------------------------------------------------- threads and BLAS
 _workqueue_lock = threading.Lock()
@@ -265,9 +266,53 @@ def im2col(x, out, ksize, strides, dilations, pads, num_threads):
         _k.im2col(x, out, SH, SW, DH, DW, top, left, n)
 
 
+# ----------------------------------------------------------------------------- backward drivers
+def col2im(cols, out, ksize, strides, dilations, pads, num_threads):
+    """Driver: ``out`` (N, H, W, C) ``+=`` the adjoint of im2col of ``cols`` (N, OH, OW, KH, KW, C)."""
+    SH, SW = (int(s) for s in strides)
+    DH, DW = (int(d) for d in dilations)
+    top, left = (int(p) for p in pads)
+    cols = _writable(cols)
+    with _numba_threads(num_threads, cols.size) as n:
+        # each input row is summed whole by one chunk, so the chunk count never changes a bit
+        _k.col2im(cols, out, SH, SW, DH, DW, top, left, n)
+
+
+def max_pool2d_argmax(x, out, argmax, ksize, strides, dilations, pads, num_threads):
+    """Driver: NHWC max pooling and the flat index ``(h*W + w)*C + c`` of each first maximum."""
+    KH, KW = (int(k) for k in ksize)
+    SH, SW = (int(s) for s in strides)
+    DH, DW = (int(d) for d in dilations)
+    top, left = (int(p) for p in pads)
+    x = _writable(x)
+    with _numba_threads(num_threads, out.size * KH * KW) as n:
+        _k.max_pool2d_argmax(x, out, argmax, KH, KW, SH, SW, DH, DW, top, left, n)
+
+
+def max_pool2d_backward(dy, flat_index, out, num_threads, images=1):
+    """Driver: ``out = 0``, then ``dy[i]`` added at ``flat_index[i]``, one image per task.
+
+    Raises
+    ------
+    ValueError
+        When ``images`` does not divide the lengths, or an index lies outside
+        its image's block of ``out``.
+    """
+    images = int(images)
+    if images < 1 or dy.shape[0] % images or out.shape[0] % images:
+        raise ValueError(f"images={images} must divide dy's length {dy.shape[0]} and out's "
+                         f"length {out.shape[0]}.")
+    dy, flat_index = _writable(dy), _writable(flat_index)
+    with _numba_threads(num_threads, dy.size + out.size) as n:
+        bad = _k.max_pool2d_backward(dy, flat_index, out, images)
+    if bad:
+        raise ValueError(f"flat_index holds {bad} indices outside their image's block of out "
+                         f"(images={images}); pass the argmax of the same input and geometry.")
+
+
 # ----------------------------------------------------------------------------- warmup and info
 _KERNELS = ("conv2d_im2col", "conv2d_direct_o", "build_planes", "conv2d_planar", "relu",
-            "max_pool2d", "im2col")
+            "max_pool2d", "im2col", "col2im", "max_pool2d_argmax", "max_pool2d_backward")
 
 
 def warmup(dtypes=(np.float32, np.float64)):
@@ -302,6 +347,13 @@ def warmup(dtypes=(np.float32, np.float64)):
         relu(flat, np.empty_like(flat), 1)
         max_pool2d(x, np.empty((1, 2, 2, 8), dtype=dtype), (2, 2), (2, 2), (1, 1), (0, 0), 1)
         im2col(x, np.empty((1, 2, 2, 3, 3, 8), dtype=dtype), (3, 3), (1, 1), (1, 1), (0, 0), 1)
+        col2im(np.ones((1, 2, 2, 3, 3, 8), dtype=dtype), np.zeros_like(x), (3, 3), (1, 1),
+               (1, 1), (0, 0), 1)
+        pooled = np.empty((1, 2, 2, 8), dtype=dtype)
+        where = np.empty((1, 2, 2, 8), dtype=np.int64)
+        max_pool2d_argmax(x, pooled, where, (2, 2), (2, 2), (1, 1), (0, 0), 1)
+        max_pool2d_backward(pooled.reshape(-1), where.reshape(-1), np.empty(x.size, dtype=dtype),
+                            1, images=1)
         timings[dtype.name] = time.perf_counter() - start
     return timings
 

@@ -571,3 +571,113 @@ def max_pool2d(x, out, KH, KW, SH, SW, DH, DW, top, left, n_chunks):
             n = r // OH
             oh = r - n * OH
             _pool_row(x, out, x3, out3, n, oh, KH, KW, SH, SW, DH, DW, top, left)
+
+
+# --------------------------------------------------------------------------- backward
+@jit(parallel=True)
+def col2im(cols, out, SH, SW, DH, DW, top, left, n_chunks):
+    """``out[n, oh*SH + kh*DH - top, ow*SW + kw*DW - left, :] += cols[n, oh, ow, kh, kw, :]``.
+
+    The adjoint of :func:`im2col`; entries in the padding are dropped.  Input
+    rows ``N*H`` are split into ``n_chunks`` contiguous ranges: each row
+    gathers every ``(oh, kh)`` that lands on it, so no two threads write the
+    same element, and an element receives its terms in ``(kh, kw)`` order.
+    """
+    N, H, W, C = out.shape
+    OH, OW, KH, KW = cols.shape[1], cols.shape[2], cols.shape[3], cols.shape[4]
+    rows = N * H
+    for chunk in prange(n_chunks):
+        r0, r1 = _chunk_bounds(rows, n_chunks, chunk)
+        for r in range(r0, r1):
+            n = r // H
+            h = r - n * H
+            for kh in range(KH):
+                t = h + top - kh * DH
+                if t < 0:
+                    break
+                if t % SH != 0:
+                    continue
+                oh = t // SH
+                if oh >= OH:
+                    continue
+                for kw in range(KW):
+                    off = kw * DW - left
+                    lo, hi = _col_range(OW, W, SW, off)
+                    for ow in range(lo, hi):
+                        iw = ow * SW + off
+                        for c in range(C):
+                            out[n, h, iw, c] += cols[n, oh, ow, kh, kw, c]
+
+
+@jit()
+def _argmax_row(x, out, argmax, n, oh, KH, KW, SH, SW, DH, DW, top, left):
+    """One output row of max pooling with the per-image flat index of the first maximum."""
+    N, H, W, C = x.shape
+    OW = out.shape[2]
+    for ow in range(OW):
+        first = True
+        for kh in range(KH):
+            ih = oh * SH + kh * DH - top
+            if ih < 0 or ih >= H:
+                continue
+            for kw in range(KW):
+                iw = ow * SW + kw * DW - left
+                if iw < 0 or iw >= W:
+                    continue
+                at = (ih * W + iw) * C
+                if first:
+                    for c in range(C):
+                        out[n, oh, ow, c] = x[n, ih, iw, c]
+                        argmax[n, oh, ow, c] = at + c
+                    first = False
+                    continue
+                for c in range(C):
+                    v = x[n, ih, iw, c]
+                    m = out[n, oh, ow, c]
+                    if (m == m) & ((v > m) | (v != v)):
+                        out[n, oh, ow, c] = v
+                        argmax[n, oh, ow, c] = at + c
+        if first:  # no tap inside the input
+            for c in range(C):
+                out[n, oh, ow, c] = -np.inf
+                argmax[n, oh, ow, c] = -1
+
+
+@jit(parallel=True)
+def max_pool2d_argmax(x, out, argmax, KH, KW, SH, SW, DH, DW, top, left, n_chunks):
+    """Max pooling (NHWC) and ``argmax`` = the flat index ``(h*W + w)*C + c`` of the first
+    maximum in window order; a NaN counts as larger than any number (the first NaN wins).
+
+    Rows ``N*OH`` are split into ``n_chunks`` contiguous ranges.
+    """
+    N = x.shape[0]
+    OH = out.shape[1]
+    rows = N * OH
+    for chunk in prange(n_chunks):
+        r0, r1 = _chunk_bounds(rows, n_chunks, chunk)
+        for r in range(r0, r1):
+            n = r // OH
+            _argmax_row(x, out, argmax, n, r - n * OH, KH, KW, SH, SW, DH, DW, top, left)
+
+
+@jit(parallel=True)
+def max_pool2d_backward(dy, flat_index, out, images):
+    """``out = 0``, then ``out[flat_index[i]] += dy[i]`` in index order, one image per task.
+
+    ``dy`` and ``out`` are ``images`` equal blocks; an index outside its
+    image's block is skipped and counted.  Returns the count of skipped entries.
+    """
+    per_dy = dy.shape[0] // images
+    per_out = out.shape[0] // images
+    bad = 0
+    for n in prange(images):
+        base = n * per_out
+        for j in range(per_out):
+            out[base + j] = 0
+        for i in range(n * per_dy, (n + 1) * per_dy):
+            k = flat_index[i] - base
+            if k < 0 or k >= per_out:
+                bad += 1
+            else:
+                out[base + k] += dy[i]
+    return bad

@@ -1,7 +1,7 @@
 """fastconv's own backends as engines: the public ops, with a reused ``out=`` buffer."""
 import numpy as np
 
-from ..suite import build_lesson_model
+from ..suite import BACKWARD_OPS, backward_call, build_lesson_model
 from . import Engine, Prepared, Unavailable
 
 
@@ -27,6 +27,8 @@ class FastconvEngine(Engine):
         fc, b, n = self.library, self.backend, self.threads
         x = data["x"]
         k, s = (case.KH, case.KW), (case.SH, case.SW)
+        if case.op in BACKWARD_OPS:
+            return Prepared(lambda: backward_call(fc, case, data, backend=b, num_threads=n))
         if case.op == "conv2d":
             out = np.empty(case.output_shape, case.dtype)
             w, g = data["w"], case.groups

@@ -1,6 +1,7 @@
 """PyTorch's ``torch.nn.functional`` on NCHW or channels_last tensors."""
 import numpy as np
 
+from ..suite import BACKWARD_OPS
 from . import Engine, Prepared, import_library, nchw, nhwc
 
 
@@ -21,6 +22,10 @@ class TorchEngine(Engine):
         self.library = torch
 
     def supports(self, case):
+        if case.op == "relu_backward":
+            return not self.channels_last  # layout-free: one row is enough
+        if case.op in BACKWARD_OPS:
+            return True
         if case.op == "relu":
             return not self.channels_last  # layout-free: one row is enough
         if case.op == "im2col":
@@ -37,6 +42,8 @@ class TorchEngine(Engine):
         torch = self.library
         F = torch.nn.functional
         x_nhwc = data["x"]
+        if case.op in BACKWARD_OPS:
+            return self._prepare_backward(case, data)
         if case.op == "relu":
             x = torch.from_numpy(x_nhwc)
             buf = torch.empty_like(x)
@@ -65,3 +72,45 @@ class TorchEngine(Engine):
                 return a.transpose(0, 4, 5, 2, 3, 1).reshape(case.output_shape)
             return Prepared(lambda: F.unfold(x, k, 1, padding, stride), result)
         raise ValueError(f"unknown op {case.op!r}")
+
+    def _prepare_backward(self, case, data):
+        """``torch.autograd.grad``: the forward graph built once (outside the timing), each
+        call one backward through it with ``dy`` as the upstream gradient."""
+        torch = self.library
+        F = torch.nn.functional
+        forward = BACKWARD_OPS[case.op]
+        if forward == "relu":
+            x = torch.from_numpy(data["x"].copy()).requires_grad_()
+            y = F.relu(x)
+            dy = torch.from_numpy(data["dy"])
+            return Prepared(lambda: torch.autograd.grad(y, x, dy, retain_graph=True)[0],
+                            lambda t: t.numpy())
+        win = case.window
+        x_nhwc, crop = data["x"], None
+        symmetric = win.pad_top == win.pad_bottom and win.pad_left == win.pad_right
+        if forward == "max_pool2d" or symmetric:
+            padding = (win.pad_top, win.pad_left)
+        else:  # pre-pad once, outside the timing (favours PyTorch); crop the gradient
+            x_nhwc = np.pad(x_nhwc, ((0, 0), (win.pad_top, win.pad_bottom),
+                                     (win.pad_left, win.pad_right), (0, 0)))
+            padding, crop = (0, 0), (win.pad_top, win.pad_left)
+        x = self._tensor(nchw(x_nhwc)).requires_grad_()
+        dy = self._tensor(nchw(data["dy"]))
+        stride, k = (case.SH, case.SW), (case.KH, case.KW)
+        if forward == "max_pool2d":
+            y = F.max_pool2d(x, k, stride, padding)
+        else:
+            w = self._tensor(np.ascontiguousarray(data["w"].transpose(3, 2, 0, 1)))  # OIHW
+            w.requires_grad_()
+            y = F.conv2d(x, w, None, stride, padding, 1, case.groups)
+        if case.op == "conv2d_grad_filters":
+            return Prepared(lambda: torch.autograd.grad(y, w, dy, retain_graph=True)[0],
+                            lambda t: t.detach().numpy().transpose(2, 3, 1, 0))
+        H, W = case.H, case.W
+
+        def result(t):
+            g = nhwc(t.detach().numpy())
+            if crop is not None:
+                g = g[:, crop[0]:crop[0] + H, crop[1]:crop[1] + W]
+            return g
+        return Prepared(lambda: torch.autograd.grad(y, x, dy, retain_graph=True)[0], result)

@@ -4,7 +4,7 @@ import importlib.util
 import os
 import sys
 
-from ..suite import build_lesson_model
+from ..suite import BACKWARD_OPS, build_lesson_model
 from . import Engine, Prepared, Unavailable, import_library
 
 
@@ -34,6 +34,8 @@ class TensorFlowEngine(Engine):
         self.library = tf
 
     def supports(self, case):
+        if case.op in BACKWARD_OPS:
+            return BACKWARD_OPS[case.op] != "conv2d" or case.groups in (1, case.C)
         if case.op == "conv2d":
             return case.groups in (1, case.C)
         if case.op == "model":
@@ -46,6 +48,8 @@ class TensorFlowEngine(Engine):
         x = tf.constant(data["x"])
         strides, pad = [1, case.SH, case.SW, 1], case.padding
         k = [1, case.KH, case.KW, 1]
+        if case.op in BACKWARD_OPS:
+            return self._prepare_backward(case, data, x, strides, k, pad)
         if case.op == "conv2d":
             if case.groups == 1:
                 w = tf.constant(data["w"])
@@ -64,6 +68,32 @@ class TensorFlowEngine(Engine):
             model = keras_lesson_model(data["weights"])
             return Prepared(lambda: model(x, training=False), _numpy)
         raise ValueError(f"unknown op {case.op!r}")
+
+    def _prepare_backward(self, case, data, x, strides, k, pad):
+        """``tf.GradientTape``: the forward recorded once on a persistent tape (outside
+        the timing); each call is one ``tape.gradient`` with ``dy`` as the upstream gradient."""
+        tf = self.library
+        dy = tf.constant(data["dy"])
+        forward = BACKWARD_OPS[case.op]
+        w = None
+        if forward == "conv2d":
+            w = tf.Variable(data["w"] if case.groups == 1 else data["w"].transpose(0, 1, 3, 2))
+        xv = tf.Variable(x)
+        with tf.GradientTape(persistent=True) as tape:
+            if forward == "relu":
+                y = tf.nn.relu(xv)
+            elif forward == "max_pool2d":
+                y = tf.nn.max_pool2d(xv, k, strides, pad)
+            elif case.groups == 1:
+                y = tf.nn.conv2d(xv, w, strides, pad)
+            else:
+                y = tf.nn.depthwise_conv2d(xv, w, strides, pad)
+        if case.op == "conv2d_grad_filters":
+            if case.groups == 1:
+                return Prepared(lambda: tape.gradient(y, w, output_gradients=dy), _numpy)
+            return Prepared(lambda: tape.gradient(y, w, output_gradients=dy),
+                            lambda t: _numpy(t).transpose(0, 1, 3, 2))
+        return Prepared(lambda: tape.gradient(y, xv, output_gradients=dy), _numpy)
 
 
 class KerasPredictEngine(TensorFlowEngine):

@@ -1,0 +1,135 @@
+"""Compiled backward kernels (fastconv's "cython" backend): col2im, max pool argmax and backward.
+
+Arrays arrive already checked by :mod:`fastconv._backward` (C-contiguous, one
+float dtype, int64 indices).  The C loops are in ``fc_col2im.h`` and
+``fc_pool_backward.h``.  Every output element is written by exactly one
+task, in an order that does not depend on the thread count, so results are
+bitwise identical for any ``num_threads``.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+from fastconv_c cimport (fc_col2im_row_f32, fc_col2im_row_f64, fc_maxpool_argmax_row_f32,
+                         fc_maxpool_argmax_row_f64, fc_maxpool_scatter_f32,
+                         fc_maxpool_scatter_f64)
+
+
+cdef inline int _team(int num_threads, Py_ssize_t tasks) noexcept nogil:
+    if num_threads > tasks:
+        num_threads = <int> tasks
+    return num_threads if num_threads >= 1 else 1
+
+
+def col2im(const floating[:, :, :, :, :, ::1] cols,   # IN  (N, OH, OW, KH, KW, C)
+           floating[:, :, :, ::1] out,               # IN/OUT (N, H, W, C)
+           int SH, int SW, int DH, int DW, int pad_top, int pad_left, int num_threads):
+    """``out += col2im(cols)``: each window entry added to the pixel im2col read it from.
+
+    ``out[n, oh*SH - pad_top + kh*DH, ow*SW - pad_left + kw*DW, c] += cols[n, oh, ow, kh, kw, c]``;
+    entries in the padding are dropped.  One task per input row ``(n, h)``.
+    """
+    cdef Py_ssize_t N = out.shape[0], H = out.shape[1], W = out.shape[2], C = out.shape[3]
+    cdef Py_ssize_t OH = cols.shape[1], OW = cols.shape[2]
+    cdef int KH = <int> cols.shape[3], KW = <int> cols.shape[4]
+    if cols.shape[0] != N or cols.shape[5] != C:
+        raise ValueError(f"cols has shape {[cols.shape[i] for i in range(6)]}; expected (N, OH, OW, KH, "
+                         f"KW, C) with N={N}, C={C} of out.")
+    cdef Py_ssize_t rows = N * H, r
+    if rows == 0 or W == 0 or C == 0 or OH == 0 or OW == 0 or KH == 0 or KW == 0:
+        return
+    cdef const floating *pc = &cols[0, 0, 0, 0, 0, 0]
+    cdef floating *po = &out[0, 0, 0, 0]
+    num_threads = _team(num_threads, rows)
+    for r in prange(rows, nogil=True, num_threads=num_threads, schedule="dynamic",
+                    chunksize=4):
+        if floating is float:
+            fc_col2im_row_f32(pc, po, H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left, OH,
+                              OW, r // H, r % H)
+        else:
+            fc_col2im_row_f64(pc, po, H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left, OH,
+                              OW, r // H, r % H)
+
+
+def max_pool2d_argmax(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
+                      floating[:, :, :, ::1] out,       # OUT (N, OH, OW, C)
+                      int64_t[:, :, :, ::1] argmax,     # OUT (N, OH, OW, C)
+                      int KH, int KW, int SH, int SW, int DH, int DW, int pad_top,
+                      int pad_left, int num_threads, int simd_level=0):
+    """NHWC max pooling and the per-image flat index ``(h*W + w)*C + c`` of each maximum.
+
+    The first maximum in window order wins ties; a NaN counts as larger than
+    any number (the first NaN wins, and is the output); padding is never
+    picked (a window with no tap inside gives ``-inf`` and index -1).  One
+    task per output row ``(n, oh)``; ``simd_level`` picks the compiled
+    variant (FC_SIMD_*: 0 generic, 1 AVX2, 2 AVX-512), all giving the same result.
+    """
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
+    if (argmax.shape[0] != out.shape[0] or argmax.shape[1] != OH or argmax.shape[2] != OW or
+            argmax.shape[3] != out.shape[3]):
+        raise ValueError(f"argmax has shape {[argmax.shape[i] for i in range(4)]}; expected out's "
+                         f"shape {[out.shape[i] for i in range(4)]}.")
+    cdef Py_ssize_t rows = N * OH, r, n
+    if rows == 0 or OW == 0 or C == 0:
+        return
+    cdef const floating *px = &x[0, 0, 0, 0]
+    cdef floating *py = &out[0, 0, 0, 0]
+    cdef int64_t *pi = &argmax[0, 0, 0, 0]
+    num_threads = _team(num_threads, rows)
+    for r in prange(rows, nogil=True, num_threads=num_threads, schedule="dynamic",
+                    chunksize=4):
+        n = r // OH
+        if floating is float:
+            fc_maxpool_argmax_row_f32(px + n * H * W * C, py + r * OW * C, pi + r * OW * C,
+                                      H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left, OW,
+                                      r % OH, simd_level)
+        else:
+            fc_maxpool_argmax_row_f64(px + n * H * W * C, py + r * OW * C, pi + r * OW * C,
+                                      H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left, OW,
+                                      r % OH, simd_level)
+
+
+def max_pool2d_backward(const floating[::1] dy, const int64_t[::1] flat_index,
+                        floating[::1] out, Py_ssize_t images, int num_threads):
+    """``out = 0``, then ``out[flat_index[i]] += dy[i]`` in index order.
+
+    ``dy`` and ``out`` are cut into ``images`` equal blocks and block ``n`` of
+    ``dy`` may only send to block ``n`` of ``out`` (one image each); the
+    images run in parallel, so no two threads write the same element.
+
+    Raises
+    ------
+    ValueError
+        When ``images`` does not divide both lengths, or an index falls outside
+        its image's block (nothing is reported for the skipped entries
+        otherwise: the output is then incomplete).
+    """
+    cdef Py_ssize_t total = dy.shape[0], size = out.shape[0], n
+    if flat_index.shape[0] != total:
+        raise ValueError(f"flat_index has {flat_index.shape[0]} entries; expected dy's "
+                         f"{total}.")
+    if images < 1 or total % images or size % images:
+        raise ValueError(f"images={images} must divide dy's length {total} and out's "
+                         f"length {size}.")
+    if size == 0:
+        return
+    cdef floating *po = &out[0]
+    cdef Py_ssize_t per_dy = total // images, per_out = size // images, bad = 0
+    num_threads = _team(num_threads, images)
+    with nogil:
+        for n in prange(images, num_threads=num_threads, schedule="static"):
+            memset(po + n * per_out, 0, per_out * sizeof(floating))
+            if per_dy:
+                if floating is float:
+                    bad += fc_maxpool_scatter_f32(&dy[0], &flat_index[0],
+                                                  po + n * per_out, n * per_dy,
+                                                  (n + 1) * per_dy, n * per_out, per_out)
+                else:
+                    bad += fc_maxpool_scatter_f64(&dy[0], &flat_index[0],
+                                                  po + n * per_out, n * per_dy,
+                                                  (n + 1) * per_dy, n * per_out, per_out)
+    if bad:
+        raise ValueError(f"flat_index holds {bad} indices outside their image's block of out "
+                         f"(images={images}); pass the argmax of the same input and geometry.")
