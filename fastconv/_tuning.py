@@ -130,7 +130,7 @@ INTERRUPT_WORK = 1 << 27
 #: multiply-adds below which a direct convolution runs on one thread without entering a
 #: parallel region: waking a thread team (and waiting for its slowest member on a busy
 #: machine) costs more than such a call gains from a second core.  The result is the same.
-DIRECT_SINGLE_THREAD_WORK = 1 << 23
+DIRECT_SINGLE_THREAD_WORK = 1 << 20
 
 # --------------------------------------------------------------- relu and pooling (compiled)
 #: elements per ReLU task: large enough to hide the scheduling cost, small enough to

@@ -61,12 +61,17 @@ cdef int _signal_pending() noexcept with gil:
     return 1 if _check_signals_raw() < 0 else 0
 
 
+#: multiply-adds a dynamically scheduled chunk of work items holds at least
+cdef double MIN_CHUNK_WORK = 65536.0
+
+
 cdef int _run(const fc_conv_args *a, int num_threads, double item_work,
               double interrupt_work) except -1 nogil:
     """Run every work item of ``a`` on ``num_threads`` OpenMP threads.
 
-    One parallel region with a dynamic schedule of single items: a thread that
-    is slowed down (a busy core) holds the call back by one item at most, and
+    One parallel region with a dynamic schedule of small chunks of items (one
+    item, or as many as make ``MIN_CHUNK_WORK`` multiply-adds): a thread that
+    is slowed down (a busy core) holds the call back by one chunk at most, and
     the team is entered once per call.  The calling thread (thread 0) takes the
     GIL back after each ``interrupt_work`` multiply-adds it has run, to notice
     a pending signal: Ctrl-C then raises ``KeyboardInterrupt`` at once (the
@@ -79,6 +84,15 @@ cdef int _run(const fc_conv_args *a, int num_threads, double item_work,
     cdef int *pstop = &stop
     cdef double done = 0.0
     cdef double *pdone = &done
+    # items per dynamic chunk: enough work to amortize taking one (a row of a 1-channel
+    # image is a few thousand multiply-adds), but at least 4 chunks per thread
+    cdef Py_ssize_t chunk = 1
+    if item_work > 0 and item_work < MIN_CHUNK_WORK:
+        chunk = <Py_ssize_t>(MIN_CHUNK_WORK / item_work)
+    if nt > 1 and chunk > n_items // (4 * nt):
+        chunk = n_items // (4 * nt)
+    if chunk < 1:
+        chunk = 1
     if nt <= 1:
         for i in range(n_items):
             fc_conv_direct_item(a, i)
@@ -89,7 +103,7 @@ cdef int _run(const fc_conv_args *a, int num_threads, double item_work,
                     PyErr_CheckSignals()
         return 0
     with parallel(num_threads=nt):
-        for i in prange(n_items, schedule="dynamic", chunksize=1):
+        for i in prange(n_items, schedule="dynamic", chunksize=chunk):
             if fc_flag_get(pstop) == 0:
                 fc_conv_direct_item(a, i)
                 if threadid() == 0:
