@@ -57,6 +57,23 @@ def as_float_array(value, name):
     return arr
 
 
+def real_array(value, name, ndim=None):
+    """``value`` as an ndarray of real numbers (any int or float dtype), else TypeError.
+
+    With ``ndim``, an array of another rank raises ``ValueError`` naming ``name``.
+    """
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:
+        raise TypeError(f"{name} must be array-like; np.asarray failed on "
+                        f"{type(value).__name__}: {exc}") from exc
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers.")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D; got shape {arr.shape}.")
+    return arr
+
+
 def cast_operand(value, name, dtype):
     """Return ``value`` (filters, bias) as an ndarray cast to ``dtype``.
 

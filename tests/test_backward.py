@@ -12,24 +12,12 @@ from fastconv import _backward, _backends
 from fastconv._backends import reference
 from fastconv._shapes import resolve_window
 from fastconv._validation import spatial_pair
-from cases import DTYPES, assert_close
-
+from cases import DTYPES, ConvCase, assert_close
 
 
 @dataclass(frozen=True)
-class Conv:
-    id: str
-    N: int
-    H: int
-    W: int
-    C: int
-    KH: int
-    KW: int
-    O: int
-    strides: object = 1
-    dilations: object = 1
-    padding: object = "VALID"
-    groups: int = 1
+class Conv(ConvCase):
+    """A conv geometry of :class:`cases.ConvCase`, in either layout."""
     data_format: str = "NHWC"
 
     def data(self, rng, dtype):

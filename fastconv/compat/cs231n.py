@@ -29,6 +29,7 @@ TensorFlow and PyTorch); tied maxima never share or duplicate it.
 import numpy as np
 
 import fastconv
+from .._validation import real_array as _array
 
 __all__ = ["conv_forward_fast", "conv_backward_fast", "conv_forward_strides",
            "conv_backward_strides", "conv_forward_im2col", "conv_backward_im2col",
@@ -38,19 +39,6 @@ __all__ = ["conv_forward_fast", "conv_backward_fast", "conv_forward_strides",
 
 
 # ============================================================================ checks
-def _array(value, name, ndim=None):
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:
-        raise TypeError(f"{name} must be array-like; np.asarray failed on "
-                        f"{type(value).__name__}: {exc}") from exc
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers.")
-    if ndim is not None and arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D; got shape {arr.shape}.")
-    return arr
-
-
 def _compute_dtype(*arrays):
     """NumPy's promoted dtype of ``arrays``, as float32 or float64 (integers: float64)."""
     dtype = np.result_type(*arrays)

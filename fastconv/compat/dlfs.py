@@ -11,6 +11,7 @@ and the layers keep their own copy of the forward input.
 import numpy as np
 
 import fastconv
+from .._validation import real_array
 
 __all__ = ["im2col", "col2im", "Convolution", "Pooling"]
 
@@ -22,16 +23,8 @@ def _int(value, name, minimum):
 
 
 def _float64(value, name, ndim):
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:
-        raise TypeError(f"{name} must be array-like; np.asarray failed on "
-                        f"{type(value).__name__}: {exc}") from exc
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers.")
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D; got shape {arr.shape}.")
-    return arr.astype(np.float64, copy=False)
+    """``value`` as a float64 array of rank ``ndim`` (the book computes in float64)."""
+    return real_array(value, name, ndim).astype(np.float64, copy=False)
 
 
 def _geometry(H, W, filter_h, filter_w, stride, pad):
