@@ -122,6 +122,11 @@ def _workspace(shape, dtype):
     return buf[:nbytes].view(dtype).reshape(shape)
 
 
+def _geometry(strides, dilations, pads):
+    """``(SH, SW, DH, DW, top, left)`` as Python ints (Numba compiles one signature for them)."""
+    return (*(int(v) for v in strides), *(int(v) for v in dilations), *(int(v) for v in pads))
+
+
 def _writable(a):
     """Numba compiles a separate signature for read-only arrays; copy those instead."""
     return a if a.flags.writeable else a.copy()
@@ -168,9 +173,7 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
     KH, KW, Cg, O = w.shape
     groups = int(groups)
     Og = O // groups
-    SH, SW = (int(s) for s in strides)
-    DH, DW = (int(d) for d in dilations)
-    top, left = (int(p) for p in pads)
+    SH, SW, DH, DW, top, left = _geometry(strides, dilations, pads)
     x = _writable(x)
     w = _writable(w)
     b = np.zeros(O, dtype=x.dtype) if bias is None else _writable(bias)
@@ -248,9 +251,7 @@ def relu(x, out, num_threads):
 def max_pool2d(x, out, ksize, strides, dilations, pads, num_threads):
     """Driver: NHWC max pooling into ``out``; padding is never picked, NaN propagates."""
     KH, KW = (int(k) for k in ksize)
-    SH, SW = (int(s) for s in strides)
-    DH, DW = (int(d) for d in dilations)
-    top, left = (int(p) for p in pads)
+    SH, SW, DH, DW, top, left = _geometry(strides, dilations, pads)
     x = _writable(x)
     with _numba_threads(num_threads, out.size * KH * KW) as n:
         _k.max_pool2d(x, out, KH, KW, SH, SW, DH, DW, top, left, n)
@@ -258,9 +259,7 @@ def max_pool2d(x, out, ksize, strides, dilations, pads, num_threads):
 
 def im2col(x, out, ksize, strides, dilations, pads, num_threads):
     """Driver: fill ``out`` (N, OH, OW, KH, KW, C) with input windows, zeros outside."""
-    SH, SW = (int(s) for s in strides)
-    DH, DW = (int(d) for d in dilations)
-    top, left = (int(p) for p in pads)
+    SH, SW, DH, DW, top, left = _geometry(strides, dilations, pads)
     x = _writable(x)
     with _numba_threads(num_threads, out.size) as n:
         _k.im2col(x, out, SH, SW, DH, DW, top, left, n)
@@ -269,9 +268,7 @@ def im2col(x, out, ksize, strides, dilations, pads, num_threads):
 # ----------------------------------------------------------------------------- backward drivers
 def col2im(cols, out, ksize, strides, dilations, pads, num_threads):
     """Driver: ``out`` (N, H, W, C) ``+=`` the adjoint of im2col of ``cols`` (N, OH, OW, KH, KW, C)."""
-    SH, SW = (int(s) for s in strides)
-    DH, DW = (int(d) for d in dilations)
-    top, left = (int(p) for p in pads)
+    SH, SW, DH, DW, top, left = _geometry(strides, dilations, pads)
     cols = _writable(cols)
     with _numba_threads(num_threads, cols.size) as n:
         # each input row is summed whole by one chunk, so the chunk count never changes a bit
@@ -281,9 +278,7 @@ def col2im(cols, out, ksize, strides, dilations, pads, num_threads):
 def max_pool2d_argmax(x, out, argmax, ksize, strides, dilations, pads, num_threads):
     """Driver: NHWC max pooling and the flat index ``(h*W + w)*C + c`` of each first maximum."""
     KH, KW = (int(k) for k in ksize)
-    SH, SW = (int(s) for s in strides)
-    DH, DW = (int(d) for d in dilations)
-    top, left = (int(p) for p in pads)
+    SH, SW, DH, DW, top, left = _geometry(strides, dilations, pads)
     x = _writable(x)
     with _numba_threads(num_threads, out.size * KH * KW) as n:
         _k.max_pool2d_argmax(x, out, argmax, KH, KW, SH, SW, DH, DW, top, left, n)
