@@ -2,15 +2,22 @@
 
 Usage::
 
-    python benchmarks/make_results.py                      # full suite, threads 1,2
-    python benchmarks/make_results.py --suite lesson --threads 2
-    python benchmarks/make_results.py --from-json run.json # rewrite from a saved run
+    python benchmarks/make_results.py                      # every part (below)
+    python benchmarks/make_results.py --parts forward,busy --repeat 5
+    python benchmarks/make_results.py --suite lesson --threads 2   # one forward run
+    python benchmarks/make_results.py --from-json forward=a.json --from-json training=b.json
     python benchmarks/make_results.py --isa avx2 --output RESULTS-avx2.md  # emulated AVX2
-    python benchmarks/make_results.py --suite quick --threads 1,2 --busy 1  # loaded machine
 
-Any option other than the ones below is passed on to ``fastconv bench``
-(default ``--suite full --threads 1,2``).  The run is also saved in the
-history, ``benchmarks/history/<commit>-<suite>.json`` (``--no-history`` to skip).
+RESULTS.md has parts, each from its own run: ``forward`` (``fastconv bench
+--suite full --threads 1,2``), ``busy`` (the quick suite with one CPU-bound
+process beside it, ``--busy 1``), ``backward`` (``--suite backward``),
+``training`` (``benchmarks/train_epoch.py``: one epoch against Keras ``fit``
+and a PyTorch loop) and ``dask`` (``benchmarks/dask_scaling.py``: a 2-worker
+cluster against in-memory fastconv and dask-image).  Any option other than
+the ones below is passed on to every ``fastconv bench`` part.  Each run is
+also saved in the history, ``benchmarks/history/<commit>-<part>.json``
+(``--no-history`` to skip).  A goal of ``targets.json`` is checked against
+the run of its ``part`` (default ``forward``).
 RESULTS.md records the exact command, the machine (CPU model, cores, BLAS,
 the SIMD path fastconv reports) and the version of every peer, and checks
 the goals of ``benchmarks/targets.json`` row by row (``--targets`` for
@@ -211,52 +218,197 @@ def targets_markdown(results, targets):
     return "\n".join(lines)
 
 
+#: the parts of RESULTS.md made of one ``fastconv bench`` run each: title, bench arguments
+BENCH_PARTS = {
+    "forward": ("Forward ops", ["--suite", "full", "--threads", "1,2"]),
+    "busy": ("On a busy machine (one CPU-bound process beside the run)",
+             ["--suite", "quick", "--threads", "1,2", "--busy", "1"]),
+    "backward": ("Backward ops", ["--suite", "backward", "--threads", "1,2"]),
+}
+#: the parts made by a script of this directory: title, module (``run(argv) -> doc``,
+#: ``markdown(doc) -> str``)
+SCRIPT_PARTS = {
+    "training": ("One training epoch", "train_epoch"),
+    "dask": ("On a Dask cluster", "dask_scaling"),
+}
+PARTS = tuple(BENCH_PARTS) + tuple(SCRIPT_PARTS)
+
+
+def target_part(target):
+    """The part of RESULTS.md whose run a goal is checked against (default 'forward')."""
+    return target.get("part", "forward")
+
+
+def _script(module):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(module, os.path.join(HERE, module + ".py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _demoted(text, level=3):
+    """``text`` with its Markdown headings shifted so that the highest is ``level``."""
+    lines = text.splitlines()
+    heads = [len(l) - len(l.lstrip("#")) for l in lines if l.startswith("#")]
+    shift = level - min(heads) if heads else 0
+    return "\n".join(("#" * shift + l) if l.startswith("#") and shift > 0 else l
+                     for l in lines)
+
+
+def _history_path(part, doc):
+    from fastconv.bench.report.document import git_commit
+    meta = doc.get("meta", {})
+    commit, dirty = meta.get("commit"), meta.get("dirty")
+    if commit is None:
+        commit, dirty = git_commit(os.path.dirname(HERE))
+    if commit is None:
+        return None
+    return os.path.join(HERE, "history", f"{commit}{'+dirty' if dirty else ''}-{part}.json")
+
+
+def _run_bench_part(part, bench_args, save):
+    from fastconv import bench
+    from fastconv.bench import report
+    args = list(BENCH_PARTS[part][1])
+    for i, a in enumerate(bench_args):  # an option given by the user replaces the part's
+        if a in args and a.startswith("--") and i + 1 < len(bench_args):
+            j = args.index(a)
+            del args[j:j + 2]
+    args += bench_args
+    if "--isolate" not in args:
+        args.append("--isolate")  # a crashing kernel must not lose the run
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "run.json")
+        status = bench.main(args + ["--json", path])
+        doc = report.load_json(path) if os.path.exists(path) else None
+    if doc is not None and save:
+        target = _history_path(part, doc)
+        if target:
+            report.write_json(doc, target)
+            print(f"saved {target}")
+    return status, doc
+
+
+def _run_script_part(part, script_args, save):
+    from fastconv.bench import report
+    doc = _script(SCRIPT_PARTS[part][1]).run(script_args)
+    if save:
+        target = _history_path(part, doc)
+        if target:
+            report.write_json(doc, target)
+            print(f"saved {target}")
+    return 0, doc
+
+
+def _from_json_args(values):
+    """``--from-json`` values: ``PART=FILE`` (or a bare FILE, the forward part)."""
+    out = {}
+    for v in values:
+        part, sep, path = v.partition("=")
+        if not sep or part not in PARTS:
+            part, path = "forward", v
+        out[part] = path
+    return out
+
+
+def render(docs, command, targets):
+    """RESULTS.md from the runs of its parts (``{part: doc}``, forward first if present)."""
+    from fastconv.bench import report
+    from fastconv.bench.report.markdown import header_markdown, part_markdown
+    bench_docs = {p: d for p, d in docs.items() if p in BENCH_PARTS}
+    first = bench_docs.get("forward") or next(iter(bench_docs.values()), None)
+    if set(docs) == {"forward"}:  # one run: the layout RESULTS.md always had
+        text = report.results_markdown(first, command)
+    else:
+        lines = header_markdown(first, command) if first else [
+            "# fastconv benchmark results", "", f"Command: `{command}`", ""]
+        text = "\n".join(lines)
+        for part in PARTS:
+            if part in bench_docs:
+                text += "\n" + part_markdown(bench_docs[part], BENCH_PARTS[part][0])
+            elif part in docs:
+                text += (f"\n## {SCRIPT_PARTS[part][0]}\n\n"
+                         + _demoted(_script(SCRIPT_PARTS[part][1]).markdown(docs[part]))
+                         + "\n")
+    return text + "\n" + targets_markdown(evaluate_parts(bench_docs, targets), targets)
+
+
+def evaluate_parts(docs, targets):
+    """:func:`evaluate_targets` of each goal against the run of its part (``{part: doc}``)."""
+    results = []
+    for part, doc in docs.items():
+        results += evaluate_targets(doc, [t for t in targets if target_part(t) == part])
+    return results
+
+
 def main(argv=None):
-    """Run the benchmark (or read a saved run) and write RESULTS.md; return the exit status."""
+    """Run the benchmark parts (or read saved runs) and write RESULTS.md; return the exit
+    status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
-        description="Run fastconv bench and write benchmarks/RESULTS.md from the result; "
-                    "unknown options go to fastconv bench (default: "
-                    + " ".join(DEFAULT_BENCH_ARGS) + ").")
+        description="Run the benchmarks and write benchmarks/RESULTS.md from the results. "
+                    "Parts: " + ", ".join(f"{p} ({BENCH_PARTS[p][0]}: fastconv bench "
+                                          + " ".join(BENCH_PARTS[p][1]) + ")"
+                                          for p in BENCH_PARTS)
+                    + ", " + ", ".join(f"{p} (benchmarks/{SCRIPT_PARTS[p][1]}.py)"
+                                       for p in SCRIPT_PARTS)
+                    + ". Unknown options go to every fastconv bench part (e.g. --repeat 5); "
+                      "with --suite, only the forward part runs, with that suite.")
     parser.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"),
                         help="file to write (default benchmarks/RESULTS.md)")
-    parser.add_argument("--from-json", metavar="FILE",
-                        help="write RESULTS.md from a run saved with --json instead of running")
+    parser.add_argument("--parts", default=None,
+                        help="comma-separated parts to run (default: all; "
+                             "with --suite: forward)")
+    parser.add_argument("--from-json", metavar="[PART=]FILE", action="append", default=[],
+                        help="write RESULTS.md from saved runs instead of running (repeat per "
+                             "part; a bare FILE is the forward part)")
+    parser.add_argument("--training-args", default="", metavar="ARGS",
+                        help="arguments for benchmarks/train_epoch.py (one string)")
+    parser.add_argument("--dask-args", default="", metavar="ARGS",
+                        help="arguments for benchmarks/dask_scaling.py (one string)")
     parser.add_argument("--no-history", action="store_true",
-                        help="do not save the run in benchmarks/history/")
+                        help="do not save the runs in benchmarks/history/")
     parser.add_argument("--targets", default=TARGETS, metavar="FILE",
                         help="the goals to check (default benchmarks/targets.json)")
     ours, bench_args = parser.parse_known_args(argv)
     targets = load_targets(ours.targets)  # a broken goals file fails before a long run
-    from fastconv import bench
     from fastconv.bench import report
 
     command = "python benchmarks/make_results.py" + "".join(" " + shlex.quote(a) for a in argv)
     status = 0
+    docs = {}
     if ours.from_json:
-        doc = report.load_json(ours.from_json)
-        if doc["meta"].get("command"):
-            command = f"{doc['meta']['command']}` (the run); this file by `{command}"
+        for part, path in _from_json_args(ours.from_json).items():
+            if part in BENCH_PARTS:
+                docs[part] = report.load_json(path)
+            else:
+                with open(path) as f:
+                    docs[part] = json.load(f)
+        if set(docs) == {"forward"} and docs["forward"]["meta"].get("command"):
+            command = f"{docs['forward']['meta']['command']}` (the run); this file by `{command}"
     else:
-        if "--suite" not in bench_args:
-            bench_args = DEFAULT_BENCH_ARGS[:2] + bench_args
-        if "--threads" not in bench_args:
-            bench_args = bench_args + DEFAULT_BENCH_ARGS[2:]
-        if "--isolate" not in bench_args:
-            bench_args = bench_args + ["--isolate"]  # a crashing kernel must not lose the run
-        with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "run.json")
-            extra = ["--json", path]
-            if not ours.no_history:
-                extra.append("--save-history")
-            status = bench.main(bench_args + extra)
-            if not os.path.exists(path):
-                print("make_results: the benchmark did not produce results", file=sys.stderr)
+        if ours.parts:
+            parts = [p.strip() for p in ours.parts.split(",") if p.strip()]
+        else:
+            parts = ["forward"] if "--suite" in bench_args else list(PARTS)
+        unknown = [p for p in parts if p not in PARTS]
+        if unknown:
+            parser.error(f"--parts: unknown {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+        extra = {"training": shlex.split(ours.training_args), "dask": shlex.split(ours.dask_args)}
+        for part in parts:
+            print(f"make_results: part {part}", flush=True)
+            if part in BENCH_PARTS:
+                st, doc = _run_bench_part(part, bench_args, not ours.no_history)
+            else:
+                st, doc = _run_script_part(part, extra[part], not ours.no_history)
+            status = status or st
+            if doc is None:
+                print(f"make_results: part {part} produced no results", file=sys.stderr)
                 return status or 1
-            doc = report.load_json(path)
+            docs[part] = doc
     with open(ours.output, "w") as f:
-        f.write(report.results_markdown(doc, command) + "\n"
-                + targets_markdown(evaluate_targets(doc, targets), targets))
+        f.write(render(docs, command, targets))
     print(f"wrote {ours.output}")
     return status
 

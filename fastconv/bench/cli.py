@@ -271,7 +271,7 @@ def _history(path):
     print(f"history in {d} (oldest first): geometric mean of speed vs best peer")
     for fn, doc in docs:
         meta = doc.get("meta", {})
-        for run in doc["runs"]:
+        for run in doc.get("runs", ()):  # the training and Dask parts have no bench runs
             cells = ", ".join(f"{e} {g:.2f}x ({k})"
                               for e, (g, k) in report.engine_geomeans(run).items()
                               if g and e.startswith("fastconv"))

@@ -124,3 +124,27 @@ def test_limit_and_small_call_goals(make_results):
     assert got[("C_in<=3 % of limit, 2 threads", "hd_rgb")]["status"] == "met"
     assert got[("C_in<=3 % of limit, 2 threads", "hd_rgb")]["measured"] == "80%"
     assert got[("tiny float64 conv vs PyTorch", "small_f64")]["status"] == "missed"
+
+
+def test_make_results_puts_each_part_under_its_heading(make_results, run_cli, fast, tmp_path):
+    run = tmp_path / "run.json"
+    assert run_cli(*fast, "--peers", "numpy", "--json", str(run))[0] == 0
+    out = tmp_path / "RESULTS.md"
+    assert make_results.main(["--from-json", f"forward={run}", "--from-json", f"busy={run}",
+                              "--output", str(out)]) == 0
+    md = out.read_text()
+    forward, busy = (md.index(f"## {make_results.BENCH_PARTS[p][0]}") for p in ("forward", "busy"))
+    assert md.index("## Machine") < forward < busy < md.index("## Goals")
+    assert md.count("| tiny_conv |") >= 2 and re.search(r"^### \d+ thread\(s\)", md, re.M)
+
+
+def test_a_goal_is_checked_against_its_part_only(make_results):
+    doc = {"runs": [{"threads": 2, "results": [_row("relu", "fastconv:cython", "fastconv", 1.0),
+                                               _row("relu", "torch", "peer", 2.0)]}]}
+    target = {"id": "t", "goal": "g.", "kind": "vs_peers", "peers": ["torch"],
+              "at_least": 1.5, "cases": {"op": "relu"}, "part": "busy"}
+    assert make_results.target_part(target) == "busy"
+    assert make_results.target_part({k: v for k, v in target.items() if k != "part"}) == "forward"
+    assert make_results.evaluate_parts({"forward": doc}, [target]) == []
+    (got,) = make_results.evaluate_parts({"busy": doc}, [target])
+    assert got["status"] == "met" and got["measured"] == "2.00x"
