@@ -324,14 +324,36 @@ def render(docs, command, targets):
         lines = header_markdown(first, command) if first else [
             "# fastconv benchmark results", "", f"Command: `{command}`", ""]
         text = "\n".join(lines)
-        for part in PARTS:
-            if part in bench_docs:
+        for part in list(PARTS) + [p for p in docs if p.startswith("include:")]:
+            if part.startswith("include:"):
+                text += "\n" + _included_markdown(part.partition(":")[2], docs[part])
+            elif part in bench_docs:
                 text += "\n" + part_markdown(bench_docs[part], BENCH_PARTS[part][0])
             elif part in docs:
                 text += (f"\n## {SCRIPT_PARTS[part][0]}\n\n"
                          + _demoted(_script(SCRIPT_PARTS[part][1]).markdown(docs[part]))
                          + "\n")
     return text + "\n" + targets_markdown(evaluate_parts(bench_docs, targets), targets)
+
+
+def _isa_name(meta):
+    flags = meta.get("machine", {}).get("cpu_flags", [])
+    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE"
+
+
+def _included_markdown(name, doc):
+    """A saved run of another machine (``--include``), under a heading that says so."""
+    from fastconv.bench.report.markdown import part_markdown
+    meta = doc["meta"]
+    title = (f"Earlier run on an {_isa_name(meta)} machine (commit "
+             f"{str(meta.get('commit'))[:7]}, {meta['date'][:10]})")
+    text = part_markdown(doc, title)
+    note = (f"Included from `benchmarks/history/{name}`: measured in an earlier session, on a "
+            f"machine with {' '.join(meta['machine'].get('cpu_flags', []))}, with the code of "
+            "that commit. It shows that machine's path; it is not a run of this commit, and "
+            "the goals below are not checked against it.")
+    head, _, rest = text.partition("\n\n")
+    return f"{head}\n\n{note}\n\n{rest}"
 
 
 def evaluate_parts(docs, targets):
@@ -363,6 +385,9 @@ def main(argv=None):
     parser.add_argument("--from-json", metavar="[PART=]FILE", action="append", default=[],
                         help="write RESULTS.md from saved runs instead of running (repeat per "
                              "part; a bare FILE is the forward part)")
+    parser.add_argument("--include", metavar="FILE", action="append", default=[],
+                        help="also show a saved bench run of another machine (e.g. an AVX-512 "
+                             "run from benchmarks/history/), said to be one (repeatable)")
     parser.add_argument("--training-args", default="", metavar="ARGS",
                         help="arguments for benchmarks/train_epoch.py (one string)")
     parser.add_argument("--dask-args", default="", metavar="ARGS",
@@ -407,6 +432,8 @@ def main(argv=None):
                 print(f"make_results: part {part} produced no results", file=sys.stderr)
                 return status or 1
             docs[part] = doc
+    for path in ours.include:
+        docs[f"include:{os.path.basename(path)}"] = report.load_json(path)
     with open(ours.output, "w") as f:
         f.write(render(docs, command, targets))
     print(f"wrote {ours.output}")
