@@ -754,15 +754,17 @@ def max_pool2d_backward(grad_output, input, ksize, strides, padding, data_format
     return dx.reshape(x.shape)
 
 
-def _scatter(module, dy, flat, size, n_threads):
+def _scatter(module, dy, flat, size, n_threads, out=None):
     """``out[flat[i]] += dy[i]`` over a zeroed flat output of ``size`` (the pool backward).
 
     ``dy`` and ``flat`` are 4-D with the images first; image ``n``'s indices
     lie in ``[n * size / N, (n + 1) * size / N)``, which the drivers' ``images``
-    argument states.
+    argument states.  ``out``: a contiguous 1-D array of ``size`` and
+    ``dy``'s dtype to write into (its old contents are ignored).
     """
     own = _driver(module, "max_pool2d_backward")
-    out = np.empty(size, dtype=dy.dtype)
+    if out is None:
+        out = np.empty(size, dtype=dy.dtype)
     if own is not None:
         own(np.ascontiguousarray(dy).reshape(-1),
             np.ascontiguousarray(flat, dtype=np.int64).reshape(-1), out, n_threads,

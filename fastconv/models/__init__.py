@@ -39,7 +39,7 @@ from .._layers import (ACTIVATIONS, DTYPE, Activation, Conv2D, Dense, Dropout, F
                       Softmax, check_shape, shape_str)
 from .._threads import single_threaded_blas
 from .._validation import positive_int
-from . import callbacks, losses, optimizers
+from . import _backprop, callbacks, losses, optimizers
 from .callbacks import Callback, EarlyStopping
 from ._training import History, TrainingMixin
 from .optimizers import SGD, Adam, Optimizer, RMSprop
@@ -332,12 +332,25 @@ class Sequential(TrainingMixin):
                                                               backend, num_threads, workspace)
         return out
 
-    def _workspace(self):
-        """This Python thread's reusable layer outputs (see :meth:`_forward`)."""
+    def _workspace(self, kind="buffers"):
+        """This Python thread's reusable arrays: layer outputs of :meth:`_forward`
+        (``kind="buffers"``), or the training passes' (``"training"``)."""
         local = self.__dict__.setdefault("_local", threading.local())
-        if not hasattr(local, "buffers"):
-            local.buffers = {}
-        return local.buffers
+        if not hasattr(local, kind):
+            setattr(local, kind, {})
+        return getattr(local, kind)
+
+    def _value_and_grads(self, x, y, weights=None, *, training=True, need_grads=True,
+                         backend=None, num_threads=None):
+        """``(loss, predictions, grads)`` on one batch (see :func:`._backprop.value_and_grads`).
+
+        The intermediate results go to buffers this Python thread keeps from
+        one batch to the next; the predictions and gradients returned are new
+        arrays.
+        """
+        ctx = _backprop.Pass(backend, num_threads, self._workspace("training"))
+        return _backprop.value_and_grads(self, x, y, weights, training=training,
+                                         need_grads=need_grads, ctx=ctx)
 
     def __getstate__(self):
         """Everything but the per-thread buffers of :meth:`predict`, which cannot be pickled.

@@ -2,18 +2,76 @@
 
 Each step takes the weights explicitly (any float dtype, so gradients can be
 checked in float64), keeps what its backward pass needs, and computes
-gradients with fastconv's ops: :func:`fastconv.conv2d_backward` (ReLU fused),
-:func:`fastconv.max_pool2d_with_argmax` / :func:`fastconv.max_pool2d_backward`
-and :func:`fastconv.relu_backward`; Dense layers are matrix products.
+gradients with the drivers behind fastconv's backward ops (the input and
+filter gradients of :func:`fastconv.conv2d_backward`, the pooling argmax and
+scatter of :func:`fastconv.max_pool2d_with_argmax` /
+:func:`fastconv.max_pool2d_backward`), called directly: the shapes are the
+model's, checked when it was built.  Dense layers are matrix products.
+
+:func:`value_and_grads` runs a whole pass.  Its :class:`Pass` holds the
+backend, the thread count and a store of buffers that a model keeps from one
+batch to the next, so that the multi-megabyte activations and their
+gradients are written into memory that is already mapped.  A ReLU whose
+output feeds a max pool is differentiated on the pooled side: the pooled
+value is the ReLU output at the window's argmax, so masking the pooled
+gradient by ``pooled > 0`` before the scatter gives the same sums as masking
+the full-size gradient after it, on a quarter of the data for 2x2 windows.
 """
 import numpy as np
 
-from .._backward import conv2d_backward, max_pool2d_backward, max_pool2d_with_argmax, relu_backward
+from .. import _backends
+from .._backward import _argmax_driver, _pool_setup, _scatter, filters_grad, input_grad
 from .._layers import (Activation, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
                        MaxPooling2D, ReLU, Softmax, apply_activation, softmax_)
-from .._ops import conv2d
+from .._ops import conv2d, conv_geometry
+from .._threads import resolve_num_threads
 
-__all__ = ["plan", "forward", "backward", "activation_of"]
+__all__ = ["Pass", "plan", "forward", "backward", "activation_of", "value_and_grads"]
+
+
+class Pass:
+    """What the steps of one pass share: backend module, thread count, buffers.
+
+    Parameters
+    ----------
+    backend, num_threads
+        As for :func:`fastconv.conv2d` (checked here, once per pass).
+    buffers : dict, optional
+        Arrays kept from earlier passes, keyed by ``(layer id, role)``;
+        reused when shape and dtype match.  Default: a new dict (nothing
+        reused).
+    """
+
+    def __init__(self, backend=None, num_threads=None, buffers=None):
+        self.module_name, self.module = _backends.resolve(backend)
+        self.n_threads = resolve_num_threads(num_threads)
+        self.buffers = {} if buffers is None else buffers
+
+    def buffer(self, layer, role, shape, dtype):
+        """An uninitialised array kept for ``(layer, role)``; each role is used once per pass."""
+        key = (id(layer), role)
+        buf = self.buffers.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self.buffers[key] = np.empty(shape, dtype=dtype)
+        return buf
+
+    def geometry(self, layer, kind, compute, *shapes):
+        """A layer's resolved geometry for input ``shapes``, computed once per shape."""
+        key = (id(layer), kind)
+        hit = self.buffers.get(key)
+        if hit is None or hit[0] != shapes:
+            hit = self.buffers[key] = (shapes, compute())
+        return hit[1]
+
+
+def _relu_mask(ctx, layer, role, dy, y):
+    """``dy`` where ``y > 0``, else 0 (NaN in ``y`` gives 0), into a kept buffer."""
+    out = ctx.buffer(layer, role, dy.shape, dy.dtype)
+    keep = ctx.buffer(layer, role + " mask", y.shape, np.bool_)
+    np.greater(y, 0, out=keep)
+    out.fill(0)
+    np.copyto(out, dy, where=keep)
+    return out
 
 
 def _plain_relu(layer):
@@ -50,7 +108,9 @@ def _act_backward(name, dy, y):
     if name == "linear":
         return dy
     if name == "relu":
-        return relu_backward(dy, y)
+        out = np.zeros(dy.shape, dtype=dy.dtype)
+        np.copyto(out, dy, where=y > 0)  # as relu_backward: 0 at 0 and at NaN
+        return out
     if name == "sigmoid":
         return dy * y * (1 - y)
     if name == "tanh":
@@ -60,34 +120,67 @@ def _act_backward(name, dy, y):
     raise ValueError(f"no gradient for activation {name!r}.")
 
 
-def forward(layer, fuse, x, weights, rng, backend, num_threads, pre_activation=False):
+def _conv_geometry(ctx, layer, x, w):
+    return ctx.geometry(layer, "conv", lambda: conv_geometry(
+        x.shape, w.shape, layer.strides, layer.padding.upper(), "NHWC", layer.dilation_rate,
+        layer.groups), x.shape, w.shape)
+
+
+def _pool_geometry(ctx, layer, x):
+    def compute():
+        nhwc, ksize, strides, dilations, win = _pool_setup(x, layer.pool_size, layer.strides,
+                                                           layer.padding.upper(), "NHWC")
+        N, H, W, C = nhwc
+        offsets = (np.arange(N, dtype=np.int64) * (H * W * C)).reshape(N, 1, 1, 1)
+        return ksize, strides, dilations, win, offsets
+    return ctx.geometry(layer, "pool", compute, x.shape)
+
+
+def forward(layer, fuse, x, weights, rng, backend, num_threads, pre_activation=False, ctx=None):
     """``(y, cache)`` for one step in training mode.
 
     With ``pre_activation`` the output activation is not applied (the loss
-    then works on the logits) and ``y`` is the logits.
+    then works on the logits) and ``y`` is the logits.  ``ctx`` (a
+    :class:`Pass`) supplies the backend and the buffers; by default one is
+    made from ``backend`` and ``num_threads``.  ``y`` may be one of the
+    pass's buffers: it is valid until the next pass with the same buffers.
     """
+    if ctx is None:
+        ctx = Pass(backend, num_threads)
     act = "relu" if fuse else activation_of(layer)
     if isinstance(layer, Conv2D):
+        x = np.ascontiguousarray(x)
+        w = np.asarray(weights[0], dtype=x.dtype)
         bias = weights[1] if layer.use_bias else None
         use = act if not pre_activation else "linear"
-        y = conv2d(x, weights[0], layer.strides, layer.padding.upper(),
-                   dilations=layer.dilation_rate, groups=layer.groups, bias=bias,
-                   activation="relu" if use == "relu" else None, backend=backend,
-                   num_threads=num_threads)
+        strides, dilations, win = geo = _conv_geometry(ctx, layer, x, w)
+        out = ctx.buffer(layer, "y", (x.shape[0], win.OH, win.OW, w.shape[3]), x.dtype)
+        y = conv2d(x, w, layer.strides, layer.padding.upper(), dilations=layer.dilation_rate,
+                   groups=layer.groups, bias=bias, activation="relu" if use == "relu" else None,
+                   out=out, backend=ctx.module_name, num_threads=ctx.n_threads)
         if use not in ("relu", "linear"):
             apply_activation(use, y)
-        return y, (x, y, use)
+        return y, (x, y, use, geo)
     if isinstance(layer, Dense):
-        y = x @ weights[0]
+        w = weights[0]
+        y = ctx.buffer(layer, "y", (*x.shape[:-1], w.shape[1]), np.result_type(x, w))
+        np.matmul(x, w, out=y)
         if layer.use_bias:
             y += weights[1]
         use = act if not pre_activation else "linear"
         apply_activation(use, y)
         return y, (x, y, use)
     if isinstance(layer, MaxPooling2D):
-        y, idx = max_pool2d_with_argmax(x, layer.pool_size, layer.strides, layer.padding.upper(),
-                                        backend=backend, num_threads=num_threads)
-        return y, (x, idx)
+        x = np.ascontiguousarray(x)
+        ksize, strides, dilations, win, offsets = _pool_geometry(ctx, layer, x)
+        shape = (x.shape[0], win.OH, win.OW, x.shape[3])
+        y = ctx.buffer(layer, "y", shape, x.dtype)
+        idx = ctx.buffer(layer, "argmax", shape, np.int64)
+        if y.size:
+            _argmax_driver(ctx.module)(x, y, idx, ksize, strides, dilations,
+                                       (win.pad_top, win.pad_left), ctx.n_threads)
+            idx += offsets  # flat indices into the whole batch, as the scatter takes them
+        return y, (x.shape, y, idx)
     if isinstance(layer, Flatten):
         return x.reshape(x.shape[0], -1), x.shape
     if isinstance(layer, GlobalAveragePooling2D):
@@ -123,34 +216,68 @@ def forward(layer, fuse, x, weights, rng, backend, num_threads, pre_activation=F
     raise ValueError(f"{layer._where()} cannot be trained by fastconv.models.")
 
 
-def backward(layer, fuse, dy, cache, weights, need_input, backend, num_threads):
-    """``(dx, grads)``: the input gradient (None unless ``need_input``) and one per weight."""
+def relu_before(layer, cache):
+    """Whether a step's output went through a ReLU it differentiates itself (a Conv2D's)."""
+    return isinstance(layer, Conv2D) and cache is not None and cache[2] == "relu"
+
+
+def backward(layer, fuse, dy, cache, weights, need_input, backend, num_threads, ctx=None,
+             masked=False):
+    """``(dx, grads)``: the input gradient (None unless ``need_input``) and one per weight.
+
+    ``masked`` (Conv2D): ``dy`` has already been through this layer's ReLU
+    (see :func:`value_and_grads`); for a MaxPooling2D it asks that the
+    pooled gradient be masked by ``pooled > 0`` for the ReLU of the layer
+    before.  ``dx`` may be one of the pass's buffers.
+    """
+    if ctx is None:
+        ctx = Pass(backend, num_threads)
     if isinstance(layer, Conv2D):
-        x, y, use = cache
+        x, y, use, (strides, dilations, win) = cache
+        w = np.asarray(weights[0], dtype=x.dtype)
         if use not in ("relu", "linear"):
-            dy = _act_backward(use, dy, y)
-        need = ["filters"] + (["bias"] if layer.use_bias else []) + (["input"] if need_input else [])
-        relu = use == "relu"
-        dx, dw, db = conv2d_backward(x, weights[0], dy, layer.strides, layer.padding.upper(),
-                                     dilations=layer.dilation_rate, groups=layer.groups,
-                                     output=y if relu else None,
-                                     activation="relu" if relu else None, need=need,
-                                     backend=backend, num_threads=num_threads)
-        return dx, [dw] + ([db] if layer.use_bias else [])
+            dz = _act_backward(use, dy, y)
+        elif use == "relu" and not masked:
+            dz = _relu_mask(ctx, layer, "dz", dy, y)
+        else:
+            dz = dy
+        dz = np.ascontiguousarray(dz, dtype=x.dtype)
+        pads = (win.pad_top, win.pad_left)
+        grads = [filters_grad(x, dz, w.shape[:2], strides, dilations, pads, layer.groups,
+                              ctx.module, ctx.n_threads)]
+        if layer.use_bias:
+            grads.append(dz.reshape(-1, dz.shape[3]).sum(axis=0))
+        dx = None
+        if need_input:
+            dx = ctx.buffer(layer, "dx", x.shape, x.dtype)
+            if dx.size and dz.size:
+                input_grad(dz, w, dx, strides, dilations, pads, layer.groups, ctx.module,
+                           ctx.n_threads)
+            else:
+                dx[...] = 0
+        return dx, grads
     if isinstance(layer, Dense):
         x, y, use = cache
-        dz = _act_backward(use, dy, y)
+        dz = _relu_mask(ctx, layer, "dz", dy, y) if use == "relu" else _act_backward(use, dy, y)
         x2 = x.reshape(-1, x.shape[-1])
         dz2 = dz.reshape(-1, dz.shape[-1])
         grads = [x2.T @ dz2] + ([dz2.sum(axis=0)] if layer.use_bias else [])
-        dx = dz @ weights[0].T if need_input else None
+        dx = None
+        if need_input:
+            w = weights[0]
+            dx = ctx.buffer(layer, "dx", (*dz.shape[:-1], w.shape[0]), np.result_type(dz, w))
+            np.matmul(dz, w.T, out=dx)
         return dx, grads
     if isinstance(layer, MaxPooling2D):
-        x, idx = cache
+        x_shape, y, idx = cache
         if not need_input:
             return None, []
-        return max_pool2d_backward(dy, x, layer.pool_size, layer.strides, layer.padding.upper(),
-                                   argmax=idx, backend=backend, num_threads=num_threads), []
+        dy = np.asarray(dy, dtype=y.dtype)
+        if masked:
+            dy = _relu_mask(ctx, layer, "dy", dy, y)
+        dx = ctx.buffer(layer, "dx", x_shape, y.dtype)
+        _scatter(ctx.module, dy, idx, dx.size, ctx.n_threads, out=dx.reshape(-1))
+        return dx, []
     if isinstance(layer, Flatten):
         return dy.reshape(cache), []
     if isinstance(layer, GlobalAveragePooling2D):
@@ -167,3 +294,63 @@ def backward(layer, fuse, dy, cache, weights, need_input, backend, num_threads):
         _, y, use = cache
         return _act_backward(use, dy, y), []
     raise ValueError(f"{layer._where()} cannot be trained by fastconv.models.")
+
+
+def value_and_grads(model, x, y, weights=None, *, training=True, need_grads=True, ctx=None):
+    """``(loss, predictions, grads)`` of ``model`` (compiled) on one batch.
+
+    ``weights`` is one list per layer (default the layers' own); any float
+    dtype, used as given.  ``grads`` has the same structure and, like
+    ``predictions``, is made of new arrays; ``ctx`` (a :class:`Pass`) holds
+    the backend, the threads and the buffers of the intermediate results.
+    """
+    ctx = Pass() if ctx is None else ctx
+    layers = model.layers
+    if weights is None:
+        weights = [layer._weights for layer in layers]
+    wmap = {id(layer): w for layer, w in zip(layers, weights)}
+    steps = plan(layers)
+    loss = model.loss
+    last, last_fuse = steps[-1]
+    act = "relu" if last_fuse else activation_of(last)
+    use_logits = not loss.from_logits and loss.logit_activation == act
+    rng = model._rng_for_training() if training else None
+    caches = []
+    h = x
+    for k, (layer, fuse) in enumerate(steps):
+        if not training and isinstance(layer, Dropout):
+            caches.append(None)
+            continue
+        pre = use_logits and k == len(steps) - 1
+        # a Dropout layer with its own seed draws from its own stream
+        layer_rng = layer.mask_rng(rng) if isinstance(layer, Dropout) else rng
+        h, cache = forward(layer, fuse, h, wmap[id(layer)], layer_rng, None, None,
+                           pre_activation=pre, ctx=ctx)
+        caches.append(cache)
+    pred = h.copy()  # h may be a buffer of the pass
+    if use_logits:
+        value, dh = loss.value_and_logit_grad(y, h)
+        if act == "softmax":
+            softmax_(pred, axis=-1)
+        else:
+            apply_activation(act, pred)
+    else:
+        value, dh = loss.value_and_grad(y, h)
+    if not need_grads:
+        return value, pred, None
+    grads = {}
+    masked = False
+    for k in range(len(steps) - 1, -1, -1):
+        layer, fuse = steps[k]
+        if caches[k] is None and isinstance(layer, Dropout):
+            grads[id(layer)] = []
+            masked = False
+            continue
+        # a ReLU'd convolution feeding a max pool: mask on the pooled side (module docstring)
+        mask_here = (isinstance(layer, MaxPooling2D) and k > 0
+                     and relu_before(steps[k - 1][0], caches[k - 1]))
+        dh, g = backward(layer, fuse, dh, caches[k], wmap[id(layer)], k > 0, None, None,
+                         ctx=ctx, masked=mask_here if isinstance(layer, MaxPooling2D) else masked)
+        masked = mask_here
+        grads[id(layer)] = g
+    return value, pred, [grads.get(id(layer), []) for layer in layers]
