@@ -523,13 +523,55 @@ class Softmax(Layer):
 
 
 class Dropout(Layer):
-    """Inverted dropout: in training zeroes each input with probability ``rate`` and scales
-    the rest by ``1 / (1 - rate)``; at inference it passes its input through."""
+    """Inverted dropout, like ``keras.layers.Dropout``.
+
+    In training (:meth:`~fastconv.models.Sequential.fit`,
+    ``train_on_batch``) each input is zeroed with probability ``rate`` and
+    the others are scaled by ``1 / (1 - rate)``, so the expected output equals
+    the input; at inference (``predict``, ``evaluate``) the layer passes its
+    input through.
+
+    Parameters
+    ----------
+    rate : float
+        In ``[0, 1)``: the fraction of inputs dropped.
+    noise_shape : None
+        Accepted for Keras compatibility; only None (an independent draw per
+        element) is supported.
+    seed : int, optional
+        Seeds this layer's own random stream: the masks are then the same
+        for any model seed.  Without it the masks come from the model's seed
+        (with shuffling), so a seeded model still trains reproducibly.  The
+        masks never depend on ``num_threads``.
+    """
 
     default_name = "dropout"
 
     def __init__(self, rate, noise_shape=None, seed=None, *, input_shape=None, name=None):
         super().__init__(name=name, input_shape=input_shape)
-        if not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
-            raise ValueError(f"Dropout: rate must be in [0, 1); got {rate!r}.")
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+            raise ValueError(f"Dropout: rate must be a number in [0, 1); got {rate!r}.")
+        if noise_shape is not None:
+            raise ValueError(f"Dropout: noise_shape={noise_shape!r} is not supported; "
+                             f"fastconv.models draws one mask value per element "
+                             f"(noise_shape=None).")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                                 or seed < 0):
+            raise ValueError(f"Dropout: seed must be None or an integer >= 0; got {seed!r}.")
         self.rate = float(rate)
+        self.noise_shape = None
+        self.seed = None if seed is None else int(seed)
+        self._mask_rng = None
+
+    def mask_rng(self, model_rng):
+        """The generator the training masks are drawn from.
+
+        This layer's own stream (created from ``seed`` on first use, then
+        continued from call to call) when the layer has a seed, else
+        ``model_rng``.
+        """
+        if self.seed is None:
+            return model_rng
+        if self._mask_rng is None:
+            self._mask_rng = np.random.default_rng(self.seed)
+        return self._mask_rng

@@ -66,7 +66,8 @@ def _parser():
                    help="thread counts, e.g. 1,2 for scaling (default: fastconv's default, "
                         "the available cores)")
     p.add_argument("--ops", type=_name_list, default=None, metavar="OP[,OP...]",
-                   help="only these ops: conv2d, relu, max_pool2d, im2col, model")
+                   help="only these ops: "
+                        + ", ".join(dict.fromkeys(case.op for case in CASES.values())))
     p.add_argument("--shapes", type=_name_list, default=None, metavar="NAME[,NAME...]",
                    help="run these shapes instead of the suite's list")
     p.add_argument("--backends", type=_name_list, default=None, metavar="B[,B...]",

@@ -162,7 +162,9 @@ class TrainingMixin:
                 caches.append(None)
                 continue
             pre = use_logits and k == len(steps) - 1
-            h, cache = _backprop.forward(layer, fuse, h, wmap[id(layer)], rng, backend,
+            # a Dropout layer with its own seed draws from its own stream
+            layer_rng = layer.mask_rng(rng) if isinstance(layer, _backprop.Dropout) else rng
+            h, cache = _backprop.forward(layer, fuse, h, wmap[id(layer)], layer_rng, backend,
                                          num_threads, pre_activation=pre)
             caches.append(cache)
         if use_logits:
@@ -253,8 +255,9 @@ class TrainingMixin:
         y : array_like
             Labels with ``N`` rows, in the form the loss expects.
         batch_size : int
-        verbose : int
-            0 silent; otherwise one line with the results.
+        verbose : {0, 'auto', 1, 2}
+            0 (the default) silent; 1 (``'auto'``, Keras's default) a progress
+            bar as in :meth:`fit`; 2 one line with the results.
         return_dict : bool
             Return ``{"loss": ..., "accuracy": ...}`` instead of a list.
 
@@ -266,14 +269,20 @@ class TrainingMixin:
         x = self._as_input(x, "evaluate")
         y = self._targets(y, x.shape[0], "evaluate")
         batch_size = positive_int(batch_size, "batch_size")
-        logs = self._run_eval(x, y, batch_size, backend, num_threads)
-        if verbose:
-            print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+        if verbose not in (0, 1, 2, "auto"):
+            raise ValueError(f"evaluate: verbose must be 'auto', 0, 1 or 2; got {verbose!r}.")
+        progress = _Progress(1 if verbose == "auto" else verbose, -(-x.shape[0] // batch_size))
+        try:
+            logs = self._run_eval(x, y, batch_size, backend, num_threads, progress)
+        except BaseException:
+            progress.abort()
+            raise
+        progress.finish(dict(sorted(logs.items())))
         if return_dict:
             return logs
         return logs["loss"] if len(logs) == 1 else list(logs.values())
 
-    def _run_eval(self, x, y, batch_size, backend, num_threads):
+    def _run_eval(self, x, y, batch_size, backend, num_threads, progress=None):
         total, sums, n = 0.0, {name: 0.0 for name in self._metric_names}, x.shape[0]
         with single_threaded_blas():
             for s in range(0, n, batch_size):
@@ -283,6 +292,10 @@ class TrainingMixin:
                 total += value * xb.shape[0]
                 for name, v in self._metrics(yb, pred).items():
                     sums[name] += float(v.sum())
+                if progress is not None:
+                    seen = s + xb.shape[0]
+                    progress.update({"loss": total / seen, **{k: v / seen
+                                                              for k, v in sums.items()}})
         return {"loss": total / n, **{k: v / n for k, v in sums.items()}}
 
     def fit(self, x, y, batch_size=32, epochs=1, verbose="auto", validation_split=0.0,
@@ -299,8 +312,11 @@ class TrainingMixin:
             Default 32.
         epochs : int
         verbose : {'auto', 0, 1, 2}
-            0 silent; 1 (``'auto'``) a line per epoch updated after each batch;
-            2 one line per epoch.
+            As Keras: 0 silent; 1 (``'auto'``) an ``Epoch i/n`` header and a
+            progress bar (drawn with :mod:`tqdm`) updated after each batch with
+            the elapsed time, the time per step and the running loss and
+            metrics, whose final state stays on screen; 2 the header and one
+            line per epoch with that final state.
         validation_split : float
             In ``[0, 1)``: the last fraction of ``x`` and ``y`` (taken before
             shuffling, as Keras does) is held out for validation.
@@ -380,38 +396,42 @@ class TrainingMixin:
                 cb.on_epoch_begin(epoch)
             order = rng.permutation(n) if shuffle else None
             total, sums, seen = 0.0, {name: 0.0 for name in self._metric_names}, 0
-            start = time.perf_counter()
-            with single_threaded_blas():
-                for b in range(steps):
-                    sl = slice(b * batch_size, (b + 1) * batch_size)
-                    idx = order[sl] if order is not None else sl
-                    xb, yb = x[idx], y[idx]
-                    for cb in callbacks:
-                        cb.on_train_batch_begin(b)
-                        cb.on_batch_begin(b)
-                    value, pred = self._step(xb, yb, backend, num_threads)
-                    if not np.isfinite(value):
-                        raise FloatingPointError(f"fit: the loss became {value} in epoch "
-                                                 f"{epoch + 1}, batch {b + 1}; lower the "
-                                                 f"learning rate or check the inputs.")
-                    m = xb.shape[0]
-                    total += value * m
-                    seen += m
-                    for name, v in self._metrics(yb, pred).items():
-                        sums[name] += float(v.sum())
-                    logs = {"loss": total / seen, **{k: v / seen for k, v in sums.items()}}
-                    for cb in callbacks:
-                        cb.on_train_batch_end(b, logs)
-                        cb.on_batch_end(b, logs)
-                    if verbose == 1:
-                        _progress(epoch, epochs, b + 1, steps, logs, start, end="\r")
-            logs = {"loss": total / seen, **{k: v / seen for k, v in sums.items()}}
-            logs = dict(sorted(logs.items()))  # Keras's order: accuracy, loss, val_...
-            if val is not None:
-                vlogs = self._run_eval(val[0], val[1], batch_size, backend, num_threads)
-                logs.update({f"val_{k}": v for k, v in sorted(vlogs.items())})
             if verbose:
-                _progress(epoch, epochs, steps, steps, logs, start, end="\n")
+                print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+            progress = _Progress(verbose, steps)
+            try:
+                with single_threaded_blas():
+                    for b in range(steps):
+                        sl = slice(b * batch_size, (b + 1) * batch_size)
+                        idx = order[sl] if order is not None else sl
+                        xb, yb = x[idx], y[idx]
+                        for cb in callbacks:
+                            cb.on_train_batch_begin(b)
+                            cb.on_batch_begin(b)
+                        value, pred = self._step(xb, yb, backend, num_threads)
+                        if not np.isfinite(value):
+                            raise FloatingPointError(f"fit: the loss became {value} in epoch "
+                                                     f"{epoch + 1}, batch {b + 1}; lower the "
+                                                     f"learning rate or check the inputs.")
+                        m = xb.shape[0]
+                        total += value * m
+                        seen += m
+                        for name, v in self._metrics(yb, pred).items():
+                            sums[name] += float(v.sum())
+                        logs = {"loss": total / seen, **{k: v / seen for k, v in sums.items()}}
+                        for cb in callbacks:
+                            cb.on_train_batch_end(b, logs)
+                            cb.on_batch_end(b, logs)
+                        progress.update(logs)
+                logs = {"loss": total / seen, **{k: v / seen for k, v in sums.items()}}
+                logs = dict(sorted(logs.items()))  # Keras's order: accuracy, loss, val_...
+                if val is not None:
+                    vlogs = self._run_eval(val[0], val[1], batch_size, backend, num_threads)
+                    logs.update({f"val_{k}": v for k, v in sorted(vlogs.items())})
+            except BaseException:
+                progress.abort()
+                raise
+            progress.finish(logs)
             history._append(epoch, logs)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
@@ -422,10 +442,84 @@ class TrainingMixin:
         return history
 
 
-def _progress(epoch, epochs, step, steps, logs, start, end):
-    elapsed = time.perf_counter() - start
-    per_step = elapsed / max(step, 1)
-    metrics = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-    sys.stdout.write(f"Epoch {epoch + 1}/{epochs} {step}/{steps} - {elapsed:.0f}s "
-                     f"{per_step * 1e3:.0f}ms/step - {metrics}{end}")
-    sys.stdout.flush()
+def _format_logs(logs):
+    return "".join(f" - {k}: {v:.4f}" for k, v in sorted(logs.items()))
+
+
+def _per_step(seconds, steps):
+    t = seconds / max(steps, 1)
+    return f"{t:.0f}s/step" if t >= 1 else f"{t * 1e3:.0f}ms/step" if t >= 1e-3 else \
+        f"{t * 1e6:.0f}us/step"
+
+
+def _summary_line(steps, seconds, logs):
+    """Keras's ``verbose=2`` line: ``44/44 - 1s - 25ms/step - accuracy: ... - loss: ...``."""
+    return f"{steps}/{steps} - {seconds:.0f}s - {_per_step(seconds, steps)}{_format_logs(logs)}"
+
+
+class _Progress:
+    """What ``fit`` and ``evaluate`` print for ``verbose`` 1 and 2, as Keras prints it.
+
+    ``verbose=1`` draws a :mod:`tqdm` bar on standard output, updated after
+    each batch (at most ten times a second) with the step count, the elapsed
+    time, the time per step and the running loss and metrics; its final
+    state stays on screen.  ``verbose=2`` prints only that final state, as
+    one line.  ``verbose=0`` prints nothing.
+    """
+
+    _bar_class = None
+
+    def __init__(self, verbose, steps):
+        self.verbose, self.steps = verbose, steps
+        self.start = time.perf_counter()
+        self.bar = None
+        if verbose == 1:
+            self.bar = self._make_bar_class()(total=steps)
+
+    @classmethod
+    def _make_bar_class(cls):
+        if cls._bar_class is None:
+            from tqdm.std import tqdm
+
+            class EpochBar(tqdm):
+                monitor_interval = 0  # no monitor thread next to the training threads
+
+                def __init__(self, total):
+                    self.logs = {}
+                    width = len(str(total))
+                    super().__init__(total=total, file=sys.stdout, leave=True, ascii=" \u2501",
+                                     unit="step", smoothing=0, dynamic_ncols=False,
+                                     bar_format="{step:>" + str(width) + "}/{total_fmt} "
+                                                "{bar:20} {elapsed_s:.0f}s {per_step}{logs}")
+
+                @property
+                def format_dict(self):
+                    d = super().format_dict
+                    n = d["n"]
+                    d.update(step=n, per_step=_per_step(d["elapsed"], n) if n else "-",
+                             logs=_format_logs(getattr(self, "logs", {})))
+                    return d
+
+            cls._bar_class = EpochBar
+        return cls._bar_class
+
+    def update(self, logs):
+        """After a batch: the running ``logs``."""
+        if self.bar is not None:
+            self.bar.logs = logs
+            self.bar.update(1)
+
+    def finish(self, logs):
+        """After the last batch (and validation): the epoch's ``logs``."""
+        if self.bar is not None:
+            self.bar.logs = logs
+            self.bar.close()  # draws the final state once more, then a newline
+            self.bar = None
+        elif self.verbose == 2:
+            print(_summary_line(self.steps, time.perf_counter() - self.start, logs), flush=True)
+
+    def abort(self):
+        """Close the bar where it stands (an exception ends the epoch)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
