@@ -47,13 +47,50 @@ def _finish(result, target, data_format):
     return result
 
 
+#: checked geometries by their arguments (see :func:`conv_geometry`); cleared when full
+_GEOMETRY_CACHE = {}
+_GEOMETRY_CACHE_SIZE = 512
+
+
+def _frozen(value):
+    """``value`` as a hashable key when it is made of str, int, list and tuple only, else
+    None (then it is validated afresh: NumPy integers, arrays, anything unusual)."""
+    t = type(value)
+    if t is int or t is str:
+        return value
+    if t is tuple or t is list:
+        items = tuple(_frozen(v) for v in value)
+        return None if None in items else items
+    return None
+
+
 def conv_geometry(nhwc, w_shape, strides, padding, data_format, dilations, groups,
                   filters_name="filters"):
     """Check a convolution's shapes; return ``((SH, SW), (DH, DW), Window)``.
 
     ``nhwc`` is the input's ``(N, H, W, C)``, ``w_shape`` the HWIO filters'
-    shape; shared by the forward op and its gradients.
+    shape; shared by the forward op and its gradients.  The answer depends on
+    the arguments only, so arguments seen before (made of ints, strings, lists
+    and tuples) are answered from a small cache -- a tiny convolution's call
+    costs about as much as its checks.
     """
+    key = (tuple(nhwc), tuple(w_shape), _frozen(strides), _frozen(padding), data_format,
+           _frozen(dilations), groups, filters_name)
+    if None in key:
+        return _conv_geometry(nhwc, w_shape, strides, padding, data_format, dilations, groups,
+                              filters_name)
+    hit = _GEOMETRY_CACHE.get(key)
+    if hit is None:
+        hit = _conv_geometry(nhwc, w_shape, strides, padding, data_format, dilations, groups,
+                             filters_name)
+        if len(_GEOMETRY_CACHE) >= _GEOMETRY_CACHE_SIZE:
+            _GEOMETRY_CACHE.clear()
+        _GEOMETRY_CACHE[key] = hit
+    return hit
+
+
+def _conv_geometry(nhwc, w_shape, strides, padding, data_format, dilations, groups,
+                   filters_name):
     N, H, W, C = nhwc
     KH, KW, Cg, O = w_shape = tuple(w_shape)
     if min(KH, KW, Cg, O) < 1:

@@ -42,8 +42,29 @@ def _axis_explicit(size, k, s, d, before, after, axis, name):
     return (padded - ek) // s + 1, before, after
 
 
+def _plain_pads(padding):
+    """The 4 pairs of an explicit padding given as lists/tuples of Python ints, or None."""
+    if type(padding) not in (list, tuple) or len(padding) != 4:
+        return None
+    out = []
+    for pair in padding:
+        if type(pair) not in (list, tuple) or len(pair) != 2:
+            return None
+        a, b = pair
+        if type(a) is not int or type(b) is not int or a < 0 or b < 0:
+            return None
+        out.append((a, b))
+    return out
+
+
 def parse_explicit_padding(padding, data_format, name="padding"):
     """Read an explicit padding list; return ``(top, bottom, left, right)``."""
+    plain = _plain_pads(padding)   # the common case, checked without NumPy
+    if plain is not None:
+        batch, h, w, chan = plain if data_format == "NHWC" else (plain[0], plain[2],
+                                                                  plain[3], plain[1])
+        if batch == (0, 0) and chan == (0, 0):
+            return h[0], h[1], w[0], w[1]
     try:
         pads = np.asarray(padding)
     except Exception:
@@ -92,7 +113,9 @@ def _resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding, data_format, name):
             OW, left, right = _axis_same(W, KW, SW, DW)
             return Window(OH, OW, top, bottom, left, right)
         if mode == "VALID":
-            padding = ((0, 0), (0, 0), (0, 0), (0, 0))
+            OH, _, _ = _axis_explicit(H, KH, SH, DH, 0, 0, "height", name)
+            OW, _, _ = _axis_explicit(W, KW, SW, DW, 0, 0, "width", name)
+            return Window(OH, OW, 0, 0, 0, 0)
         else:
             raise ValueError(f"{name} must be 'SAME', 'VALID' or an explicit list of "
                              f"[before, after] pairs; got {padding!r}.")
@@ -149,7 +172,11 @@ def check_pool_windows(H, W, KH, KW, SH, SW, DH, DW, win, name="padding"):
 
 def nhwc_dims(input_shape, data_format):
     """``(N, H, W, C)`` of a 4-D shape given in ``data_format`` ('NHWC' or 'NCHW')."""
-    shape = tuple(int(s) for s in input_shape)
+    if type(input_shape) is tuple and len(input_shape) == 4 and \
+            all(type(s) is int for s in input_shape):
+        shape = input_shape   # an ndarray's shape: nothing to convert
+    else:
+        shape = tuple(int(s) for s in input_shape)
     if len(shape) != 4:
         raise ValueError(f"input_shape must have 4 entries ({data_format}); got {input_shape!r}.")
     if data_format == "NHWC":
@@ -276,6 +303,9 @@ def crop_far_taps(x, w, ksize, strides, dilations, win):
         convolution is then its bias alone).
     """
     _, H, W, _ = x.shape
+    if (ksize[0] - 1) * dilations[0] + 1 <= 2 * H + 64 and \
+            (ksize[1] - 1) * dilations[1] + 1 <= 2 * W + 64:
+        return x, w, tuple(ksize), (win.pad_top, win.pad_left)   # the usual case: no crop
     pads = [win.pad_top, win.pad_left]
     ks = list(ksize)
     rows, cols = slice(None), slice(None)

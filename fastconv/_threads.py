@@ -135,7 +135,9 @@ def get_num_threads():
     env = _from_env()
     if env is not None:
         return _clamp(env)
-    return _clamp(1 if _in_dask_task() else available_cores())
+    if _in_dask_task() or _forked_child:
+        return 1
+    return available_cores()   # within the clamp (cores x THREADS_PER_CORE) by definition
 
 
 def resolve_num_threads(num_threads):

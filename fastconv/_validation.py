@@ -114,6 +114,8 @@ def check_algorithm(algorithm):
 
 def positive_int(value, name, max_value=None):
     """Return ``value`` as a Python int >= 1 (and <= ``max_value`` when given)."""
+    if type(value) is int and value >= 1 and (max_value is None or value <= max_value):
+        return value   # the common case, without the ABC checks below
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer; got {value!r} ({type(value).__name__}).")
     value = operator.index(value)
@@ -133,6 +135,8 @@ def spatial_pair(value, name, data_format="NHWC", allow_none=False):
     """
     if value is None and allow_none:
         return None
+    if type(value) is int and 1 <= value <= MAX_WINDOW_PARAM:
+        return value, value   # the common case, without the ABC checks below
     if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool):
         v = positive_int(value, name, MAX_WINDOW_PARAM)
         return v, v

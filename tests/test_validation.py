@@ -122,3 +122,26 @@ def test_relu_inplace_blames_input_not_out(x, exc, match):
 def test_relu_inplace_still_overwrites_its_input():
     x = np.array([[-1.0, 2.0]], np.float32)
     assert F.relu(x, inplace=True) is x and x.tolist() == [[0.0, 2.0]]
+
+
+def test_a_refused_geometry_is_refused_every_time():
+    """Checked geometries are cached by their arguments; a refusal never is."""
+    x, w = np.ones((1, 4, 4, 1), np.float32), np.ones((5, 5, 1, 1), np.float32)
+    for _ in range(3):
+        with pytest.raises(ValueError, match="larger than the padded input"):
+            fastconv.conv2d(x, w, padding="VALID")
+    for _ in range(2):   # the same arguments as lists, tuples and NumPy integers agree
+        a = fastconv.conv2d(x, w, strides=[2, 2], padding=[[0, 0], [2, 2], [2, 2], [0, 0]])
+        b = fastconv.conv2d(x, w, strides=(np.int64(2),) * 2,
+                            padding=((0, 0), (2, 2), (2, 2), (0, 0)))
+        ref = fastconv.conv2d(x, w, 2, "SAME", backend="numpy")
+        np.testing.assert_array_equal(a, ref)
+        np.testing.assert_array_equal(b, ref)
+
+
+def test_the_geometry_cache_stays_small():
+    from fastconv import _ops
+    w = np.ones((1, 1, 1, 1), np.float32)
+    for h in range(1, _ops._GEOMETRY_CACHE_SIZE + 20):
+        fastconv.conv2d(np.ones((1, h, 1, 1), np.float32), w)
+    assert len(_ops._GEOMETRY_CACHE) <= _ops._GEOMETRY_CACHE_SIZE
