@@ -217,6 +217,8 @@ def filter_grad(x, dy, ksize, strides, dilations, pads, groups, module, n_thread
     KH, KW = ksize
     (SH, SW), (DH, DW), (top, left) = strides, dilations, pads
     G, Cg, Og, T = groups, C // groups, O // groups, KH * KW
+    if C == 1:
+        return _filter_grad_one_channel(x, dy, ksize, strides, dilations, pads, n_threads)
     pieces = pixel_pieces(N, OH, OW, T * C * x.itemsize)
     im2col = module.im2col
 
@@ -249,6 +251,49 @@ def filter_grad(x, dy, ksize, strides, dilations, pads, groups, module, n_thread
     # (G, T*Cg, Og) -> (KH, KW, Cg, G*Og)
     return np.ascontiguousarray(total.reshape(G, T, Cg, Og).transpose(1, 2, 0, 3)).reshape(
         KH, KW, Cg, O)
+
+
+def _filter_grad_one_channel(x, dy, ksize, strides, dilations, pads, n_threads):
+    """``dL/dw`` (KH, KW, 1, O) of a one-channel input: ``taps @ dy`` per piece.
+
+    With one input channel the unfolded input of a piece is best built
+    transposed, ``(KH*KW, pixels)``, one strided copy of the (padded) image
+    per tap; its product with the piece's ``dy`` reads ``dy`` once.  The
+    pieces (sized by ``dy``, the larger operand) are fixed by the shapes and
+    summed in order, as in :func:`filter_grad`.
+    """
+    N, H, W, _ = x.shape
+    _, OH, OW, O = dy.shape
+    KH, KW = ksize
+    (SH, SW), (DH, DW), (top, left) = strides, dilations, pads
+    bottom = max(0, (OH - 1) * SH + (KH - 1) * DH + 1 - top - H)
+    right = max(0, (OW - 1) * SW + (KW - 1) * DW + 1 - left - W)
+    image = x[..., 0]
+    if top or left or bottom or right:
+        image = np.pad(image, ((0, 0), (top, bottom), (left, right)))
+    pieces = pixel_pieces(N, OH, OW, O * dy.itemsize)
+
+    def product(piece):
+        n0, n1, oh0, oh1 = piece
+        taps = np.empty((KH, KW, n1 - n0, oh1 - oh0, OW), dtype=x.dtype)
+        for kh in range(KH):
+            r0 = oh0 * SH + kh * DH
+            rows = image[n0:n1, r0:r0 + (oh1 - oh0 - 1) * SH + 1:SH]
+            for kw in range(KW):
+                c0 = kw * DW
+                taps[kh, kw] = rows[:, :, c0:c0 + (OW - 1) * SW + 1:SW]
+        return taps.reshape(KH * KW, -1) @ dy[n0:n1, oh0:oh1].reshape(-1, O)
+
+    total = None
+    with _blas_guard(pieces, N * OH * OW * KH * KW * O):
+        for part in _ordered_map(product, pieces, n_threads if len(pieces) > 1 else 1):
+            if total is None:
+                total = part
+            else:
+                total += part
+    if total is None:
+        return np.zeros((KH, KW, 1, O), dtype=x.dtype)
+    return total.reshape(KH, KW, 1, O)
 
 
 # ============================================================================ input gradient

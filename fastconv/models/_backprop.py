@@ -64,6 +64,14 @@ class Pass:
         return hit[1]
 
 
+def _channel_sums(ctx, a):
+    """``a`` summed over every axis but the last (a bias gradient), as one BLAS product."""
+    a2 = a.reshape(-1, a.shape[-1])
+    ones = ctx.geometry(Pass, ("ones", a2.shape[0], a2.dtype.str),
+                        lambda: np.ones(a2.shape[0], a2.dtype))
+    return ones @ a2
+
+
 def _relu_mask(ctx, layer, role, dy, y):
     """``dy`` where ``y > 0``, else 0 (NaN in ``y`` gives 0), into a kept buffer."""
     out = ctx.buffer(layer, role, dy.shape, dy.dtype)
@@ -222,13 +230,13 @@ def relu_before(layer, cache):
 
 
 def backward(layer, fuse, dy, cache, weights, need_input, backend, num_threads, ctx=None,
-             masked=False):
+             masked=False, bias_grad=None):
     """``(dx, grads)``: the input gradient (None unless ``need_input``) and one per weight.
 
-    ``masked`` (Conv2D): ``dy`` has already been through this layer's ReLU
-    (see :func:`value_and_grads`); for a MaxPooling2D it asks that the
-    pooled gradient be masked by ``pooled > 0`` for the ReLU of the layer
-    before.  ``dx`` may be one of the pass's buffers.
+    For a Conv2D, ``masked`` says that ``dy`` has already been through this
+    layer's ReLU, and ``bias_grad`` gives the bias gradient when the caller
+    has it (see :func:`value_and_grads`).  ``dx`` may be one of the pass's
+    buffers.
     """
     if ctx is None:
         ctx = Pass(backend, num_threads)
@@ -246,7 +254,7 @@ def backward(layer, fuse, dy, cache, weights, need_input, backend, num_threads, 
         grads = [filters_grad(x, dz, w.shape[:2], strides, dilations, pads, layer.groups,
                               ctx.module, ctx.n_threads)]
         if layer.use_bias:
-            grads.append(dz.reshape(-1, dz.shape[3]).sum(axis=0))
+            grads.append(_channel_sums(ctx, dz) if bias_grad is None else bias_grad)
         dx = None
         if need_input:
             dx = ctx.buffer(layer, "dx", x.shape, x.dtype)
@@ -261,7 +269,7 @@ def backward(layer, fuse, dy, cache, weights, need_input, backend, num_threads, 
         dz = _relu_mask(ctx, layer, "dz", dy, y) if use == "relu" else _act_backward(use, dy, y)
         x2 = x.reshape(-1, x.shape[-1])
         dz2 = dz.reshape(-1, dz.shape[-1])
-        grads = [x2.T @ dz2] + ([dz2.sum(axis=0)] if layer.use_bias else [])
+        grads = [x2.T @ dz2] + ([_channel_sums(ctx, dz2)] if layer.use_bias else [])
         dx = None
         if need_input:
             w = weights[0]
@@ -273,8 +281,6 @@ def backward(layer, fuse, dy, cache, weights, need_input, backend, num_threads, 
         if not need_input:
             return None, []
         dy = np.asarray(dy, dtype=y.dtype)
-        if masked:
-            dy = _relu_mask(ctx, layer, "dy", dy, y)
         dx = ctx.buffer(layer, "dx", x_shape, y.dtype)
         _scatter(ctx.module, dy, idx, dx.size, ctx.n_threads, out=dx.reshape(-1))
         return dx, []
@@ -339,18 +345,25 @@ def value_and_grads(model, x, y, weights=None, *, training=True, need_grads=True
     if not need_grads:
         return value, pred, None
     grads = {}
-    masked = False
+    masked, bias_grad = False, None
     for k in range(len(steps) - 1, -1, -1):
         layer, fuse = steps[k]
         if caches[k] is None and isinstance(layer, Dropout):
             grads[id(layer)] = []
-            masked = False
+            masked, bias_grad = False, None
             continue
-        # a ReLU'd convolution feeding a max pool: mask on the pooled side (module docstring)
+        # a ReLU'd convolution feeding a max pool: mask on the pooled side, where the
+        # convolution's bias gradient is also summed (each window's gradient lands on
+        # exactly one input pixel, so the sums are the same); see the module docstring
         mask_here = (isinstance(layer, MaxPooling2D) and k > 0
                      and relu_before(steps[k - 1][0], caches[k - 1]))
+        if mask_here:
+            dh = _relu_mask(ctx, layer, "dy", np.asarray(dh, dtype=caches[k][1].dtype),
+                            caches[k][1])
+            conv = steps[k - 1][0]
+            new_bias_grad = _channel_sums(ctx, dh) if conv.use_bias else None
         dh, g = backward(layer, fuse, dh, caches[k], wmap[id(layer)], k > 0, None, None,
-                         ctx=ctx, masked=mask_here if isinstance(layer, MaxPooling2D) else masked)
-        masked = mask_here
+                         ctx=ctx, masked=masked, bias_grad=bias_grad)
+        masked, bias_grad = (True, new_bias_grad) if mask_here else (False, None)
         grads[id(layer)] = g
     return value, pred, [grads.get(id(layer), []) for layer in layers]

@@ -48,6 +48,7 @@ class Optimizer:
                                    low_open=True)
         self.iterations = 0
         self._slots = None
+        self._scratch = {}
 
     def _slot_names(self):
         return ()
@@ -79,6 +80,24 @@ class Optimizer:
 
     def _update(self, w, g, slots):
         raise NotImplementedError
+
+    def _temp(self, w, k=0):
+        """Scratch array ``k`` of ``w``'s shape and dtype, kept between steps.
+
+        The updates run in place through these (NumPy's ``out=``), in the same
+        order of operations as the formulas in the docstrings, so that no
+        step allocates weight-sized temporaries.
+        """
+        key = (w.shape, w.dtype.str, k)
+        buf = self._scratch.get(key)
+        if buf is None:
+            buf = self._scratch[key] = np.empty_like(w)
+        return buf
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_scratch"] = {}
+        return state
 
     def get_config(self):
         """The constructor arguments, as a dict."""
@@ -114,15 +133,18 @@ class SGD(Optimizer):
 
     def _update(self, w, g, slots):
         lr = w.dtype.type(self.learning_rate)
+        lr_g = np.multiply(lr, g, out=self._temp(w))
         if not self.momentum:
-            w -= lr * g
+            w -= lr_g
             return
         mu = w.dtype.type(self.momentum)
         m = slots["momentum"]
         m *= mu
-        m -= lr * g
+        m -= lr_g
         if self.nesterov:
-            w += mu * m - lr * g
+            step = np.multiply(mu, m, out=self._temp(w, 1))
+            step -= lr_g
+            w += step
         else:
             w += m
 
@@ -164,9 +186,19 @@ class Adam(Optimizer):
         f = w.dtype.type
         lr = f(self.learning_rate) * np.sqrt(1 - f(self.beta_2) ** t) / (1 - f(self.beta_1) ** t)
         m, v = slots["m"], slots["v"]
-        m += (g - m) * (1 - f(self.beta_1))
-        v += (np.square(g) - v) * (1 - f(self.beta_2))
-        w -= f(lr) * m / (np.sqrt(v) + f(self.epsilon))
+        a, b = self._temp(w), self._temp(w, 1)
+        np.subtract(g, m, out=a)                # m += (g - m) * (1 - beta_1)
+        a *= 1 - f(self.beta_1)
+        m += a
+        np.square(g, out=a)                     # v += (g**2 - v) * (1 - beta_2)
+        a -= v
+        a *= 1 - f(self.beta_2)
+        v += a
+        np.multiply(f(lr), m, out=a)            # w -= lr * m / (sqrt(v) + epsilon)
+        np.sqrt(v, out=b)
+        b += f(self.epsilon)
+        a /= b
+        w -= a
 
     def get_config(self):
         return {"learning_rate": self.learning_rate, "beta_1": self.beta_1,
@@ -202,9 +234,16 @@ class RMSprop(Optimizer):
     def _update(self, w, g, slots):
         f = w.dtype.type
         v = slots["velocity"]
-        v *= f(self.rho)
-        v += (1 - f(self.rho)) * np.square(g)
-        w -= f(self.learning_rate) * g / np.sqrt(v + f(self.epsilon))
+        a, b = self._temp(w), self._temp(w, 1)
+        v *= f(self.rho)                        # v = rho * v + (1 - rho) * g**2
+        np.square(g, out=a)
+        a *= 1 - f(self.rho)
+        v += a
+        np.multiply(f(self.learning_rate), g, out=a)  # w -= lr * g / sqrt(v + epsilon)
+        np.add(v, f(self.epsilon), out=b)
+        np.sqrt(b, out=b)
+        a /= b
+        w -= a
 
     def get_config(self):
         return {"learning_rate": self.learning_rate, "rho": self.rho, "epsilon": self.epsilon}
