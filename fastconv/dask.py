@@ -22,9 +22,10 @@ pairs), output row ``o`` reads the padded input rows
   ``[A(c_j), A(c_{j+1}))`` with ``A(c) = min(OH, ceil((c + P0) / SH))`` for
   ``0 < c < H``, ``A(0) = 0`` and ``A(H) = OH``.
 * **One-sided halo.** The last window a block owns ends at most ``EK - 1``
-  rows past the block, so every block is extended by its right neighbour's
-  first ``EK - 1`` rows: ``map_overlap(depth=(0, EK - 1), boundary="none",
-  trim=False)``.  No block needs rows from its left neighbour.
+  rows past the block, so every block is extended by the first ``EK - 1``
+  rows of its lower neighbour, the first ``EK - 1`` columns of its right
+  neighbour and the corner of its lower-right one; no block needs anything
+  from above or from the left.
 * **Per-block padding.** Block ``j`` owning ``[a, b)`` needs the padded rows
   ``[lo, hi]`` with ``lo = a * SH - P0`` and ``hi = (b - 1) * SH - P0 + EK - 1``.
   It runs the in-memory operation on its rows ``[max(lo, 0), min(hi, H - 1)]``
@@ -40,12 +41,38 @@ pairs), output row ``o`` reads the padded input rows
   neighbour.  The output chunks along the axis are the counts ``b - a``.
   With ``allow_rechunk=False`` a needed rechunk raises instead.
 
+How the halo travels
+--------------------
+The result is what ``dask.array.map_overlap(depth={H: (0, EK - 1), W: (0,
+EK - 1)}, boundary="none", trim=False)`` would compute, but the graph is
+built here, in two steps.  First a small task per block copies the block's
+first rows, first columns and corner (its *heads*); then one task per block
+joins the block with the heads of its lower, right and lower-right
+neighbours and runs the in-memory operation.  A block waits only for small
+copies, never keeps a whole neighbouring block alive (as views into it
+would), so a worker streaming an image holds about one row of blocks plus
+the blocks it is working on.
+
+Chained calls fuse
+------------------
+Dask's graph optimisation fuses chains of blockwise layers, but not a chain
+of windowed maps: every convolution, ReLU and pooling would keep its own
+chunked intermediate.  So the chain is recognised when it is built:
+``relu`` of a :func:`conv2d` result is that convolution with
+``activation="relu"``, and :func:`max_pool2d` of a :func:`conv2d` result
+(with or without the ReLU) is one windowed map, :func:`conv_relu_pool`'s,
+whose blocks run convolution, ReLU and pooling on their rows and return the
+pooled block; the convolution's output never becomes a Dask chunk.  Pass
+``fuse=False`` to ``relu`` or ``max_pool2d`` when the intermediate is needed
+too (computing both from a fused chain would run the convolution twice).
+
 Threads
 -------
 Dask supplies the parallelism: every block call uses ``num_threads=1``
 unless told otherwise.  For a few big chunks, run one single-threaded
 worker per host and pass ``num_threads=-1`` (all the host's cores).
 """
+import dataclasses
 import functools
 
 import numpy as np
@@ -54,7 +81,7 @@ try:
     import dask.array as da
     from dask.array.overlap import ensure_minimum_chunksize
     from dask.base import tokenize
-    from dask.highlevelgraph import HighLevelGraph
+    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastconv.dask needs Dask: pip install 'fastconv[dask]' "
                       "(dask[array] and distributed).") from exc
@@ -63,7 +90,7 @@ import fastconv
 from . import _ops
 from ._shapes import resolve_window
 from ._threads import resolve_num_threads
-from ._validation import check_data_format, positive_int, spatial_pair
+from ._validation import check_activation, check_data_format, positive_int, spatial_pair
 
 __all__ = ["conv2d", "relu", "max_pool2d", "conv_relu_pool", "predict"]
 
@@ -100,6 +127,37 @@ def _block_threads(num_threads):
 def _backend_name(backend):
     """Freeze the caller's default backend into the graph (workers have their own default)."""
     return fastconv.get_backend() if backend is None else backend
+
+
+@dataclasses.dataclass(frozen=True)
+class _Conv:
+    """How a :func:`conv2d` result was built: what a following relu or pool fuses with."""
+    input: object
+    filters: np.ndarray
+    bias: object
+    strides: object
+    padding: object
+    data_format: str
+    dilations: object
+    groups: int
+    activation: object      # None or "relu"
+    backend: str
+    num_threads: int
+    algorithm: str
+    allow_rechunk: bool
+
+
+#: The attribute of a :func:`conv2d` result that holds its :class:`_Conv`.  Any other
+#: Dask operation returns a new array without it, so only a direct chain fuses.
+_RECIPE = "_fastconv_conv"
+
+
+def _conv_recipe(x, fuse):
+    """The :class:`_Conv` that built ``x`` when ``fuse`` is set, else None."""
+    if not isinstance(fuse, bool):
+        raise TypeError(f"fuse must be True or False; got {fuse!r}.")
+    recipe = getattr(x, _RECIPE, None) if fuse and isinstance(x, da.Array) else None
+    return recipe if isinstance(recipe, _Conv) else None
 
 
 def _layout_axes(data_format):
@@ -206,33 +264,35 @@ def _plan_spatial(x, data_format, kernel, strides, dilations, padding, allow_rec
     return x, (plans[0][1], plans[1][1]), (plans[0][2], plans[1][2]), depth
 
 
-def _first(block, index):
-    """A *copy* of a block's leading rows/columns: a view would keep the whole block alive."""
-    return np.array(block[index], copy=True)
+def _cut_heads(block, h_ax, w_ax, depth_h, depth_w):
+    """*Copies* of a block's first ``depth_w`` columns and first ``depth_h`` rows.
 
-
-def _heads(x, axes, depth):
-    """For every block, a copy of its first ``depth`` entries along each of ``axes``.
-
-    The block to the left of (or above) block ``j`` uses the head of block
-    ``j``: only these small copies wait for a neighbour, never the block they
-    were cut from, so memory does not grow with the number of blocks waiting
-    for their halo.
+    Copies, because a view would keep the whole block alive while the
+    neighbours that need its head wait for their other inputs.  Either is
+    None when its depth is 0.
     """
-    index = [slice(None)] * x.ndim
-    chunks = list(x.chunks)
-    for ax in axes:
-        index[ax] = slice(0, depth[ax])
-        chunks[ax] = (depth[ax],) * len(x.chunks[ax])
-    return x.map_blocks(_first, tuple(index), chunks=tuple(chunks), dtype=x.dtype,
-                        meta=np.empty((0,) * x.ndim, dtype=x.dtype))
+    cols = rows = None
+    if depth_w:
+        index = [slice(None)] * block.ndim
+        index[w_ax] = slice(0, depth_w)
+        cols = np.array(block[tuple(index)], copy=True)
+    if depth_h:
+        index = [slice(None)] * block.ndim
+        index[h_ax] = slice(0, depth_h)
+        rows = np.array(block[tuple(index)], copy=True)
+    return cols, rows
 
 
-def _assemble(block, right, below, corner, h_ax, w_ax):
-    top = block if right is None else np.concatenate([block, right], axis=w_ax)
+def _assemble(block, right, below, corner, h_ax, w_ax, depth_w):
+    """The block joined with the heads of its right, lower and lower-right neighbours."""
+    top = block if right is None else np.concatenate([block, right[0]], axis=w_ax)
     if below is None:
         return top
-    bottom = below if corner is None else np.concatenate([below, corner], axis=w_ax)
+    bottom = below[1]
+    if corner is not None:
+        index = [slice(None)] * block.ndim
+        index[w_ax] = slice(0, depth_w)
+        bottom = np.concatenate([bottom, corner[1][tuple(index)]], axis=w_ax)
     return np.concatenate([top, bottom], axis=h_ax)
 
 
@@ -240,33 +300,44 @@ def _with_halo(func, x, h_ax, w_ax, depth_h, depth_w, *, chunks, dtype, **kwargs
     """``func(block_plus_halo, block_id=..., **kwargs)`` on every block of ``x``.
 
     The same as ``map_overlap(depth={h: (0, depth_h), w: (0, depth_w)},
-    boundary="none", trim=False)``, but the halo travels as copies of the
-    neighbours' first rows/columns (see :func:`_heads`) rather than
-    as views into whole neighbouring blocks, which Dask's overlap keeps alive
-    until their consumer runs: streaming an image through a worker then
-    holds a row of halo strips, not a row of blocks.
+    boundary="none", trim=False)``, built as two layers of one task per
+    block: the first cuts copies of the block's first columns and rows (see
+    :func:`_cut_heads`), the second joins a block with the heads of its
+    right, lower and lower-right neighbours (the corner is the head of the
+    lower-right neighbour's rows) and calls ``func``.  Views into whole
+    neighbouring blocks, as Dask's overlap makes, would keep those blocks
+    alive until their consumer runs; with copies a worker streaming an image
+    holds about one row of blocks, not more.
     """
-    depth = {h_ax: depth_h, w_ax: depth_w}
-    parts = [axes for axes in ([w_ax], [h_ax], [h_ax, w_ax]) if all(depth[ax] for ax in axes)]
-    heads = [(axes, _heads(x, axes, depth)) for axes in parts]
-    run = functools.partial(_run_with_halo, func, h_ax, w_ax, kwargs)
-    name = "fastconv-halo-" + tokenize(func, x, h_ax, w_ax, depth_h, depth_w, chunks, kwargs)
-    dsk = {}
+    token = tokenize(func, x, h_ax, w_ax, depth_h, depth_w, chunks, kwargs)
+    name, heads = "fastconv-halo-" + token, "fastconv-heads-" + token
+    run = functools.partial(_run_with_halo, func, h_ax, w_ax, depth_w, kwargs)
+    dsk, hdsk = {}, {}
     for idx in np.ndindex(*x.numblocks):
         args = []
         for which in ([w_ax], [h_ax], [h_ax, w_ax]):
-            got = next((h for axes, h in heads if axes == which), None)
+            wanted = all((depth_w if ax == w_ax else depth_h) for ax in which)
             nb = tuple(i + 1 if ax in which else i for ax, i in enumerate(idx))
             inside = all(i < n for i, n in zip(nb, x.numblocks))
-            args.append((got.name,) + nb if got is not None and inside else None)
+            args.append((heads,) + nb if wanted and inside else None)
+        if idx[h_ax] or idx[w_ax]:  # a block in row 0 and column 0 is nobody's neighbour
+            hdsk[(heads,) + idx] = (_cut_heads, (x.name,) + idx, h_ax, w_ax, depth_h, depth_w)
         dsk[(name,) + idx] = (run, (x.name,) + idx, *args, idx)
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[x] + [h for _, h in heads])
-    return da.Array(graph, name, chunks, meta=np.empty((0,) * x.ndim, dtype=dtype))
+    layers = dict(x.__dask_graph__().layers)
+    deps = dict(x.__dask_graph__().dependencies)
+    below = set(x.__dask_layers__())
+    if depth_h or depth_w:
+        layers[heads], deps[heads] = MaterializedLayer(hdsk), set(below)
+        below.add(heads)
+    layers[name], deps[name] = MaterializedLayer(dsk), below
+    return da.Array(HighLevelGraph(layers, deps), name, chunks,
+                    meta=np.empty((0,) * x.ndim, dtype=dtype))
 
 
-def _run_with_halo(func, h_ax, w_ax, kwargs, block, right, below, corner, block_id):
-    return func(_assemble(block, right, below, corner, h_ax, w_ax), block_id=block_id,
-                **kwargs)
+def _run_with_halo(func, h_ax, w_ax, depth_w, kwargs, block, right, below, corner,
+                   block_id):
+    return func(_assemble(block, right, below, corner, h_ax, w_ax, depth_w),
+                block_id=block_id, **kwargs)
 
 
 def _window_block(block, block_id=None, *, op, layout, rows, cols, op_kwargs):
@@ -345,6 +416,9 @@ algorithm
                             groups=groups, bias=b, activation=activation, backend=backend,
                             num_threads=1, algorithm=algorithm)
     data_format = check_data_format(data_format)
+    recipe = _Conv(x, w, b, strides, padding, data_format, dilations, groups,
+                   "relu" if check_activation(activation) else None, _backend_name(backend),
+                   num_threads, algorithm, allow_rechunk)
     h_ax, w_ax, c_ax = _layout_axes(data_format)
     if len(x.chunks[c_ax]) > 1:
         raise ValueError(f"conv2d: the channel axis {c_ax} of input is split into "
@@ -357,13 +431,15 @@ algorithm
     x, out_hw, blocks_hw, depth = _plan_spatial(x, data_format, *geometry, padding,
                                                 allow_rechunk, "conv2d")
     O = probe.shape[c_ax]
-    return _map_windows(_conv_block, x, data_format, (O,), blocks_hw, out_hw, depth,
-                        probe.dtype, filters=w.astype(probe.dtype, copy=False),
-                        strides=strides, data_format=data_format, dilations=dilations,
-                        groups=groups,
-                        bias=None if b is None else b.astype(probe.dtype, copy=False),
-                        activation=activation, backend=_backend_name(backend),
-                        num_threads=num_threads, algorithm=algorithm)
+    out = _map_windows(_conv_block, x, data_format, (O,), blocks_hw, out_hw, depth,
+                       probe.dtype, filters=w.astype(probe.dtype, copy=False),
+                       strides=strides, data_format=data_format, dilations=dilations,
+                       groups=groups,
+                       bias=None if b is None else b.astype(probe.dtype, copy=False),
+                       activation=recipe.activation, backend=recipe.backend,
+                       num_threads=num_threads, algorithm=algorithm)
+    setattr(out, _RECIPE, recipe)
+    return out
 
 
 # --------------------------------------------------------------------------- relu
@@ -371,15 +447,40 @@ def _relu_block(block, *, backend, num_threads):
     return fastconv.relu(block, backend=backend, num_threads=num_threads)
 
 
-def relu(features, *, backend=None, num_threads=None):
+def relu(features, *, backend=None, num_threads=None, fuse=True):
     """Lazy :func:`fastconv.relu`, ``max(features, 0)``, block by block (any chunking).
 
     NaN stays NaN and ``-inf`` becomes 0, as in memory; the input is never
     modified.  ``num_threads`` defaults to 1 per block.
+
+    Parameters
+    ----------
+    features : dask array or array_like
+    backend : str, optional
+        As for :func:`fastconv.relu`.
+    num_threads : int, optional
+        Threads per block call; default 1.
+    fuse : bool
+        When ``features`` is the result of :func:`conv2d`, return that
+        convolution with ``activation="relu"`` (the same values, with no
+        separate ReLU chunks).  False maps :func:`fastconv.relu` over the
+        blocks of ``features`` whatever built it.
+
+    Returns
+    -------
+    dask.array.Array
+        Same shape, chunks and dtype as ``features``.
     """
     x = _as_dask(features, "features")
     num_threads = _block_threads(num_threads)
     probe = fastconv.relu(np.empty((0,), dtype=x.dtype), backend=backend, num_threads=1)
+    recipe = _conv_recipe(features, fuse)
+    if recipe is not None:  # a maximum is exact: the conv's own backend gives the same bits
+        return conv2d(recipe.input, recipe.filters, recipe.strides, recipe.padding,
+                      recipe.data_format, recipe.dilations, groups=recipe.groups,
+                      bias=recipe.bias, activation="relu", backend=recipe.backend,
+                      num_threads=recipe.num_threads, algorithm=recipe.algorithm,
+                      allow_rechunk=recipe.allow_rechunk)
     return x.map_blocks(_relu_block, dtype=probe.dtype,
                         meta=np.empty((0,) * x.ndim, dtype=probe.dtype),
                         backend=_backend_name(backend), num_threads=num_threads)
@@ -392,7 +493,7 @@ def _pool_block(block, padding, *, ksize, strides, data_format, backend, num_thr
 
 
 def max_pool2d(input, ksize, strides=None, padding="VALID", data_format="NHWC", *,
-               backend=None, num_threads=None, allow_rechunk=True):
+               backend=None, num_threads=None, allow_rechunk=True, fuse=True):
     """Lazy :func:`fastconv.max_pool2d` over a chunked dask array.
 
     The same plan as :func:`conv2d` (one-sided halo of ``KH - 1`` rows and
@@ -410,6 +511,13 @@ def max_pool2d(input, ksize, strides=None, padding="VALID", data_format="NHWC", 
         Threads per block call; default 1.
     allow_rechunk : bool
         As for :func:`conv2d`.
+    fuse : bool
+        When ``input`` is the result of :func:`conv2d` (or of :func:`relu`
+        of one) in the same ``data_format``, build the whole chain as
+        :func:`conv_relu_pool` does: one windowed map whose blocks run the
+        convolution, its activation and the pooling, so the convolution's
+        output is never a Dask chunk.  Both calls must allow rechunking.
+        False pools the blocks of ``input`` whatever built it.
 
     Returns
     -------
@@ -421,6 +529,10 @@ def max_pool2d(input, ksize, strides=None, padding="VALID", data_format="NHWC", 
     probe = fastconv.max_pool2d(_probe(x), ksize, strides, padding, data_format,
                                 backend=backend, num_threads=1)
     data_format = check_data_format(data_format)
+    recipe = _conv_recipe(input, fuse)
+    if recipe is not None and recipe.data_format == data_format and allow_rechunk \
+            and recipe.allow_rechunk:
+        return _conv_pool(recipe, ksize, strides, padding)
     geometry = _ops.pool_geometry(ksize, strides, data_format)
     x, out_hw, blocks_hw, depth = _plan_spatial(x, data_format, *geometry, padding,
                                                 allow_rechunk, "max_pool2d")
@@ -475,7 +587,8 @@ def _fused_axis_plan(chunks, size, conv, pool):
 
 
 def _fused_block(block, block_id=None, *, layout, rows, cols, filters, strides, dilations,
-                 groups, bias, ksize, pool_strides, backend, num_threads, algorithm):
+                 groups, bias, activation, ksize, pool_strides, backend, num_threads,
+                 algorithm):
     h_ax, w_ax, _ = _layout_axes(layout)
     r0, r1, (top, bottom), (ptop, pbottom) = rows[block_id[h_ax]]
     q0, q1, (left, right), (pleft, pright) = cols[block_id[w_ax]]
@@ -483,7 +596,7 @@ def _fused_block(block, block_id=None, *, layout, rows, cols, filters, strides, 
     index[h_ax], index[w_ax] = slice(r0, r1), slice(q0, q1)
     y = fastconv.conv2d(block[tuple(index)], filters, strides,
                         _explicit(top, bottom, left, right, layout), layout, dilations,
-                        groups=groups, bias=bias, activation="relu", backend=backend,
+                        groups=groups, bias=bias, activation=activation, backend=backend,
                         num_threads=num_threads, algorithm=algorithm)
     return fastconv.max_pool2d(y, ksize, pool_strides,
                                _explicit(ptop, pbottom, pleft, pright, layout), layout,
@@ -494,16 +607,16 @@ def conv_relu_pool(input, filters, ksize, pool_strides=None, strides=1, padding=
                    pool_padding="VALID", data_format="NHWC", dilations=1, *, groups=1,
                    bias=None, backend=None, num_threads=None, algorithm="auto",
                    allow_rechunk=True):
-    """``max_pool2d(relu(conv2d(input, ...)), ksize, ...)`` fused into one ``map_overlap``.
+    """``max_pool2d(relu(conv2d(input, ...)), ksize, ...)`` as one windowed map.
 
-    The same result as chaining :func:`conv2d` (with ``bias``, then ReLU)
-    and :func:`max_pool2d`, but every block reads its input rows plus one
-    combined halo and writes pooled output directly: no convolution output
-    or halo strip of it ever leaves the task.  This is the shape to stream
-    an image larger than the cluster's memory from one chunked store
-    (``da.from_zarr``) into another (``.to_zarr``): the graph is
-    read -> halo exchange -> one task -> write, and a worker holds a few
-    blocks at a time.
+    What the chain ``max_pool2d(relu(conv2d(...)))`` of this module builds
+    (it fuses automatically; see the module docstring), under one name.
+    Every block reads its input rows plus one combined halo and returns
+    pooled output: no convolution output or halo strip of it ever leaves
+    the task.  This is the shape to stream an image larger than the
+    cluster's memory from one chunked store (``da.from_zarr``) into another
+    (``.to_zarr``): the graph is read -> heads -> one task -> write, and a
+    worker holds about one row of input blocks plus the few it works on.
 
     Parameters
     ----------
@@ -528,7 +641,21 @@ def conv_relu_pool(input, filters, ksize, pool_strides=None, strides=1, padding=
     conv_probe = fastconv.conv2d(_probe(x), w, strides, padding, data_format, dilations,
                                  groups=groups, bias=b, activation="relu", backend=backend,
                                  num_threads=1, algorithm=algorithm)
-    data_format = check_data_format(data_format)
+    recipe = _Conv(x, w, b, strides, padding, check_data_format(data_format), dilations,
+                   groups, "relu", _backend_name(backend), num_threads, algorithm,
+                   allow_rechunk)
+    return _conv_pool(recipe, ksize, pool_strides, pool_padding, conv_probe)
+
+
+def _conv_pool(conv, ksize, pool_strides, pool_padding, conv_probe=None):
+    """``max_pool2d(conv2d(...))`` (``conv`` a :class:`_Conv`) as one windowed map."""
+    x, w, b, data_format = conv.input, conv.filters, conv.bias, conv.data_format
+    strides, padding, dilations, backend = conv.strides, conv.padding, conv.dilations, \
+        conv.backend
+    if conv_probe is None:
+        conv_probe = fastconv.conv2d(_probe(x), w, strides, padding, data_format, dilations,
+                                     groups=conv.groups, bias=b, activation=conv.activation,
+                                     backend=backend, num_threads=1, algorithm=conv.algorithm)
     h_ax, w_ax, c_ax = _layout_axes(data_format)
     H, W = int(x.shape[h_ax]), int(x.shape[w_ax])
     (SH, SW), (DH, DW) = (spatial_pair(strides, "strides", data_format),
@@ -556,7 +683,7 @@ def conv_relu_pool(input, filters, ksize, pool_strides=None, strides=1, padding=
                               (PKW, PSW, pwin.pad_left, pwin.pad_right, pwin.OW))]
     new = {ax: plan[0] for ax, plan in zip((h_ax, w_ax), plans) if plan[0] != x.chunks[ax]}
     if new:
-        if not allow_rechunk:
+        if not conv.allow_rechunk:
             ax, chunks = next(iter(new.items()))
             raise ValueError(
                 f"conv_relu_pool: the chunks of axis {ax} "
@@ -573,10 +700,10 @@ def conv_relu_pool(input, filters, ksize, pool_strides=None, strides=1, padding=
         _fused_block, x, h_ax, w_ax, plans[0][3], plans[1][3], chunks=tuple(out_chunks),
         dtype=dtype, layout=data_format,
         rows=plans[0][2], cols=plans[1][2], filters=w.astype(dtype, copy=False),
-        strides=strides, dilations=dilations, groups=groups,
-        bias=None if b is None else b.astype(dtype, copy=False), ksize=ksize,
-        pool_strides=pool_strides, backend=_backend_name(backend), num_threads=num_threads,
-        algorithm=algorithm)
+        strides=strides, dilations=dilations, groups=conv.groups,
+        bias=None if b is None else b.astype(dtype, copy=False), activation=conv.activation,
+        ksize=ksize, pool_strides=pool_strides, backend=backend,
+        num_threads=conv.num_threads, algorithm=conv.algorithm)
 
 
 # --------------------------------------------------------------------------- predict

@@ -209,18 +209,60 @@ def test_relu_bitwise_any_chunking_never_in_place(client):
     np.testing.assert_array_equal(xd.compute(), x)
 
 
-def test_conv_relu_pool_pipeline(client):
+def test_conv_relu_pool_pipeline_unfused(client):
+    """With ``fuse=False`` every stage is its own chunked array, and the last two are exact."""
     x = _rng(2).standard_normal((2, 40, 33, 3)).astype(np.float32)
     w = _rng(3).standard_normal((3, 3, 3, 8)).astype(np.float32)
     xd = da.from_array(x, chunks=(1, 11, 9, 3))
     conv = fd.conv2d(xd, w, padding="SAME")
-    lazy = fd.max_pool2d(fd.relu(conv), 2, padding="SAME")
+    relu = fd.relu(conv, fuse=False)
+    lazy = fd.max_pool2d(relu, 2, padding="SAME", fuse=False)
+    assert relu.name.startswith("_relu_block-") and lazy.name != conv.name
     ref_conv = fastconv.conv2d(x, w, padding="SAME")
     got_conv, got = dask.compute(conv, lazy)
     assert_conv_equal(got_conv, ref_conv, x, w, padding="SAME")
     # The pipeline's last step is exact: pool(relu(.)) of the cluster's convolution.
     np.testing.assert_array_equal(got, fastconv.max_pool2d(fastconv.relu(got_conv), 2,
                                                            padding="SAME"))
+
+
+def _halo_layers(arr):
+    return sorted(name.split("-")[1] for name in arr.__dask_graph__().layers
+                  if name.startswith("fastconv-"))
+
+
+def test_chained_calls_fuse_into_one_windowed_map():
+    """relu(conv2d) is conv2d(activation='relu'); max_pool2d of it is conv_relu_pool's graph.
+
+    Dask's own optimisation does not merge the windowed maps (measured: the
+    unfused chain keeps twice the tasks after ``dask.optimize``); the fused
+    chain has one heads layer and one windowed layer, and the same name
+    (hence the same graph) as :func:`fastconv.dask.conv_relu_pool`.
+    """
+    x = da.zeros((1, 64, 64, 3), chunks=(1, 16, 16, 3), dtype=np.float32)
+    w = np.ones((3, 3, 3, 8), np.float32)
+    conv = fd.conv2d(x, w, padding="SAME", bias=np.ones(8, np.float32))
+    assert fd.relu(conv).name == fd.conv2d(x, w, padding="SAME", bias=np.ones(8, np.float32),
+                                           activation="relu").name
+    chain = fd.max_pool2d(fd.relu(conv), 2, padding="SAME")
+    fused = fd.conv_relu_pool(x, w, 2, padding="SAME", pool_padding="SAME",
+                              bias=np.ones(8, np.float32))
+    unfused = fd.max_pool2d(fd.relu(conv, fuse=False), 2, padding="SAME", fuse=False)
+    assert chain.name == fused.name
+    assert _halo_layers(chain) == ["halo", "heads"]
+    assert _halo_layers(unfused) == ["halo", "halo", "heads", "heads"]
+    blocks = x.npartitions
+    (opt_chain,), (opt_unfused,) = dask.optimize(chain), dask.optimize(unfused)
+    # per block: the input, its heads (not block (0, 0)'s), the windowed task
+    assert len(opt_chain.__dask_graph__()) == 3 * blocks - 1
+    assert len(opt_unfused.__dask_graph__()) > 2 * blocks + len(opt_chain.__dask_graph__())
+    # pool straight after conv (no ReLU) fuses too; any other step in between does not
+    assert _halo_layers(fd.max_pool2d(conv, 2)) == ["halo", "heads"]
+    assert _halo_layers(fd.max_pool2d(conv + 0, 2)) == ["halo", "halo", "heads", "heads"]
+    assert _halo_layers(fd.max_pool2d(conv, 2, data_format="NHWC", allow_rechunk=False)) == \
+        ["halo", "halo", "heads", "heads"]
+    with pytest.raises(TypeError, match="fuse must be True or False"):
+        fd.relu(conv, fuse="yes")
 
 
 FUSED = [  # (conv kernel, strides, padding, dilations, pool ksize, pool strides, pool padding)
@@ -231,18 +273,30 @@ FUSED = [  # (conv kernel, strides, padding, dilations, pool ksize, pool strides
 ]
 
 
+@pytest.mark.parametrize("how", ["conv_relu_pool", "chain", "conv-pool"])
 @pytest.mark.parametrize("case", FUSED, ids=lambda c: f"k{c[0]}-s{c[1]}-p{c[4]}s{c[5]}")
-def test_conv_relu_pool_equals_the_chain(client, case):
-    """One fused map equals in-memory conv (+bias) -> relu -> pool, over uneven/small chunks."""
+def test_conv_relu_pool_equals_the_chain(client, case, how):
+    """One fused map equals in-memory conv (+bias) -> relu -> pool, over uneven/small chunks.
+
+    ``conv_relu_pool`` is the explicit call, ``chain`` the fused
+    ``max_pool2d(relu(conv2d(...)))`` and ``conv-pool`` pools the convolution
+    without ReLU.
+    """
     kernel, strides, padding, dilations, ksize, pstrides, ppad = case
     x = _rng(12).standard_normal((2, 31, 27, 3)).astype(np.float32)
     w = _rng(13).standard_normal(kernel + (3, 5)).astype(np.float32)
     b = _rng(14).standard_normal(5).astype(np.float32)
     xd = da.from_array(x, chunks=((1, 1), (9, 2, 7, 13), (3,) * 9, (3,)))
-    lazy = fd.conv_relu_pool(xd, w, ksize, pstrides, strides, padding, ppad,
-                             dilations=dilations, bias=b)
     conv = fastconv.conv2d(x, w, strides, padding, dilations=dilations, bias=b)
-    ref = fastconv.max_pool2d(fastconv.relu(conv), ksize, pstrides, ppad)
+    if how == "conv_relu_pool":
+        lazy = fd.conv_relu_pool(xd, w, ksize, pstrides, strides, padding, ppad,
+                                 dilations=dilations, bias=b)
+    else:
+        lazy = fd.conv2d(xd, w, strides, padding, dilations=dilations, bias=b)
+        lazy = fd.max_pool2d(fd.relu(lazy) if how == "chain" else lazy, ksize, pstrides, ppad)
+    ref = fastconv.max_pool2d(conv if how == "conv-pool" else fastconv.relu(conv), ksize,
+                              pstrides, ppad)
+    assert _halo_layers(lazy) == ["halo", "heads"]
     assert lazy.shape == ref.shape and lazy.chunks[0] == (1, 1)
     got = lazy.compute()
     bound = fastconv.max_pool2d(_conv_bound(x, w, strides=strides, padding=padding,
@@ -489,55 +543,98 @@ def _memory_status():
     return fields
 
 
+def _warm_worker():
+    """Import and run what a streaming task uses, then report the worker's memory."""
+    import zarr  # noqa: F401  (the workers read and write the stores)
+    x = np.ones((1, 16, 16, 1), np.float32)
+    fastconv.max_pool2d(fastconv.conv2d(x, np.ones((3, 3, 1, 1), np.float32), num_threads=1,
+                                        activation="relu"), 2, num_threads=1)
+    return _memory_status()
+
+
+#: What a worker holds per block while streaming conv -> relu -> pool, in blocks: the block
+#: read from the store, the block joined with its halo, the convolution's input rows, its
+#: output and the pooled block (one of each per running task) plus one read ahead.
+_BLOCKS_IN_FLIGHT = 6
+
+
+def _stream_chunk(room, itemsize, width_blocks, workers):
+    """The largest power-of-two chunk side whose estimated data per worker fits in ``room``.
+
+    A worker holds the blocks in flight and its share of one row of input
+    blocks (plus one), each kept until the block below it has been read
+    and its head cut (the halo arrives as those small copies).
+    """
+    side = 4096
+    while side > 64 and (_BLOCKS_IN_FLIGHT + (width_blocks + 1) / workers) * side * side \
+            * itemsize > room:
+        side //= 2
+    return side
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc (Linux)")
 def test_larger_than_memory_streams_with_bounded_worker_memory(tmp_path):
     """An on-disk image 4x the cluster's total memory limit, through conv -> relu -> pool.
 
-    Two workers of ``LIMIT`` each (the Nanny's limit: spill at 70 %, pause
-    at 80 %, kill at 95 % of it); a worker idles at ~100 MiB of resident
-    memory (interpreter, distributed, NumPy, zarr, fastconv), so the limit is
-    a little above that and the input ``4 * 2 * LIMIT``.  The input is
-    written to a zarr store slab by slab by this process, read by the
-    workers with ``da.from_zarr``, passed through ``fd.conv_relu_pool`` and
-    written with ``to_zarr``.  Afterwards every worker reports its
-    high-water mark (``VmHWM``), which must be below its limit, and the
-    same processes must still be running (a worker killed for memory would
-    have been restarted with a fresh mark).  Spot-checked tiles equal the
-    in-memory pipeline on the same input tile.
+    Two workers of ``LIMIT`` each (the Nanny's limit: Dask spills at 70 %,
+    pauses the worker at 80 % and kills it at 95 % of it).  The chunk side
+    is derived from the limit: after a warm-up each worker reports its
+    resident memory, and the side is the largest power of two whose
+    estimated data per worker (see :func:`_stream_chunk`) fits in half the
+    room between that and the pause threshold.  The image is four chunks
+    wide and as tall as needed for ``4 * 2 * LIMIT`` bytes; this process
+    writes it to a zarr store slab by slab, the workers read it with
+    ``da.from_zarr``, run the chained ``max_pool2d(relu(conv2d(...)))`` (one
+    fused windowed map) and write it with ``to_zarr``.  Afterwards every
+    worker's high-water mark (``VmHWM``) must be below the pause threshold,
+    and the same processes must still be running (a worker killed for
+    memory would have been restarted with a fresh mark).  Spot-checked
+    tiles equal the in-memory pipeline on the same input tile.
     """
     zarr = pytest.importorskip("zarr")
-    LIMIT = 160 * 2**20
-    H, W, chunk = 20480, 16384, 1024                   # 1 x H x W x 1 float32 = 1280 MiB
-    assert H * W * 4 >= 4 * 2 * LIMIT
+    LIMIT, WORKERS = 160 * 2**20, 2
+    pause = dask.config.get("distributed.worker.memory.pause")
     src, dst = str(tmp_path / "in.zarr"), str(tmp_path / "out.zarr")
-    stored_in = zarr.create_array(src, shape=(1, H, W, 1), chunks=(1, chunk, chunk, 1),
-                                  dtype=np.float32, compressors=None)
-    rng = _rng(10)
-    for r in range(0, H, chunk):
-        stored_in[:, r:r + chunk] = rng.random((1, chunk, W, 1), dtype=np.float32) - 0.5
     w = _rng(11).standard_normal((3, 3, 1, 1)).astype(np.float32)
     b = np.array([0.05], np.float32)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+    with distributed.LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
                                   memory_limit=LIMIT, host="127.0.0.1",
                                   dashboard_address=None,
                                   worker_dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
+        idle = max(st["VmRSS"] for st in client.run(_warm_worker).values())
+        room = (pause * LIMIT - idle) / 2
+        chunk = _stream_chunk(room, 4, 4, WORKERS)
+        assert chunk >= 256, f"a worker idles at {idle / 2**20:.0f} MiB: no room in {LIMIT}"
+        W = 4 * chunk
+        H = -(-4 * WORKERS * LIMIT // (W * 4 * chunk)) * chunk
+        assert H * W * 4 >= 4 * WORKERS * LIMIT
+        stored_in = zarr.create_array(src, shape=(1, H, W, 1), chunks=(1, chunk, chunk, 1),
+                                      dtype=np.float32, compressors=None)
+        rng = _rng(10)
+        for r in range(0, H, 8 * chunk):
+            stored_in[:, r:r + 8 * chunk] = rng.random((1, min(8 * chunk, H - r), W, 1),
+                                                       dtype=np.float32) - 0.5
         pids = client.run(os.getpid)
-        out = fd.conv_relu_pool(da.from_zarr(src), w, 2, padding="VALID", bias=b)
+        out = fd.max_pool2d(fd.relu(fd.conv2d(da.from_zarr(src), w, bias=b)), 2)
+        assert out.name.startswith("fastconv-halo-")          # fused: one windowed map
+        assert out.name == fd.conv_relu_pool(da.from_zarr(src), w, 2, bias=b).name
         out.to_zarr(dst, compressors=None)
         status = client.run(_memory_status)
         assert client.run(os.getpid) == pids, "a worker was restarted"
         limits = {a: info["memory_limit"] for a, info in
                   client.scheduler_info()["workers"].items()}
     for addr, st in status.items():
-        print(f"{addr}: peak RSS {st['VmHWM'] / 2**20:.1f} MiB, limit {LIMIT / 2**20:.0f} MiB, "
-              f"input {H * W * 4 / 2**20:.0f} MiB")
+        print(f"{addr}: peak RSS {st['VmHWM'] / 2**20:.1f} MiB (idle {idle / 2**20:.1f}), "
+              f"limit {LIMIT / 2**20:.0f} MiB (pause at {pause:.0%}), chunks {chunk}, "
+              f"input 1x{H}x{W}x1 = {H * W * 4 / 2**20:.0f} MiB")
         assert limits[addr] == LIMIT
-        assert st["VmHWM"] < LIMIT, f"{addr}: peak {st['VmHWM'] / 2**20:.0f} MiB"
+        assert st["VmHWM"] < pause * LIMIT, f"{addr}: peak {st['VmHWM'] / 2**20:.0f} MiB"
     stored_out = zarr.open_array(dst, mode="r")
     assert stored_out.shape == (1, (H - 2) // 2, (W - 2) // 2, 1)
     OH, OW = stored_out.shape[1:3]
-    for a, bb, c0, c1 in [(0, 24, 0, 24), (500, 530, 505, 520), (OH - 20, OH, OW - 17, OW)]:
+    for a, bb, c0, c1 in [(0, 24, 0, 24), (chunk // 2 - 7, chunk // 2 + 9, chunk - 5, chunk + 8),
+                          (OH // 2 - 10, OH // 2 + 10, 0, OW), (OH - 20, OH, OW - 17, OW)]:
         tile = np.asarray(stored_in[:, 2 * a:2 * bb + 2, 2 * c0:2 * c1 + 2, :])
         ref = fastconv.max_pool2d(fastconv.relu(fastconv.conv2d(tile, w, bias=b)), 2)
         got = np.asarray(stored_out[:, a:bb, c0:c1, :])
