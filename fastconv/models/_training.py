@@ -4,10 +4,9 @@ import time
 
 import numpy as np
 
-from .._layers import DTYPE, apply_activation, softmax_
 from .._threads import single_threaded_blas
 from .._validation import positive_int
-from . import _backprop, losses as losses_mod, optimizers as optimizers_mod
+from . import losses as losses_mod, optimizers as optimizers_mod
 from .callbacks import Callback
 
 __all__ = ["History", "TrainingMixin"]
@@ -137,58 +136,6 @@ class TrainingMixin:
         if getattr(self, "_train_rng", None) is None:
             self._train_rng = np.random.default_rng(self._rng.integers(2 ** 63))
         return self._train_rng
-
-    def _value_and_grads(self, x, y, weights=None, *, training=True, need_grads=True,
-                         backend=None, num_threads=None):
-        """``(loss, predictions, grads)`` on one batch.
-
-        ``weights`` is one list per layer (default the layers' own); any float
-        dtype, used as given.  ``grads`` has the same structure.
-        """
-        layers = self.layers
-        if weights is None:
-            weights = [layer._weights for layer in layers]
-        wmap = {id(layer): w for layer, w in zip(layers, weights)}
-        steps = _backprop.plan(layers)
-        loss = self.loss
-        last, last_fuse = steps[-1]
-        act = "relu" if last_fuse else _backprop.activation_of(last)
-        use_logits = not loss.from_logits and loss.logit_activation == act
-        rng = self._rng_for_training() if training else None
-        caches = []
-        h = x
-        for k, (layer, fuse) in enumerate(steps):
-            if not training and isinstance(layer, _backprop.Dropout):
-                caches.append(None)
-                continue
-            pre = use_logits and k == len(steps) - 1
-            # a Dropout layer with its own seed draws from its own stream
-            layer_rng = layer.mask_rng(rng) if isinstance(layer, _backprop.Dropout) else rng
-            h, cache = _backprop.forward(layer, fuse, h, wmap[id(layer)], layer_rng, backend,
-                                         num_threads, pre_activation=pre)
-            caches.append(cache)
-        if use_logits:
-            value, dh = loss.value_and_logit_grad(y, h)
-            pred = h.copy()
-            if act == "softmax":
-                softmax_(pred, axis=-1)
-            else:
-                apply_activation(act, pred)
-        else:
-            value, dh = loss.value_and_grad(y, h)
-            pred = h
-        if not need_grads:
-            return value, pred, None
-        grads = {}
-        for k in range(len(steps) - 1, -1, -1):
-            layer, fuse = steps[k]
-            if caches[k] is None and isinstance(layer, _backprop.Dropout):
-                grads[id(layer)] = []
-                continue
-            dh, g = _backprop.backward(layer, fuse, dh, caches[k], wmap[id(layer)], k > 0,
-                                       backend, num_threads)
-            grads[id(layer)] = g
-        return value, pred, [grads.get(id(layer), []) for layer in layers]
 
     def _targets(self, y, n, what):
         arr = np.asarray(y)
