@@ -167,6 +167,23 @@ def _band(piece, H, KH, SH, DH, top):
     return r0, r1, r0 - first
 
 
+_scratch = threading.local()
+
+
+def _piece_buffers(size, dtype, count):
+    """``count`` flat arrays of at least ``size`` elements, kept per Python thread.
+
+    The unfolded pieces of :func:`filter_grad` are written into these, which
+    a later call reuses: fresh multi-megabyte arrays cost a page fault per
+    4 KiB on every call.
+    """
+    ring = getattr(_scratch, "pieces", None)
+    dtype = np.dtype(dtype)
+    if ring is None or ring[0].dtype != dtype or ring[0].size < size or len(ring) < count:
+        ring = _scratch.pieces = [np.empty(size, dtype=dtype) for _ in range(count)]
+    return ring
+
+
 def _blas_guard(pieces, gemm_work):
     """Hold BLAS to one thread around the pieces' products, unless they are tiny."""
     if len(pieces) == 1 and gemm_work <= SMALL_GEMM:
@@ -221,13 +238,18 @@ def filter_grad(x, dy, ksize, strides, dilations, pads, groups, module, n_thread
         return _filter_grad_one_channel(x, dy, ksize, strides, dilations, pads, n_threads)
     pieces = pixel_pieces(N, OH, OW, T * C * x.itemsize)
     im2col = module.im2col
+    # at most n_threads pieces are unfolded and not yet multiplied (see _ordered_map)
+    ring = _piece_buffers(max((n1 - n0) * (oh1 - oh0) for n0, n1, oh0, oh1 in pieces) * OW * T * C,
+                          x.dtype, min(n_threads, len(pieces)) + 1) if pieces else []
+    taken = iter(range(len(pieces)))
 
     def unfold(piece):
         n0, n1, oh0, oh1 = piece
         r0, r1, ptop = _band(piece, H, KH, SH, DH, top)
-        cols = np.empty((n1 - n0, oh1 - oh0, OW, KH, KW, C), dtype=x.dtype)
+        shape = (n1 - n0, oh1 - oh0, OW, KH, KW, C)
         if r1 <= r0:
             return None
+        cols = ring[next(taken) % len(ring)][:int(np.prod(shape))].reshape(shape)
         im2col(x[n0:n1, r0:r1], cols, ksize, strides, dilations, (ptop, left), n_threads)
         return cols
 
