@@ -73,12 +73,16 @@ def _channel_sums(ctx, a):
 
 
 def _relu_mask(ctx, layer, role, dy, y):
-    """``dy`` where ``y > 0``, else 0 (NaN in ``y`` gives 0), into a kept buffer."""
+    """``dy * (y > 0)`` (NaN in ``y`` gives 0), into a kept buffer.
+
+    A product rather than a masked copy, which NumPy runs an order of
+    magnitude slower; the two differ only where ``dy`` is not finite (a
+    training step that has already failed) and in the sign of zeros.
+    """
     out = ctx.buffer(layer, role, dy.shape, dy.dtype)
     keep = ctx.buffer(layer, role + " mask", y.shape, np.bool_)
     np.greater(y, 0, out=keep)
-    out.fill(0)
-    np.copyto(out, dy, where=keep)
+    np.multiply(dy, keep, out=out)
     return out
 
 
@@ -116,9 +120,7 @@ def _act_backward(name, dy, y):
     if name == "linear":
         return dy
     if name == "relu":
-        out = np.zeros(dy.shape, dtype=dy.dtype)
-        np.copyto(out, dy, where=y > 0)  # as relu_backward: 0 at 0 and at NaN
-        return out
+        return dy * (y > 0)  # 0 at 0 and at NaN, as relu_backward (see _relu_mask)
     if name == "sigmoid":
         return dy * y * (1 - y)
     if name == "tanh":
