@@ -17,12 +17,14 @@ Suites
     it at batch 32 and 128 (see :mod:`.peers.training`).
 ``small``
     Small calls (per-call and threading overhead): conv2d, relu and max
-    pooling on the lesson's 160x240x1 image, and a tiny float64 convolution.
+    pooling on the lesson's 160x240x1 image, a tiny float64 convolution, and the
+    CS231n rows (below).
 ``full``
-    Everything.
+    Everything but the gradients of ``backward`` (its CS231n rows included).
 ``backward``
     The gradients (``--ops`` names of :data:`BACKWARD_OPS`): the input and
-    filter gradients of a few conv shapes, the pool and ReLU backward.
+    filter gradients of conv shapes with 1 to 3 and with 16 or more input
+    channels, the pool and ReLU backward, and the CS231n rows.
 ``tiny``
     Hidden: small shapes that run in a fraction of a second, for the tests
     (``tiny-backward``: the same for the gradients).
@@ -30,6 +32,14 @@ Suites
 Backward cases are named ``<op>:<forward case>`` and time one gradient call
 given the forward input and a seeded upstream gradient ``dy`` (peers record
 the forward graph once, outside the timing, and time the backward only).
+
+The CS231n rows (ops ``cs231n_conv`` and ``cs231n_conv_relu_pool``, in the
+``backward`` and ``small`` suites) time what a course's numerical gradient
+check calls thousands of times: one forward *and* one backward of a layer on
+tiny float64 NCHW arrays, through :mod:`fastconv.compat.cs231n`
+(``conv_forward_fast`` + ``conv_backward_fast``, or
+``conv_relu_pool_forward`` + ``conv_relu_pool_backward``) against PyTorch's
+forward + ``torch.autograd.grad`` of the same; per-call overhead dominates.
 """
 from dataclasses import dataclass, field
 
@@ -37,8 +47,10 @@ import numpy as np
 
 from .._shapes import resolve_window
 
-__all__ = ["Case", "CASES", "BACKWARD_OPS", "backward_data", "backward_reference", "SUITES", "get_suite", "suite_names", "LESSON_MODEL_LAYERS",
-           "build_lesson_model", "lesson_model_weights"]
+__all__ = ["Case", "CASES", "BACKWARD_OPS", "CS231N_OPS", "CS231N_POOL", "backward_data",
+           "backward_call", "backward_reference", "cs231n_arrays", "cs231n_call", "cs231n_pack",
+           "SUITES", "get_suite", "suite_names", "LESSON_MODEL_LAYERS", "build_lesson_model",
+           "lesson_model_weights"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,7 @@ class Case:
     groups : int
         Grouped convolution (``groups == C`` is depthwise).
     dtype : str
-        ``'float32'`` (every shape but the float64 per-call-overhead one).
+        ``'float32'`` (every shape but the float64 per-call-overhead ones).
     tags : tuple of str
         Labels that group cases across suites (``small_cin``, ``compute``,
         ``c64_3x3``, ``edge``, ``depthwise``, ``1x1``), for selecting rows in
@@ -106,6 +118,8 @@ class Case:
             return self.input_shape
         if self.op == "conv2d_grad_filters":
             return self.filter_shape
+        if self.op in CS231N_OPS:
+            return (cs231n_result_size(self),)
         if self.op in ("model", "train"):
             return (self.N, 10)
         win = self.window
@@ -129,6 +143,9 @@ class Case:
             macs = (self.N * win.OH * win.OW * self.O * self.KH * self.KW
                     * (self.C // self.groups))
             return 2 * macs
+        if self.op in CS231N_OPS:  # the forward, the input and the filter gradient
+            return 3 * Case(self.name, "conv2d", self.N, self.H, self.W, self.C, self.O,
+                            self.KH, self.KW, self.SH, self.SW, self.padding).flops
         if self.op == "model":
             return _lesson_model_flops(self.N)
         if self.op == "train":
@@ -153,6 +170,11 @@ class Case:
     @property
     def description(self):
         """A short human-readable shape, e.g. ``8x56x56 64->64 k3 s1 SAME``."""
+        if self.op in CS231N_OPS:
+            win = self.window
+            pool = " + relu + pool 2x2 s2" if self.op == "cs231n_conv_relu_pool" else ""
+            return (f"NCHW {self.N}x{self.C}x{self.H}x{self.W}, w {self.O}x{self.C}x{self.KH}"
+                    f"x{self.KW}, s{self.SH} pad {win.pad_top}{pool}, {self.dtype}, fwd+bwd")
         if self.op in ("conv2d", "conv2d_grad_input", "conv2d_grad_filters"):
             extra = f" g{self.groups}" if self.groups > 1 else ""
             extra += "" if self.dtype == "float32" else f" {self.dtype}"
@@ -284,9 +306,21 @@ _TINY = [
     Case("tiny_im2col", "im2col", 2, 9, 9, 4, 4, 3, 3, 1, 1, "SAME"),
 ]
 
-#: the gradient ops ``--ops`` accepts, each the backward of one forward op
+#: forward cases that only the gradient suites use (not in ``tiny``): 16 input channels
+_TINY_GRAD_FORWARD = [
+    _conv("tiny_c16", 2, 8, 8, 16, 16, 3, 1, "SAME", tags=("compute",)),
+]
+
+#: the CS231n rows: one forward and one backward of a layer through the course adapter
+#: (:mod:`fastconv.compat.cs231n`), NCHW float64; ``op -> the forward op it starts with``
+CS231N_OPS = {"cs231n_conv": "conv2d", "cs231n_conv_relu_pool": "conv2d"}
+#: the pooling of ``cs231n_conv_relu_pool`` (the course's sandwich): 2x2 windows, stride 2
+CS231N_POOL = {"pool_height": 2, "pool_width": 2, "stride": 2}
+
+#: the gradient ops ``--ops`` accepts, each the backward of one forward op (the CS231n
+#: rows run their forward op too)
 BACKWARD_OPS = {"conv2d_grad_input": "conv2d", "conv2d_grad_filters": "conv2d",
-                "max_pool2d_backward": "max_pool2d", "relu_backward": "relu"}
+                "max_pool2d_backward": "max_pool2d", "relu_backward": "relu", **CS231N_OPS}
 
 
 def _backward(op, forward):
@@ -298,32 +332,132 @@ def _backward(op, forward):
                 forward.groups, forward.tags, forward.dtype)
 
 
-_BY_NAME = {c.name: c for c in _CONV + _OTHER + _TINY}
+_BY_NAME = {c.name: c for c in _CONV + _OTHER + _TINY + _TINY_GRAD_FORWARD}
+#: the input and filter gradients of every conv shape with at most 3 input channels that a
+#: first layer trains (the 1-channel edge filter and the HD frame are not trained) and of
+#: the layers with 16 or more input channels, 1x1 and depthwise included
+_GRAD_SHAPES = ("fmnist_c1", "fmnist_c2", "cars_c1", "cars_c2", "cars_c4", "resnet_3x3",
+                "resnet_s2", "stem_7x7", "dw_3x3", "pw_1x1")
 _BACKWARD = [_backward(op, _BY_NAME[name]) for op, names in (
-    ("conv2d_grad_input", ("fmnist_c2", "cars_c1", "cars_c2", "resnet_3x3", "resnet_s2",
-                           "stem_7x7", "dw_3x3")),
-    ("conv2d_grad_filters", ("fmnist_c1", "fmnist_c2", "cars_c1", "cars_c2", "resnet_3x3",
-                             "resnet_s2", "stem_7x7", "dw_3x3")),
+    ("conv2d_grad_input", _GRAD_SHAPES),
+    ("conv2d_grad_filters", _GRAD_SHAPES),
     ("max_pool2d_backward", ("max_pool2d",)),
     ("relu_backward", ("relu",))) for name in names]
 _TINY_BACKWARD = [_backward(op, _BY_NAME[name]) for op, names in (
-    ("conv2d_grad_input", ("tiny_conv", "tiny_s2", "tiny_dw")),
-    ("conv2d_grad_filters", ("tiny_conv", "tiny_s2", "tiny_dw")),
+    ("conv2d_grad_input", ("tiny_conv", "tiny_1ch", "tiny_c16", "tiny_s2", "tiny_dw")),
+    ("conv2d_grad_filters", ("tiny_conv", "tiny_1ch", "tiny_c16", "tiny_s2", "tiny_dw")),
     ("max_pool2d_backward", ("tiny_pool",)),
     ("relu_backward", ("tiny_relu",))) for name in names]
+#: the CS231n notebook's geometries: the conv layer's gradient check (x 4x3x5x5, w 2x3x3x3,
+#: stride 1, pad 1) and the conv-relu-pool sandwich's (x 2x3x16x16, w 3x3x3x3, pad 1)
+_CS231N = [
+    Case("cs231n_conv", "cs231n_conv", 4, 5, 5, 3, 2, 3, 3, 1, 1, "SAME",
+         tags=("small", "cs231n"), dtype="float64"),
+    Case("cs231n_conv_relu_pool", "cs231n_conv_relu_pool", 2, 16, 16, 3, 3, 3, 3, 1, 1,
+         "SAME", tags=("small", "cs231n"), dtype="float64"),
+]
 
 #: every case by name (the tiny ones included)
-CASES = {c.name: c for c in _CONV + _OTHER + _SMALL + _TINY + _BACKWARD + _TINY_BACKWARD}
+CASES = {c.name: c for c in _CONV + _OTHER + _SMALL + _TINY + _TINY_GRAD_FORWARD + _BACKWARD
+         + _TINY_BACKWARD + _CS231N}
 
 
 def backward_data(case, rng):
     """Seeded inputs of a backward case, added to ``x`` (and ``w``): ``dy``, float32, the
-    forward output's shape (NHWC)."""
+    forward output's shape (NHWC).  The CS231n rows: ``w`` (HWIO), ``b`` and ``dy`` (the
+    layer's output, NHWC; pooled for the sandwich) in the case's dtype, replacing ``w``."""
     win = case.window
+    if case.op in CS231N_OPS:
+        dt = np.dtype(case.dtype)
+        OH, OW = win.OH, win.OW
+        if case.op == "cs231n_conv_relu_pool":
+            OH, OW = _pooled(OH), _pooled(OW)
+        return {"w": rng.standard_normal(case.filter_shape, dtype=dt),
+                "b": rng.standard_normal(case.O, dtype=dt),
+                "dy": rng.standard_normal((case.N, OH, OW, case.O), dtype=dt)}
     channels = case.O if case.op.startswith("conv2d") else case.C
     shape = case.input_shape if case.op == "relu_backward" else (case.N, win.OH, win.OW,
                                                                  channels)
     return {"dy": rng.standard_normal(shape, dtype=np.float32)}
+
+
+def _pooled(size):
+    """Output size of :data:`CS231N_POOL` along a side of ``size`` (no padding)."""
+    return 1 + (size - CS231N_POOL["pool_height"]) // CS231N_POOL["stride"]
+
+
+def cs231n_arrays(case, data):
+    """The course's operands of a CS231n row, converted once: ``(x, w, b, dout,
+    conv_param)`` with ``x`` and ``dout`` NCHW and ``w`` ``(F, C, HH, WW)``."""
+    win = case.window
+    if (win.pad_top, win.pad_left) != (win.pad_bottom, win.pad_right) or case.SH != case.SW:
+        raise ValueError(f"{case.name}: the course's layers take one stride and one "
+                         f"symmetric pad")
+    x = np.ascontiguousarray(data["x"].transpose(0, 3, 1, 2))
+    w = np.ascontiguousarray(data["w"].transpose(3, 2, 0, 1))
+    dout = np.ascontiguousarray(data["dy"].transpose(0, 3, 1, 2))
+    return x, w, data["b"], dout, {"stride": case.SH, "pad": win.pad_top}
+
+
+def cs231n_result_size(case):
+    """Elements of a CS231n row's result (:func:`cs231n_pack`): the layer's output, ``dx``,
+    ``dw`` and ``db``."""
+    win = case.window
+    OH, OW = win.OH, win.OW
+    if case.op == "cs231n_conv_relu_pool":
+        OH, OW = _pooled(OH), _pooled(OW)
+    return (case.N * OH * OW * case.O + case.N * case.H * case.W * case.C
+            + case.KH * case.KW * case.C * case.O + case.O)
+
+
+def cs231n_pack(out, dx, dw, db):
+    """A CS231n row's result as one vector: the layer's output and ``dx`` (NCHW), ``dw``
+    ``(F, C, HH, WW)`` and ``db``, flattened in that order (checked outside the timing)."""
+    return np.concatenate([np.asarray(a, dtype=np.float64).reshape(-1)
+                           for a in (out, dx, dw, db)])
+
+
+def cs231n_call(cs231n, case, x, w, b, dout, conv_param):
+    """A zero-argument call running one forward and one backward of a CS231n row through
+    ``cs231n`` (the course's module or :mod:`fastconv.compat.cs231n`); it returns
+    ``(out, dx, dw, db)``."""
+    if case.op == "cs231n_conv":
+        forward, backward = cs231n.conv_forward_fast, cs231n.conv_backward_fast
+
+        def call():
+            out, cache = forward(x, w, b, conv_param)
+            return (out, *backward(dout, cache))
+        return call
+    if case.op == "cs231n_conv_relu_pool":
+        forward, backward = cs231n.conv_relu_pool_forward, cs231n.conv_relu_pool_backward
+        pool_param = dict(CS231N_POOL)
+
+        def call():
+            out, cache = forward(x, w, b, conv_param, pool_param)
+            return (out, *backward(dout, cache))
+        return call
+    raise ValueError(f"unknown CS231n op {case.op!r}")
+
+
+def _cs231n_reference(fc, case, data):
+    """A CS231n row's expected result from fastconv's public NHWC ops on the NumPy backend
+    (not through the adapter it checks)."""
+    s = (case.SH, case.SW)
+    x, w, b, dy = data["x"], data["w"], data["b"], data["dy"]
+    ref = dict(backend="numpy")
+    if case.op == "cs231n_conv":
+        out = fc.conv2d(x, w, s, case.padding, bias=b, **ref)
+        dx, dw, db = fc.conv2d_backward(x, w, dy, s, case.padding, **ref)
+    else:
+        a = fc.conv2d(x, w, s, case.padding, bias=b, activation="relu", **ref)
+        ksize, stride = (CS231N_POOL["pool_height"], CS231N_POOL["pool_width"]), \
+            CS231N_POOL["stride"]
+        out = fc.max_pool2d(a, ksize, stride, "VALID", **ref)
+        da = fc.max_pool2d_backward(dy, a, ksize, stride, "VALID", **ref)
+        dx, dw, db = fc.conv2d_backward(x, w, da, s, case.padding, output=a,
+                                        activation="relu", **ref)
+    return cs231n_pack(out.transpose(0, 3, 1, 2), dx.transpose(0, 3, 1, 2),
+                       dw.transpose(3, 2, 0, 1), db)
 
 
 def backward_call(fc, case, data, **kw):
@@ -345,8 +479,11 @@ def backward_call(fc, case, data, **kw):
 
 
 def backward_reference(case, data):
-    """The expected gradient, from fastconv's NumPy reference backend."""
+    """The expected gradient, from fastconv's NumPy reference backend (the CS231n rows: the
+    packed forward output and gradients, :func:`cs231n_pack`)."""
     import fastconv
+    if case.op in CS231N_OPS:
+        return _cs231n_reference(fastconv, case, data)
     return backward_call(fastconv, case, data, backend="numpy")
 
 #: suite name -> (case names, default repeat count, default minimum seconds per sample)
@@ -355,11 +492,11 @@ SUITES = {
               5, 0.005),
     "lesson": (("fmnist_c1", "fmnist_c2", "edge_1ch", "cars_c1", "cars_c2", "cars_c4",
                 "cars_1x1", "relu", "max_pool2d", "model:fmnist"), 9, 0.01),
-    "small": (tuple(c.name for c in _SMALL), 9, 0.005),
-    "full": (tuple(c.name for c in _CONV + _OTHER + _SMALL), 11, 0.01),
+    "small": (tuple(c.name for c in _SMALL + _CS231N), 9, 0.005),
+    "full": (tuple(c.name for c in _CONV + _OTHER + _SMALL + _CS231N), 11, 0.01),
     "tiny": (tuple(c.name for c in _TINY), 3, 0.0),
-    "backward": (tuple(c.name for c in _BACKWARD), 5, 0.01),
-    "tiny-backward": (tuple(c.name for c in _TINY_BACKWARD), 3, 0.0),
+    "backward": (tuple(c.name for c in _BACKWARD + _CS231N), 5, 0.01),
+    "tiny-backward": (tuple(c.name for c in _TINY_BACKWARD + _CS231N), 3, 0.0),
 }
 #: size N of the N^3 sgemm peak probe per suite (default 2048; smaller keeps quick quick)
 PEAK_SIZES = {"quick": 1536, "small": 1024, "tiny": 256, "tiny-backward": 256}

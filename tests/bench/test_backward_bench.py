@@ -1,5 +1,6 @@
 """The backward bench cases: their suites and ``--ops`` names, every fastconv backend and
-the autograd peers (torch, TF GradientTape) checked against the NumPy reference."""
+the autograd peers (torch, TF GradientTape, JAX vjp) checked against the NumPy reference,
+and the CS231n rows (the course adapter's forward + backward against PyTorch's)."""
 import json
 
 import numpy as np
@@ -21,7 +22,12 @@ def test_backward_ops_are_known_and_filter_suites():
         suite.get_suite("backward", ops=["conv2d_grad_bias"])
 
 
-@pytest.mark.parametrize("name", suite.SUITES["backward"][0] + TINY_BACKWARD)
+GRADIENT_ROWS = tuple(n for n in suite.SUITES["backward"][0] + TINY_BACKWARD
+                      if suite.CASES[n].op not in suite.CS231N_OPS)
+CS231N_ROWS = ("cs231n_conv", "cs231n_conv_relu_pool")
+
+
+@pytest.mark.parametrize("name", GRADIENT_ROWS)
 def test_backward_case_shapes_match_the_reference(name):
     case = suite.CASES[name]
     forward = suite.CASES[name.split(":", 1)[1]]
@@ -51,6 +57,120 @@ def test_tiny_backward_suite_every_backend_ok(run_cli, tmp_path):
             assert r["median_s"] > 0
 
 
+def test_backward_suite_covers_the_gradient_goals_shapes():
+    """Input and filter gradients on shapes with <= 3 and >= 16 input channels (1x1 and
+    depthwise among them), pool and relu backward, the CS231n rows; the same classes in
+    tiny-backward, so that a tiny run exercises every goal's selector."""
+    for name in ("backward", "tiny-backward"):
+        cases = suite.get_suite(name)
+        for op in ("conv2d_grad_input", "conv2d_grad_filters"):
+            channels = [c.C for c in cases if c.op == op]
+            assert min(channels) <= 3 and max(channels) >= 16, (name, op, channels)
+        assert {c.op for c in cases} == set(suite.BACKWARD_OPS)
+        assert {"cs231n_conv", "cs231n_conv_relu_pool"} <= {c.name for c in cases}
+    full = suite.get_suite("backward", ops=["conv2d_grad_input"])
+    assert {c.KH for c in full} >= {1, 3, 7} and any(c.groups == c.C > 1 for c in full)
+    assert set(CS231N_ROWS) <= set(suite.SUITES["small"][0])
+
+
+def test_cs231n_rows_are_the_course_geometries():
+    conv, sandwich = suite.CASES["cs231n_conv"], suite.CASES["cs231n_conv_relu_pool"]
+    for case, x_shape, w_shape, out_shape in (
+            (conv, (4, 3, 5, 5), (2, 3, 3, 3), (4, 2, 5, 5)),
+            (sandwich, (2, 3, 16, 16), (3, 3, 3, 3), (2, 3, 8, 8))):
+        data = runner.make_data(case)
+        x, w, b, dout, conv_param = suite.cs231n_arrays(case, data)
+        assert (x.shape, w.shape, b.shape, dout.shape) == (x_shape, w_shape, (w_shape[0],),
+                                                          out_shape)
+        assert conv_param == {"stride": 1, "pad": 1}
+        assert {a.dtype for a in (x, w, b, dout)} == {np.dtype(np.float64)}
+        assert runner.reference(case, data).shape == case.output_shape
+    assert suite.CS231N_POOL == {"pool_height": 2, "pool_width": 2, "stride": 2}
+
+
+def test_cs231n_reference_is_the_layer_by_definition():
+    """The row's reference (fastconv's NumPy backend on NHWC arrays) against the course's
+    conv formula written out here with loops, and the gradients by central differences."""
+    case = suite.CASES["cs231n_conv"]
+    data = runner.make_data(case)
+    x, w, b, dout, conv_param = suite.cs231n_arrays(case, data)
+    pad = conv_param["pad"]
+
+    def conv(x, w, b):
+        xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        N, _, H, W = x.shape
+        F, _, HH, WW = w.shape
+        out = np.empty((N, F, H + 2 * pad - HH + 1, W + 2 * pad - WW + 1))
+        for i in range(out.shape[2]):
+            for j in range(out.shape[3]):
+                out[:, :, i, j] = np.tensordot(xp[:, :, i:i + HH, j:j + WW], w,
+                                               ((1, 2, 3), (1, 2, 3))) + b
+        return out
+
+    def numeric(arg):
+        args = [x.copy(), w.copy(), b.copy()]
+        grad, h = np.zeros_like(args[arg]), 1e-6
+        for idx in np.ndindex(grad.shape):
+            old = args[arg][idx]
+            args[arg][idx] = old + h
+            plus = np.sum(conv(*args) * dout)
+            args[arg][idx] = old - h
+            grad[idx] = (plus - np.sum(conv(*args) * dout)) / (2 * h)
+            args[arg][idx] = old
+        return grad
+
+    expected = suite.cs231n_pack(conv(x, w, b), numeric(0), numeric(1), numeric(2))
+    got = runner.reference(case, data)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", fastconv.available_backends())
+@pytest.mark.parametrize("name", CS231N_ROWS)
+def test_cs231n_rows_run_the_adapter_on_each_backend(monkeypatch, backend, name):
+    """fastconv's engine calls fastconv.compat.cs231n (which takes no backend argument) and
+    its convolutions run on the engine's backend; the result matches the reference."""
+    from fastconv import _backends
+    from fastconv.bench.peers.fastconv_backends import FastconvEngine
+    case = suite.CASES[name]
+    data = runner.make_data(case)
+    engine = FastconvEngine(backend)
+    engine.setup(1)
+    default = _backends.get_backend()
+    prepared = engine.prepare(case, data)
+    seen, real = [], fastconv.conv2d_backward
+
+    def spy(*args, **kwargs):
+        seen.append(_backends.resolve(kwargs.get("backend"))[0])
+        return real(*args, **kwargs)
+    monkeypatch.setattr(fastconv, "conv2d_backward", spy)
+    prepared()
+    prepared()
+    assert seen == [backend, backend]
+    ok, detail = runner.check_result(prepared.result(), runner.reference(case, data))
+    assert ok, detail
+    assert _backends.get_backend() == default  # the process default is left alone
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("name", CS231N_ROWS)
+def test_cs231n_rows_torch_matches_the_reference(peer_library, name):
+    """PyTorch's forward + autograd of the course layer: the oracle for the row's reference."""
+    peer_library("torch")
+    case = suite.CASES[name]
+    assert not peers.make_peer("torch-cl").supports(case)
+    assert not peers.make_peer("tf").supports(case)
+    engine = peers.make_peer("torch")
+    engine.setup(1)
+    assert engine.supports(case)
+    data = runner.make_data(case)
+    prepared = engine.prepare(case, data)
+    prepared()
+    prepared()  # a fresh graph every call
+    expected = runner.reference(case, data)
+    np.testing.assert_allclose(prepared.result(), expected, rtol=1e-10,
+                               atol=1e-10 * float(np.abs(expected).max()))
+
+
 @pytest.mark.oracle
 @pytest.mark.parametrize("peer, module", [("torch", "torch"), ("torch-cl", "torch"),
                                           ("tf", "tensorflow")])
@@ -77,3 +197,41 @@ def test_autograd_peers_match_the_reference(peer_library, peer, module):
             1.0, float(np.abs(expected).max())), err_msg=name)
         ran += 1
     assert ran >= 6
+
+
+@pytest.mark.oracle
+def test_jax_vjp_peer_matches_the_reference(peer_library):
+    """JAX's vjp under jit: input and filter gradients (strided, 1-channel, depthwise,
+    16-channel), pool and relu backward, each against the reference, twice through one vjp."""
+    peer_library("jax")
+    from fastconv.bench.peers.jax_xla import JaxEngine
+    engine = JaxEngine()
+    engine.setup(fastconv._threads.available_cores())  # XLA's pool: every core (or 1)
+    ran = []
+    for name in TINY_BACKWARD:
+        case = suite.CASES[name]
+        if not engine.supports(case):
+            assert case.dtype == "float64", name  # float64 needs JAX's process-wide x64
+            continue
+        data = runner.make_data(case)
+        prepared = engine.prepare(case, data)
+        prepared()
+        prepared()
+        got, expected = prepared.result(), runner.reference(case, data)
+        assert got.shape == expected.shape, name
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * max(
+            1.0, float(np.abs(expected).max())), err_msg=name)
+        ran.append(case.op)
+    assert set(ran) == set(suite.BACKWARD_OPS) - set(suite.CS231N_OPS) and len(ran) >= 12
+
+
+@pytest.mark.oracle
+def test_jax_backward_rows_in_a_run_are_checked_ok(peer_library):
+    peer_library("jax")
+    from fastconv.bench.peers.jax_xla import JaxEngine
+    cases = [suite.CASES[n] for n in ("conv2d_grad_filters:tiny_s2",
+                                      "max_pool2d_backward:tiny_pool")]
+    res = runner.run(cases, [JaxEngine()], fastconv._threads.available_cores(), repeat=1,
+                     min_time=0, peak_size=0, bandwidth_bytes=0, progress=False)
+    assert "jax" not in res["unavailable"], res["unavailable"]
+    assert [(r["case"], r["check"]) for r in res["results"]] == [(c.name, "ok") for c in cases]

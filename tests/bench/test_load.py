@@ -144,7 +144,8 @@ def test_bandwidth_probe_splits_the_copy_over_threads():
 # ----------------------------------------------------------------- small calls
 def test_small_suite_shapes():
     names = suite.SUITES["small"][0]
-    assert set(names) == {"small_conv", "small_relu", "small_pool", "small_f64"}
+    assert set(names) == {"small_conv", "small_relu", "small_pool", "small_f64", "cs231n_conv",
+                          "cs231n_conv_relu_pool"}
     assert set(names) <= set(suite.SUITES["full"][0]) and "small" in suite.PUBLIC_SUITES
     conv, f64 = suite.CASES["small_conv"], suite.CASES["small_f64"]
     assert conv.input_shape == (1, 160, 240, 1) and conv.single_channel_filter

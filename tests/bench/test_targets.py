@@ -148,3 +148,46 @@ def test_a_goal_is_checked_against_its_part_only(make_results):
     assert make_results.evaluate_parts({"forward": doc}, [target]) == []
     (got,) = make_results.evaluate_parts({"busy": doc}, [target])
     assert got["status"] == "met" and got["measured"] == "2.00x"
+
+
+def test_backward_goals(make_results):
+    """The gradient goals: the best of the autograd peers (JAX included), 1x on C_in >= 16,
+    2x on C_in <= 3, 1.5x for pool/relu backward, the CS231n rows within PyTorch's time;
+    all at 2 threads."""
+    rows = [
+        _row("conv2d_grad_input:resnet_3x3", "fastconv:cython", "fastconv", 1.0),
+        _row("conv2d_grad_input:resnet_3x3", "torch-cl", "peer", 1.2),
+        _row("conv2d_grad_input:resnet_3x3", "jax", "peer", 1.1),
+        _row("conv2d_grad_filters:cars_c1", "fastconv:numba", "fastconv", 1.0),
+        _row("conv2d_grad_filters:cars_c1", "tf", "peer", 3.0),
+        _row("conv2d_grad_filters:cars_c1", "jax", "peer", 1.9),       # 1.9x < 2x
+        _row("relu_backward:relu", "fastconv:cython", "fastconv", 1.0),
+        _row("relu_backward:relu", "torch", "peer", 1.6),
+        _row("max_pool2d_backward:max_pool2d", "fastconv:cython", "fastconv", 1.0),
+        _row("max_pool2d_backward:max_pool2d", "torch-cl", "peer", 1.4),
+        _row("cs231n_conv", "fastconv:cython", "fastconv", 40e-6),
+        _row("cs231n_conv", "torch", "peer", 50e-6),
+        _row("cs231n_conv_relu_pool", "fastconv:cython", "fastconv", 60e-6),
+        _row("cs231n_conv_relu_pool", "torch", "peer", 50e-6)]
+    doc = {"runs": [{"threads": 1, "results": rows}, {"threads": 2, "results": rows}]}
+    targets = [t for t in make_results.load_targets()
+               if "gradient" in t["id"] or "backward" in t["id"] or "CS231n" in t["id"]]
+    assert len(targets) == 7 and all(t["threads"] == [2] for t in targets)
+    got = {(t["target"], t["case"]): t for t in make_results.evaluate_targets(doc, targets)}
+    assert {k[1] for k in got} == {r["case"] for r in rows}  # no row checked twice
+    assert all(t["threads"] == 2 for t in got.values())       # the 1-thread run is not checked
+    status = {k: t["status"] for k, t in got.items()}
+    assert status == {
+        ("input gradient C_in>=16 vs best peer, 2 threads", "conv2d_grad_input:resnet_3x3"): "met",
+        ("filter gradient C_in<=3 vs best peer, 2 threads", "conv2d_grad_filters:cars_c1"):
+            "missed",
+        ("pool/relu backward vs best peer, 2 threads", "relu_backward:relu"): "met",
+        ("pool/relu backward vs best peer, 2 threads", "max_pool2d_backward:max_pool2d"):
+            "missed",
+        ("CS231n conv forward+backward vs PyTorch, 2 threads", "cs231n_conv"): "met",
+        ("CS231n conv-relu-pool forward+backward vs PyTorch, 2 threads",
+         "cs231n_conv_relu_pool"): "missed"}
+    assert got[("filter gradient C_in<=3 vs best peer, 2 threads",
+                "conv2d_grad_filters:cars_c1")]["measured"] == "1.90x"
+    assert got[("CS231n conv forward+backward vs PyTorch, 2 threads",
+                "cs231n_conv")]["measured"] == "0.80x torch's time"

@@ -1,7 +1,8 @@
 """fastconv's own backends as engines: the public ops, with a reused ``out=`` buffer."""
 import numpy as np
 
-from ..suite import BACKWARD_OPS, backward_call, build_lesson_model
+from ..suite import (BACKWARD_OPS, CS231N_OPS, backward_call, build_lesson_model,
+                     cs231n_arrays, cs231n_call, cs231n_pack)
 from . import Engine, Prepared, Unavailable
 
 
@@ -27,6 +28,8 @@ class FastconvEngine(Engine):
         fc, b, n = self.library, self.backend, self.threads
         x = data["x"]
         k, s = (case.KH, case.KW), (case.SH, case.SW)
+        if case.op in CS231N_OPS:
+            return self._prepare_cs231n(case, data)
         if case.op in BACKWARD_OPS:
             return Prepared(lambda: backward_call(fc, case, data, backend=b, num_threads=n))
         if case.op == "conv2d":
@@ -51,6 +54,22 @@ class FastconvEngine(Engine):
             from .training import fastconv_train_step
             return fastconv_train_step(case, data, b, n)
         raise ValueError(f"unknown op {case.op!r}")
+
+    def _prepare_cs231n(self, case, data):
+        """The course adapter's forward + backward, as a student's gradient check calls it:
+        no backend or thread argument (the adapter has none), so the call runs under
+        :func:`fastconv.use_backend` unless this backend is already the default."""
+        from ... import _backends
+        from ...compat import cs231n
+        fc, backend = self.library, self.backend
+        call = cs231n_call(cs231n, case, *cs231n_arrays(case, data))
+        if _backends.resolve(None)[0] != backend:
+            plain = call
+
+            def call():
+                with fc.use_backend(backend):
+                    return plain()
+        return Prepared(call, lambda res: cs231n_pack(*res))
 
 
 def fastconv_lesson_model(weights):

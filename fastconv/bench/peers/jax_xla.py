@@ -9,6 +9,15 @@ depthwise filters; ReLU is ``jax.nn.relu``; max pooling is
 ``jax.lax.reduce_window`` with ``max`` and a ``-inf`` initial value, so that
 padding never wins a window (TensorFlow's rule).
 
+Gradients (the backward ops of :data:`..suite.BACKWARD_OPS`) are ``jax.vjp``
+of the same forward functions: the forward is run once, outside the timing,
+and its vjp function (a pytree holding the residuals) is the argument of a
+``jax.jit``-compiled call that applies it to ``dy``, so a timed call is the
+backward alone, as for the PyTorch and TensorFlow peers: the input and filter
+gradients of ``conv_general_dilated``, the max-pool backward (XLA's
+select-and-scatter, the vjp of ``reduce_window`` with ``max``) and the ReLU
+backward.
+
 Threads: XLA's CPU client sizes its thread pool once, when JAX first starts,
 and has no setting for a count in between: it runs on every core this
 process may use, or on one thread with the flags its maintainers give for
@@ -20,6 +29,7 @@ import os
 import sys
 
 from ..._threads import available_cores
+from ..suite import BACKWARD_OPS
 from . import Engine, Prepared, Unavailable, import_library
 
 #: ``XLA_FLAGS`` that keep XLA's CPU client on the calling thread
@@ -74,26 +84,52 @@ class JaxEngine(Engine):
         self.library = jax
 
     def supports(self, case):  # float64 needs jax_enable_x64, a process-wide switch
-        return case.op in ("conv2d", "relu", "max_pool2d") and case.dtype == "float32"
+        ops = ("conv2d", "relu", "max_pool2d", "conv2d_grad_input", "conv2d_grad_filters",
+               "max_pool2d_backward", "relu_backward")
+        return case.op in ops and case.dtype == "float32"
+
+    def _forward(self, case, op):
+        """The jit-able forward function of ``op`` (``conv2d`` takes ``(x, w)``)."""
+        jax = self.library
+        lax = jax.lax
+        win = case.window
+        pads = [(win.pad_top, win.pad_bottom), (win.pad_left, win.pad_right)]
+        if op == "conv2d":
+            return lambda a, b: lax.conv_general_dilated(
+                a, b, (case.SH, case.SW), pads, rhs_dilation=(1, 1),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=case.groups)
+        if op == "relu":
+            return jax.nn.relu
+        if op == "max_pool2d":
+            return lambda a: lax.reduce_window(
+                a, -jax.numpy.inf, lax.max, (1, case.KH, case.KW, 1), (1, case.SH, case.SW, 1),
+                [(0, 0), *pads, (0, 0)])
+        raise ValueError(f"unknown op {op!r}")
 
     def prepare(self, case, data):
         jax = self.library
-        lax = jax.lax
         x = jax.device_put(data["x"])
-        win = case.window
-        pads = [(win.pad_top, win.pad_bottom), (win.pad_left, win.pad_right)]
+        if case.op in BACKWARD_OPS:
+            return self._prepare_backward(case, data, x)
+        fn = jax.jit(self._forward(case, case.op))
         if case.op == "conv2d":
             w = jax.device_put(data["w"])
-            fn = jax.jit(lambda a, b: lax.conv_general_dilated(
-                a, b, (case.SH, case.SW), pads, rhs_dilation=(1, 1),
-                dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=case.groups))
             return Prepared(lambda: jax.block_until_ready(fn(x, w)))
-        if case.op == "relu":
-            fn = jax.jit(jax.nn.relu)
-        elif case.op == "max_pool2d":
-            fn = jax.jit(lambda a: lax.reduce_window(
-                a, -jax.numpy.inf, lax.max, (1, case.KH, case.KW, 1), (1, case.SH, case.SW, 1),
-                [(0, 0), *pads, (0, 0)]))
-        else:
-            raise ValueError(f"unknown op {case.op!r}")
         return Prepared(lambda: jax.block_until_ready(fn(x)))
+
+    def _prepare_backward(self, case, data, x):
+        """``jax.vjp`` taken once (the forward, outside the timing); each call applies the
+        jit-compiled vjp function to ``dy``."""
+        jax = self.library
+        forward = self._forward(case, BACKWARD_OPS[case.op])
+        if case.op == "conv2d_grad_input":
+            w = jax.device_put(data["w"])
+            _, vjp = jax.vjp(lambda a: forward(a, w), x)
+        elif case.op == "conv2d_grad_filters":
+            w = jax.device_put(data["w"])
+            _, vjp = jax.vjp(lambda b: forward(x, b), w)
+        else:
+            _, vjp = jax.vjp(forward, x)
+        dy = jax.device_put(data["dy"])
+        apply = jax.jit(lambda f, g: f(g)[0])
+        return Prepared(lambda: jax.block_until_ready(apply(vjp, dy)))

@@ -1,7 +1,7 @@
 """PyTorch's ``torch.nn.functional`` on NCHW or channels_last tensors."""
 import numpy as np
 
-from ..suite import BACKWARD_OPS
+from ..suite import BACKWARD_OPS, CS231N_OPS, CS231N_POOL, cs231n_arrays, cs231n_pack
 from . import Engine, Prepared, import_library, nchw, nhwc
 
 
@@ -22,6 +22,8 @@ class TorchEngine(Engine):
         self.library = torch
 
     def supports(self, case):
+        if case.op in CS231N_OPS:
+            return not self.channels_last  # the course's NCHW arrays, as a student has them
         if case.op == "relu_backward":
             return not self.channels_last  # layout-free: one row is enough
         if case.op in BACKWARD_OPS:
@@ -42,6 +44,8 @@ class TorchEngine(Engine):
         torch = self.library
         F = torch.nn.functional
         x_nhwc = data["x"]
+        if case.op in CS231N_OPS:
+            return self._prepare_cs231n(case, data)
         if case.op in BACKWARD_OPS:
             return self._prepare_backward(case, data)
         if case.op == "relu":
@@ -114,3 +118,26 @@ class TorchEngine(Engine):
                 g = g[:, crop[0]:crop[0] + H, crop[1]:crop[1] + W]
             return g
         return Prepared(lambda: torch.autograd.grad(y, x, dy, retain_graph=True)[0], result)
+
+    def _prepare_cs231n(self, case, data):
+        """A CS231n row in PyTorch: each call is the forward (``F.conv2d`` with the bias; the
+        sandwich adds ``F.relu`` and ``F.max_pool2d``) on leaf tensors that require grad,
+        then ``torch.autograd.grad`` of the output with ``dout`` as upstream gradient."""
+        torch = self.library
+        F = torch.nn.functional
+        x, w, b, dout, conv_param = cs231n_arrays(case, data)
+        x, w, b = (torch.from_numpy(a).requires_grad_() for a in (x, w, b))
+        dout = torch.from_numpy(dout)
+        stride, pad = conv_param["stride"], conv_param["pad"]
+        grad = torch.autograd.grad
+        if case.op == "cs231n_conv":
+            def call():
+                y = F.conv2d(x, w, b, stride, pad)
+                return (y, *grad(y, (x, w, b), dout))
+        else:
+            k, s = (CS231N_POOL["pool_height"], CS231N_POOL["pool_width"]), CS231N_POOL["stride"]
+
+            def call():
+                y = F.max_pool2d(F.relu(F.conv2d(x, w, b, stride, pad)), k, s)
+                return (y, *grad(y, (x, w, b), dout))
+        return Prepared(call, lambda res: cs231n_pack(*(t.detach().numpy() for t in res)))

@@ -4,7 +4,7 @@ import importlib.util
 import os
 import sys
 
-from ..suite import BACKWARD_OPS, build_lesson_model
+from ..suite import BACKWARD_OPS, CS231N_OPS, build_lesson_model
 from . import Engine, Prepared, Unavailable, import_library
 
 
@@ -34,6 +34,8 @@ class TensorFlowEngine(Engine):
         self.library = tf
 
     def supports(self, case):
+        if case.op in CS231N_OPS:  # NCHW float64 arrays: TF's CPU convolution is NHWC-only
+            return False
         if case.op in BACKWARD_OPS:
             return BACKWARD_OPS[case.op] != "conv2d" or case.groups in (1, case.C)
         if case.op == "conv2d":
