@@ -516,8 +516,10 @@ def max_pool2d(input, ksize, strides=None, padding="VALID", data_format="NHWC", 
         of one) in the same ``data_format``, build the whole chain as
         :func:`conv_relu_pool` does: one windowed map whose blocks run the
         convolution, its activation and the pooling, so the convolution's
-        output is never a Dask chunk.  Both calls must allow rechunking.
-        False pools the blocks of ``input`` whatever built it.
+        output is never a Dask chunk.  The blocks run with the convolution's
+        ``backend`` and ``num_threads`` (a maximum is exact in every backend).
+        Both calls must allow rechunking.  False pools the blocks of
+        ``input`` whatever built it.
 
     Returns
     -------
