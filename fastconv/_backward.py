@@ -191,6 +191,18 @@ def _blas_guard(pieces, gemm_work):
     return single_threaded_blas()
 
 
+def _side_threads(pieces, n_threads):
+    """Threads for the unfolding (or folding) the calling thread does between the products.
+
+    One while the pieces' products run in pool threads at the same time: a
+    team of ``n_threads`` beside them would oversubscribe the cores, and its
+    threads spin at each barrier waiting for a member that a product has
+    taken the core of (several times slower on a busy machine).  The copies
+    do not depend on the thread count.
+    """
+    return 1 if len(pieces) > 1 and n_threads > 1 else n_threads
+
+
 def _ordered_map(func, jobs, n_threads):
     """Yield ``func(job)`` for each job in order, up to ``n_threads`` running at once.
 
@@ -242,6 +254,7 @@ def filter_grad(x, dy, ksize, strides, dilations, pads, groups, module, n_thread
     ring = _piece_buffers(max((n1 - n0) * (oh1 - oh0) for n0, n1, oh0, oh1 in pieces) * OW * T * C,
                           x.dtype, min(n_threads, len(pieces)) + 1) if pieces else []
     taken = iter(range(len(pieces)))
+    unfold_threads = _side_threads(pieces, n_threads)
 
     def unfold(piece):
         n0, n1, oh0, oh1 = piece
@@ -250,7 +263,7 @@ def filter_grad(x, dy, ksize, strides, dilations, pads, groups, module, n_thread
         if r1 <= r0:
             return None
         cols = ring[next(taken) % len(ring)][:int(np.prod(shape))].reshape(shape)
-        im2col(x[n0:n1, r0:r1], cols, ksize, strides, dilations, (ptop, left), n_threads)
+        im2col(x[n0:n1, r0:r1], cols, ksize, strides, dilations, (ptop, left), unfold_threads)
         return cols
 
     def product(job):
@@ -385,6 +398,7 @@ def _input_grad_col2im(dy, w, out, strides, dilations, pads, groups, module, n_t
             cols = np.matmul(d.transpose(1, 0, 2), wt).reshape(G, P, T, Cg).transpose(1, 2, 0, 3)
         return np.ascontiguousarray(cols).reshape(n1 - n0, oh1 - oh0, OW, KH, KW, C)
 
+    fold_threads = _side_threads(pieces, n_threads)
     with _blas_guard(pieces, N * OH * OW * T * Cg * O):
         parts = _ordered_map(product, pieces, n_threads if len(pieces) > 1 else 1)
         for piece, cols in zip(pieces, parts):
@@ -392,7 +406,7 @@ def _input_grad_col2im(dy, w, out, strides, dilations, pads, groups, module, n_t
             r0, r1, ptop = _band(piece, H, KH, SH, DH, top)
             if r1 > r0:
                 col2im(cols, out[n0:n1, r0:r1], (KH, KW), strides, dilations, (ptop, left),
-                       n_threads)
+                       fold_threads)
 
 
 def input_grad(dy, w, out, strides, dilations, pads, groups, module, n_threads, method=None):
