@@ -107,6 +107,16 @@ def _cluster(workers):
     return cluster, Client(cluster)
 
 
+def _on_workers(client, shape, chunks, seed):
+    """Uniform float32 ``shape`` made and kept on the workers (never sent through the graph)."""
+    import dask.array as da
+    import distributed
+    x = client.persist(da.random.default_rng(seed).random(shape, chunks=chunks,
+                                                         dtype=np.float32))
+    distributed.wait(x)
+    return x
+
+
 def _noop(i):
     return i
 
@@ -186,14 +196,13 @@ def _halo_work(out_chunks, conv_size, pool_k, pool_s, pool_p0):
 
 
 def bench_image(args, client):
-    import dask.array as da
-    import distributed
     import fastconv
     import fastconv.dask as fd
 
     S, T = args.size, args.workers
     rng = np.random.default_rng(0)
-    x = rng.random((1, S, S, 3), dtype=np.float32)
+    xd = _on_workers(client, (1, S, S, 3), (1, args.chunk, args.chunk, 3), 0)
+    x = xd.compute()
     w = rng.standard_normal((3, 3, 3, 8)).astype(np.float32)
     b = rng.standard_normal(8).astype(np.float32)
 
@@ -205,8 +214,6 @@ def bench_image(args, client):
                     f"max pool", "chunk": args.chunk, "threads": T, "runs": {}}
     part["runs"]["in_memory"] = _timed(in_memory, args.repeat)
     ref = in_memory()
-    xd = client.persist(da.from_array(x, chunks=(1, args.chunk, args.chunk, 3)))
-    distributed.wait(xd)
     chain = fd.max_pool2d(fd.relu(fd.conv2d(xd, w, padding="SAME", bias=b)), 2,
                           padding="SAME")
     part["runs"]["cluster"] = _timed(_on_cluster(client, chain, xd), args.repeat)
@@ -237,20 +244,17 @@ def bench_image(args, client):
 
 
 def bench_dask_image(args, client):
-    import dask.array as da
     import distributed
     import fastconv.dask as fd
     from dask_image import ndfilters
 
     S = args.size
-    rng = np.random.default_rng(1)
-    x = rng.random((S, S), dtype=np.float32)
-    k = rng.standard_normal((3, 3)).astype(np.float32)
+    k = np.random.default_rng(1).standard_normal((3, 3)).astype(np.float32)
     part = {"what": f"one channel {S}x{S} float32, 3x3 kernel, zero padding",
             "chunk": args.chunk, "runs": {}}
-    x2 = client.persist(da.from_array(x, chunks=args.chunk))
-    x4 = client.persist(da.from_array(x[None, :, :, None], chunks=(1, args.chunk, args.chunk, 1)))
-    distributed.wait([x2, x4])
+    x4 = _on_workers(client, (1, S, S, 1), (1, args.chunk, args.chunk, 1), 1)
+    x2 = client.persist(x4[0, :, :, 0])
+    distributed.wait(x2)
     theirs = ndfilters.convolve(x2, k, mode="constant", cval=0.0)
     # convolve flips the kernel; conv2d is a correlation: the flipped kernel is the same sum
     ours = fd.conv2d(x4, np.ascontiguousarray(k[::-1, ::-1])[:, :, None, None], padding="SAME")
@@ -279,21 +283,18 @@ def _lesson_model():
 def bench_predict(args, client):
     import pickle
 
-    import dask.array as da
-    import distributed
     import fastconv.dask as fd
 
     T = args.workers
     model = _lesson_model()
-    x = np.random.default_rng(2).random((args.images, 28, 28, 1), dtype=np.float32)
+    xd = _on_workers(client, (args.images, 28, 28, 1), (args.images_chunk, 28, 28, 1), 2)
+    x = xd.compute()
     part = {"what": f"{args.images} images 28x28x1 through the lesson's Fashion-MNIST model, "
                     f"batch_size {args.batch_size}", "chunk": args.images_chunk, "threads": T,
             "runs": {}}
     part["runs"]["in_memory"] = _timed(
         lambda: model.predict(x, batch_size=args.batch_size, num_threads=T), args.repeat)
     ref = model.predict(x, batch_size=args.batch_size, num_threads=T)
-    xd = client.persist(da.from_array(x, chunks=(args.images_chunk, 28, 28, 1)))
-    distributed.wait(xd)
     out = fd.predict(model, xd, batch_size=args.batch_size)
     part["runs"]["cluster"] = _timed(_on_cluster(client, out, xd), args.repeat)
     part["max_abs_diff"] = float(np.max(np.abs(out.compute() - ref)))
