@@ -235,3 +235,30 @@ def test_jax_backward_rows_in_a_run_are_checked_ok(peer_library):
                      min_time=0, peak_size=0, bandwidth_bytes=0, progress=False)
     assert "jax" not in res["unavailable"], res["unavailable"]
     assert [(r["case"], r["check"]) for r in res["results"]] == [(c.name, "ok") for c in cases]
+
+
+@pytest.mark.parametrize("H, W, K, stride, pad", [(5, 5, 3, 1, 1), (31, 31, 3, 2, 1),
+                                                  (32, 32, 3, 2, 1), (8, 8, 4, 1, 1),
+                                                  (16, 16, 5, 1, 2), (6, 9, 3, 1, 0),
+                                                  (7, 7, 3, 3, 1)])
+def test_cs231n_padding_shortcut_is_the_explicit_padding(H, W, K, stride, pad):
+    """The CS231n rows' adapter names its padding 'SAME'/'VALID' where that is the course's
+    symmetric pad (fewer checks per call): the results are bitwise those of the explicit
+    padding, forward and gradients."""
+    from fastconv.compat import cs231n
+    rng = np.random.default_rng(H * 100 + K)
+    x = rng.standard_normal((2, 3, H, W))
+    w = rng.standard_normal((4, 3, K, K))
+    b = rng.standard_normal(4)
+    out, cache = cs231n.conv_forward_fast(x, w, b, {"stride": stride, "pad": pad})
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db = cs231n.conv_backward_fast(dout, cache)
+    w_hwio = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+    explicit = [[0, 0], [0, 0], [pad, pad], [pad, pad]]
+    expected = fastconv.conv2d(x, w_hwio, stride, explicit, "NCHW", bias=b)
+    ex, ew, eb = fastconv.conv2d_backward(x, w_hwio, dout, stride, explicit, "NCHW")
+    assert out.shape == (2, 4, 1 + (H + 2 * pad - K) // stride, 1 + (W + 2 * pad - K) // stride)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(dx, ex)
+    np.testing.assert_array_equal(dw, ew.transpose(3, 2, 0, 1))
+    np.testing.assert_array_equal(db, eb)
