@@ -180,7 +180,8 @@ def _gap_reason(doc_part, fast_s, slow_s, workers, what):
     return (f"{what} took {slow_s:.3f} s against {fast_s:.3f} s (gap {slow_s - fast_s:.3f} s). "
             f"Scheduler: {prof['tasks']} tasks x {over * 1e3:.2f} ms per empty task / "
             f"{workers} workers = {sched:.3f} s. Workers computing: {busy:.3f} s each on "
-            f"average ({kinds}). Transfers between workers: "
+            f"average ({kinds}), idle {max(prof['wall_s'] - busy, 0):.3f} s of the profiled "
+            f"run's {prof['wall_s']:.3f} s. Transfers between workers: "
             f"{prof['transfer_bytes'] / 2**20:.1f} MiB in {prof['transfer_s']:.3f} s.")
 
 
