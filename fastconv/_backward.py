@@ -18,7 +18,9 @@ it provides a gradient driver itself, as the NumPy reference does):
   pieces whose boundaries depend on the shapes only; each piece's product is
   computed by one thread with single-threaded BLAS, and the pieces are summed
   in their fixed order, so the result is bitwise identical for any
-  ``num_threads``.
+  ``num_threads``.  A one-channel input (a first layer on grey images) is
+  unfolded transposed instead, one strided copy per filter tap, so that the
+  product reads ``dy`` once with a long inner dimension.
 * **Input gradient** -- either ``col2im(dy @ w^T)`` (the adjoint of the
   unfolding) or, equivalently, a *forward* convolution, on the backend's fast
   kernel, of ``dy`` with zeros inserted between its pixels (stride > 1) and
