@@ -284,16 +284,37 @@ def _cut_heads(block, h_ax, w_ax, depth_h, depth_w):
 
 
 def _assemble(block, right, below, corner, h_ax, w_ax, depth_w):
-    """The block joined with the heads of its right, lower and lower-right neighbours."""
-    top = block if right is None else np.concatenate([block, right[0]], axis=w_ax)
-    if below is None:
-        return top
-    bottom = below[1]
-    if corner is not None:
+    """The block joined with the heads of its right, lower and lower-right neighbours.
+
+    One allocation of the joined shape, filled in place (chained
+    concatenations would make a second block-sized copy).
+    """
+    if right is None and below is None:
+        return block
+    shape = list(block.shape)
+    h, w = shape[h_ax], shape[w_ax]
+    if right is not None:
+        shape[w_ax] += right[0].shape[w_ax]
+    if below is not None:
+        shape[h_ax] += below[1].shape[h_ax]
+    out = np.empty(shape, dtype=block.dtype)
+
+    def put(part, r0, c0):
         index = [slice(None)] * block.ndim
-        index[w_ax] = slice(0, depth_w)
-        bottom = np.concatenate([bottom, corner[1][tuple(index)]], axis=w_ax)
-    return np.concatenate([top, bottom], axis=h_ax)
+        index[h_ax] = slice(r0, r0 + part.shape[h_ax])
+        index[w_ax] = slice(c0, c0 + part.shape[w_ax])
+        out[tuple(index)] = part
+
+    put(block, 0, 0)
+    if right is not None:
+        put(right[0], 0, w)
+    if below is not None:
+        put(below[1], h, 0)
+        if corner is not None:
+            index = [slice(None)] * block.ndim
+            index[w_ax] = slice(0, depth_w)
+            put(corner[1][tuple(index)], h, w)
+    return out
 
 
 def _with_halo(func, x, h_ax, w_ax, depth_h, depth_w, *, chunks, dtype, **kwargs):
