@@ -485,7 +485,7 @@ _FROM_KERAS = {
                                     cfg.get("threshold", 0.0)),
     "Activation": lambda cfg, where: Activation(_cfg_activation(cfg, where)),
     "Softmax": lambda cfg, where: Softmax(cfg.get("axis", -1)),
-    "Dropout": lambda cfg, where: Dropout(cfg.get("rate", 0.0)),
+    "Dropout": lambda cfg, where: Dropout(cfg.get("rate", 0.0), seed=cfg.get("seed")),
 }
 
 

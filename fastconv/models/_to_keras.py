@@ -46,7 +46,7 @@ def _layer(keras, layer):
     if cls == "Softmax":
         return L.Softmax(axis=layer.axis, name=name)
     if cls == "Dropout":
-        return L.Dropout(layer.rate, name=name)
+        return L.Dropout(layer.rate, seed=layer.seed, name=name)
     raise ValueError(f"model: layer {name!r} ({cls}) has no Keras equivalent in to_keras.")
 
 

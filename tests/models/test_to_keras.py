@@ -79,3 +79,12 @@ def test_to_keras_errors(monkeypatch):
     monkeypatch.setitem(sys.modules, "keras", None)
     with pytest.raises(ImportError, match="pip install keras"):
         _lesson_model().to_keras()
+
+
+def test_a_dropout_seed_survives_the_trip_to_keras_and_back(tf):
+    model = Sequential([Dense(4, input_shape=(3,)), Dropout(0.5, seed=7), Dense(2)], seed=0)
+    keras_model = model.to_keras()
+    keras_dropout = [l for l in keras_model.layers if l.__class__.__name__ == "Dropout"][0]
+    assert keras_dropout.get_config()["seed"] == 7
+    back = from_keras(keras_model)
+    assert [l.seed for l in back.layers if isinstance(l, Dropout)] == [7]
