@@ -262,3 +262,28 @@ def test_cs231n_padding_shortcut_is_the_explicit_padding(H, W, K, stride, pad):
     np.testing.assert_array_equal(dx, ex)
     np.testing.assert_array_equal(dw, ew.transpose(3, 2, 0, 1))
     np.testing.assert_array_equal(db, eb)
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("first, ok", [("import jax", True),
+                                       ("import jax; jax.numpy.zeros(1) + 1", False)])
+def test_jax_imported_but_not_started_can_still_be_held_to_one_thread(peer_library, first, ok):
+    """TensorFlow's import imports JAX without starting XLA's client; the one-thread flags
+    still apply then (a run at --threads 1 keeps its JAX rows).  Once JAX has computed,
+    its client is fixed and one thread is refused."""
+    import os
+    import subprocess
+    import sys
+    peer_library("jax")
+    code = (f"{first}\nfrom fastconv.bench.peers import Unavailable, jax_xla\n"
+            "try:\n    jax_xla.JaxEngine().setup(1)\nexcept Unavailable as e:\n"
+            "    print('refused', e)\nelse:\n    print('started', jax_xla._started_threads)\n")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    cores = fastconv._threads.available_cores()
+    if ok:
+        assert out.stdout.split() == ["started", "1"]
+    elif cores > 1:
+        assert out.stdout.startswith("refused") and "cannot hold it to 1" in out.stdout

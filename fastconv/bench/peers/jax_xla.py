@@ -18,7 +18,7 @@ gradients of ``conv_general_dilated``, the max-pool backward (XLA's
 select-and-scatter, the vjp of ``reduce_window`` with ``max``) and the ReLU
 backward.
 
-Threads: XLA's CPU client sizes its thread pool once, when JAX first starts,
+Threads: XLA's CPU client sizes its thread pool once, when JAX first computes,
 and has no setting for a count in between: it runs on every core this
 process may use, or on one thread with the flags its maintainers give for
 that (:data:`SINGLE_THREAD_FLAGS`, jax-ml/jax#743).  Other counts are listed
@@ -39,10 +39,24 @@ SINGLE_THREAD_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_t
 _started_threads = None
 
 
+def _client_started():
+    """Whether JAX's backends (the XLA CPU client) have been created in this process.
+
+    Importing JAX does not create them (TensorFlow's import imports JAX); the
+    first computation does, reading ``XLA_FLAGS`` then.  Where the answer
+    cannot be read (JAX's internals moved), a started client is assumed.
+    """
+    try:
+        from jax._src import xla_bridge
+        return bool(xla_bridge._backends)
+    except Exception:
+        return True
+
+
 def _start_jax(threads):
     """Import JAX and start its CPU client for ``threads`` (1 or every core); return jax."""
     global _started_threads
-    if "jax" in sys.modules and _started_threads is None:
+    if "jax" in sys.modules and _started_threads is None and _client_started():
         # imported by someone else: its client follows XLA_FLAGS as they were
         jax = import_library("jax")
         flags = os.environ.get("XLA_FLAGS", "")
