@@ -6,13 +6,31 @@ the output, and hands it to a backend driver (see :mod:`fastconv._backends`).
 """
 import numpy as np
 
-from . import _backends
+from . import _backends, _tuning
 from ._shapes import check_pool_windows, crop_far_taps, nhwc_dims, resolve_window
 from ._threads import resolve_num_threads
 from ._validation import (as_float_array, cast_operand, check_activation, check_algorithm,
                           check_data_format, check_ndim, check_out, positive_int, spatial_pair)
 
 __all__ = ["conv2d", "relu", "max_pool2d", "im2col", "max_pool2d_window", "pool_geometry"]
+
+
+def aligned_empty(shape, dtype, alignment=None):
+    """An uninitialized C-contiguous array whose data starts on an ``alignment``-byte boundary.
+
+    A view into a slightly larger byte buffer (its ``base``), so it behaves
+    as ``np.empty(shape, dtype)`` in every other way.  ``alignment`` defaults
+    to :data:`fastconv._tuning.OUTPUT_ALIGN_BYTES` (a cache line).
+    """
+    dtype = np.dtype(dtype)
+    alignment = _tuning.OUTPUT_ALIGN_BYTES if alignment is None else int(alignment)
+    shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
+    nbytes = dtype.itemsize
+    for s in shape:
+        nbytes *= s
+    buf = np.empty(nbytes + alignment, dtype=np.uint8)
+    start = -buf.ctypes.data % alignment
+    return buf[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def _to_nhwc(x, data_format):
@@ -33,12 +51,12 @@ def _prepare_out(out, shape_nhwc, dtype, data_format, inputs):
     """Return ``(result, target)``: the array handed back and the NHWC array a driver fills."""
     shape = _layout_shape(*shape_nhwc, data_format)
     if out is None:
-        result = np.empty(shape, dtype=dtype)
+        result = aligned_empty(shape, dtype)
     else:
         result = check_out(out, shape, dtype, inputs=inputs)
     if data_format == "NHWC":
         return result, result
-    return result, np.empty(shape_nhwc, dtype=dtype)
+    return result, aligned_empty(shape_nhwc, dtype)
 
 
 def _finish(result, target, data_format):
@@ -226,7 +244,7 @@ def relu(features, *, out=None, backend=None, num_threads=None):
     n_threads = resolve_num_threads(num_threads)
     _, module = _backends.resolve(backend)
     if out is None:
-        out = np.empty(x.shape, dtype=x.dtype)
+        out = aligned_empty(x.shape, x.dtype)
     else:
         check_out(out, x.shape, x.dtype, inputs=(x,), allow_alias=x)
     if out.size:
@@ -333,7 +351,7 @@ def im2col(input, ksize, strides=1, padding="VALID", dilations=1, *, backend=Non
     win = resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding)
     n_threads = resolve_num_threads(num_threads)
     _, module = _backends.resolve(backend)
-    cols = np.empty((N, win.OH, win.OW, KH, KW, C), dtype=x.dtype)
+    cols = aligned_empty((N, win.OH, win.OW, KH, KW, C), x.dtype)
     if cols.size:
         module.im2col(np.ascontiguousarray(x), cols, (KH, KW), (SH, SW), (DH, DW),
                       (win.pad_top, win.pad_left), n_threads)
