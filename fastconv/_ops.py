@@ -19,7 +19,8 @@ def aligned_empty(shape, dtype, alignment=None):
     """An uninitialized C-contiguous array whose data starts on an ``alignment``-byte boundary.
 
     A view into a slightly larger byte buffer (its ``base``), so it behaves
-    as ``np.empty(shape, dtype)`` in every other way.  ``alignment`` defaults
+    as ``np.empty(shape, dtype)`` in every other way.  An empty array holds
+    no data, so its address means nothing.  ``alignment`` defaults
     to :data:`fastconv._tuning.OUTPUT_ALIGN_BYTES` (a cache line).
     """
     dtype = np.dtype(dtype)
