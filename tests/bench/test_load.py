@@ -154,6 +154,7 @@ def test_bandwidth_probe_measure_is_the_fastest_of_its_sweeps(threads, monkeypat
         assert gbs == pytest.approx(2 * (1 << 20) / 0.001 / 1e9)
     finally:
         probe.close()
+        monkeypatch.undo()
     real = runner.BandwidthProbe(1 << 20, threads=threads)
     try:
         assert real.measure() > 0
