@@ -89,6 +89,9 @@ L1D_BYTES, L2_BYTES, L3_BYTES = cache_sizes()
 #: allocations sit at 16 bytes past a line as often as not).  A caller's ``out=`` is
 #: used as given.
 OUTPUT_ALIGN_BYTES = 64
+#: outputs smaller than this are plain ``np.empty`` arrays: finding a buffer's address
+#: costs a few microseconds in Python, more than split stores cost on so few lines.
+OUTPUT_ALIGN_MIN_BYTES = 16 << 10
 
 # --------------------------------------------------------------- tiled im2col + GEMM (both backends)
 #: bytes of unfolded columns per tile: at least 1 MiB, and at least the L2.  Larger tiles

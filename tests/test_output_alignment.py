@@ -28,9 +28,16 @@ def test_aligned_empty_other_alignment():
         assert aligned_empty((5, 3), np.float32, alignment).ctypes.data % alignment == 0
 
 
+def test_aligned_empty_below_min_bytes_is_plain():
+    a = aligned_empty((3, 5), np.float32, min_bytes=61)   # 60 bytes
+    assert a.base is None and a.shape == (3, 5)
+    assert aligned_empty((4, 4), np.float32, min_bytes=64).ctypes.data % ALIGN == 0
+
+
 def _calls(backend):
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((2, 9, 11, 3)).astype(np.float32)
+    # every output at least OUTPUT_ALIGN_MIN_BYTES (checked in the test)
+    x = rng.standard_normal((2, 40, 41, 3)).astype(np.float32)
     w = rng.standard_normal((3, 3, 3, 5)).astype(np.float32)
     kw = dict(backend=backend)
     return {
@@ -38,7 +45,7 @@ def _calls(backend):
         "conv2d_nchw": lambda **o: fastconv.conv2d(x.transpose(0, 3, 1, 2), w,
                                                    data_format="NCHW", **kw, **o),
         "relu": lambda **o: fastconv.relu(x, **kw, **o),
-        "max_pool2d": lambda **o: fastconv.max_pool2d(x, 2, **kw, **o),
+        "max_pool2d": lambda **o: fastconv.max_pool2d(x, 2, 1, **kw, **o),
         "im2col": lambda **o: fastconv.im2col(x, 3, **kw),
     }
 
@@ -48,6 +55,7 @@ def _calls(backend):
 def test_allocated_outputs_are_aligned(backend, op):
     call = _calls(backend)[op]
     reference = _calls("numpy")[op]()
+    assert reference.nbytes >= _tuning.OUTPUT_ALIGN_MIN_BYTES
     for _ in range(8):
         y = call()
         assert y.ctypes.data % ALIGN == 0, (op, y.ctypes.data % ALIGN)
