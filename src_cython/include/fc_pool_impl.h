@@ -11,13 +11,14 @@
  *   FC_FIX(v, m)  v with the lanes in m set to NaN
  */
 
-/* channels below which a row takes the narrow path: the vector width, or what
- * one 32-byte vector would hold on the portable path */
-#define FC_NARROW_C (FC_L > 1 ? (ptrdiff_t)FC_L : (ptrdiff_t)(32 / sizeof(FC_T)))
+/* channels below which a row takes the narrow path: the vector width, or on
+ * the portable path what 16 bytes hold (with more channels its strided picks
+ * cost more than the per-channel loops of the wide path) */
+#define FC_NARROW_C (FC_L > 1 ? (ptrdiff_t)FC_L : (ptrdiff_t)(16 / sizeof(FC_T)))
 /* NaN-propagating maximum of two vectors (a NaN lane gives the canonical NaN) */
 #define FC_NMAX(a, b) FC_FIX(FC_MAX((a), (b)), FC_UNORD((a), (b)))
 /* the same for scalars: MAXPS's choice (first operand when greater) on non-NaN */
-#define FC_NMAX1(a, b) (((a) != (a) || (b) != (b)) ? (FC_T)NAN : ((a) > (b) ? (a) : (b)))
+#define FC_NMAX1(a, b) ((((a) != (a)) | ((b) != (b))) ? (FC_T)NAN : ((a) > (b) ? (a) : (b)))
 
 /* Narrow-channel path (C below the vector width), vectorized along W.  The
  * output row is done in segments of output columns whose input columns fit
@@ -62,7 +63,31 @@ FC_ATTR static inline void FC_FN(fc_maxpool_row_narrow)(
         const FC_T *src = row0 + (c0 + v0) * C;
         FC_T *tv = t + v0 * C;
         const ptrdiff_t len = (v1 - v0) * C;
+        const ptrdiff_t m = (no - 1) * sc + C;  /* window starts needed */
         ptrdiff_t j = 0;
+#if FC_L == 1
+        /* portable path: one pass per tap over the whole run, so that each inner
+         * loop is contiguous and independent (the compiler vectorizes it); the
+         * horizontal maximum goes to a second row, u */
+        FC_T u[FC_POOL_NARROW_BUF];
+        for (j = 0; j < len; j++) tv[j] = src[j];
+        for (int kh = kh_lo + 1; kh < kh_hi; kh++) {
+            const FC_T *rk = src + (kh - kh_lo) * sh;
+            for (j = 0; j < len; j++) tv[j] = FC_NMAX1(tv[j], rk[j]);
+        }
+        for (j = 0; j < m; j++) u[j] = t[j];
+        for (int kw = 1; kw < KW; kw++) {
+            const FC_T *tk = t + kw * sw;
+            for (j = 0; j < m; j++) u[j] = FC_NMAX1(u[j], tk[j]);
+        }
+        FC_T *yo = y + o0 * C;
+        if (sc == C) {
+            for (ptrdiff_t i = 0; i < no * C; i++) yo[i] = u[i];
+        } else {
+            for (ptrdiff_t o = 0; o < no; o++)
+                for (ptrdiff_t c = 0; c < C; c++) yo[o * C + c] = u[o * sc + c];
+        }
+#else
         for (; j + FC_L <= len; j += FC_L) {
             FC_V a = FC_LD(src + j);
             for (int kh = kh_lo + 1; kh < kh_hi; kh++) {
@@ -81,7 +106,6 @@ FC_ATTR static inline void FC_FN(fc_maxpool_row_narrow)(
         }
         /* 2. horizontal maximum over the window's columns, in place (every
          * read of a step is at or after the element it writes) */
-        const ptrdiff_t m = (no - 1) * sc + C;  /* window starts needed */
         if (KW > 1) {
             j = 0;
             for (; j + FC_L <= m; j += FC_L) {
@@ -109,6 +133,7 @@ FC_ATTR static inline void FC_FN(fc_maxpool_row_narrow)(
             for (ptrdiff_t o = 0; o < no; o++)
                 for (ptrdiff_t c = 0; c < C; c++) yo[o * C + c] = t[o * sc + c];
         }
+#endif
     }
 }
 #undef FC_NMAX
