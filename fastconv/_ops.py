@@ -4,15 +4,43 @@ Each public function turns its arguments into one canonical problem -- NHWC,
 C-contiguous, float32 or float64, explicit geometry -- allocates (or checks)
 the output, and hands it to a backend driver (see :mod:`fastconv._backends`).
 """
+import math
+
 import numpy as np
 
-from . import _backends
+from . import _backends, _tuning
 from ._shapes import check_pool_windows, crop_far_taps, nhwc_dims, resolve_window
 from ._threads import resolve_num_threads
 from ._validation import (as_float_array, cast_operand, check_activation, check_algorithm,
                           check_data_format, check_ndim, check_out, positive_int, spatial_pair)
 
 __all__ = ["conv2d", "relu", "max_pool2d", "im2col", "max_pool2d_window", "pool_geometry"]
+
+
+def aligned_empty(shape, dtype, alignment=None, min_bytes=0):
+    """An uninitialized C-contiguous array whose data starts on an ``alignment``-byte boundary.
+
+    A view into a slightly larger byte buffer (its ``base``), so it behaves
+    as ``np.empty(shape, dtype)`` in every other way.  An empty array holds
+    no data, so its address means nothing.  ``alignment`` defaults to
+    :data:`fastconv._tuning.OUTPUT_ALIGN_BYTES` (a cache line).  An array of
+    fewer than ``min_bytes`` bytes is a plain ``np.empty`` (finding the
+    address costs a few microseconds).
+    """
+    dtype = np.dtype(dtype)
+    alignment = _tuning.OUTPUT_ALIGN_BYTES if alignment is None else int(alignment)
+    shape = tuple(shape) if isinstance(shape, (tuple, list)) else (int(shape),)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes < min_bytes:
+        return np.empty(shape, dtype=dtype)
+    buf = np.empty(nbytes + alignment, dtype=np.uint8)
+    start = -buf.__array_interface__["data"][0] % alignment   # (.ctypes is slower)
+    return buf[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def _new_output(shape, dtype):
+    """An output array fastconv allocates: cache-line aligned unless it is tiny."""
+    return aligned_empty(shape, dtype, min_bytes=_tuning.OUTPUT_ALIGN_MIN_BYTES)
 
 
 def _to_nhwc(x, data_format):
@@ -33,12 +61,12 @@ def _prepare_out(out, shape_nhwc, dtype, data_format, inputs):
     """Return ``(result, target)``: the array handed back and the NHWC array a driver fills."""
     shape = _layout_shape(*shape_nhwc, data_format)
     if out is None:
-        result = np.empty(shape, dtype=dtype)
+        result = _new_output(shape, dtype)
     else:
         result = check_out(out, shape, dtype, inputs=inputs)
     if data_format == "NHWC":
         return result, result
-    return result, np.empty(shape_nhwc, dtype=dtype)
+    return result, _new_output(shape_nhwc, dtype)
 
 
 def _finish(result, target, data_format):
@@ -226,7 +254,7 @@ def relu(features, *, out=None, backend=None, num_threads=None):
     n_threads = resolve_num_threads(num_threads)
     _, module = _backends.resolve(backend)
     if out is None:
-        out = np.empty(x.shape, dtype=x.dtype)
+        out = _new_output(x.shape, x.dtype)
     else:
         check_out(out, x.shape, x.dtype, inputs=(x,), allow_alias=x)
     if out.size:
@@ -333,7 +361,7 @@ def im2col(input, ksize, strides=1, padding="VALID", dilations=1, *, backend=Non
     win = resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding)
     n_threads = resolve_num_threads(num_threads)
     _, module = _backends.resolve(backend)
-    cols = np.empty((N, win.OH, win.OW, KH, KW, C), dtype=x.dtype)
+    cols = _new_output((N, win.OH, win.OW, KH, KW, C), x.dtype)
     if cols.size:
         module.im2col(np.ascontiguousarray(x), cols, (KH, KW), (SH, SW), (DH, DW),
                       (win.pad_top, win.pad_left), n_threads)

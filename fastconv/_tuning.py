@@ -83,6 +83,16 @@ def cache_sizes():
 
 L1D_BYTES, L2_BYTES, L3_BYTES = cache_sizes()
 
+# --------------------------------------------------------------- outputs
+#: byte alignment of every output fastconv allocates (conv2d, relu, max_pool2d, im2col):
+#: a cache line, so that no vector store of a pixel splits two lines (NumPy's own
+#: allocations sit at 16 bytes past a line as often as not).  A caller's ``out=`` is
+#: used as given.
+OUTPUT_ALIGN_BYTES = 64
+#: outputs smaller than this are plain ``np.empty`` arrays: finding a buffer's address
+#: costs a few microseconds in Python, more than split stores cost on so few lines.
+OUTPUT_ALIGN_MIN_BYTES = 16 << 10
+
 # --------------------------------------------------------------- tiled im2col + GEMM (both backends)
 #: bytes of unfolded columns per tile: at least 1 MiB, and at least the L2.  Larger tiles
 #: amortize the GEMM's packing of the filters over more pixels; the GEMM reads a tile once
@@ -132,10 +142,25 @@ INTERRUPT_WORK = 1 << 27
 #: machine) costs more than such a call gains from a second core.  The result is the same.
 DIRECT_SINGLE_THREAD_WORK = 1 << 20
 
-# --------------------------------------------------------------- relu and pooling (compiled)
+# --------------------------------------------------------------- relu, pooling, im2col (compiled)
 #: elements per ReLU task: large enough to hide the scheduling cost, small enough to
 #: balance two threads on tensors of a megabyte.
 RELU_CHUNK = 32768
+#: elements below which a ReLU runs on one thread without entering a parallel region
+#: (as :data:`DIRECT_SINGLE_THREAD_WORK`): a ReLU of this size takes tens of microseconds
+#: on one core, about what waking a second thread costs -- and far less than waiting for
+#: one whose core is busy.  The result is the same.
+RELU_SINGLE_THREAD_ELEMENTS = 1 << 18
+#: elements between two looks at pending signals in a ReLU (whole :data:`RELU_CHUNK`
+#: tasks): each moves 8 or 16 bytes, so this is some 10-30 ms of memory traffic.
+RELU_INTERRUPT_ELEMENTS = 1 << 23
+#: compares (output elements x valid window taps) below which a max pooling runs on one
+#: thread without entering a parallel region (same reasoning as for ReLU).
+POOL_SINGLE_THREAD_WORK = 1 << 20
+#: compares a dynamically scheduled chunk of pooled output rows holds at least.
+POOL_CHUNK_WORK = 1 << 16
+#: elements written below which im2col runs on one thread.
+IM2COL_SINGLE_THREAD_ELEMENTS = 1 << 18
 #: an out-of-place ReLU writing at least this many bytes uses non-temporal stores: such
 #: an output would not stay in the last-level cache anyway, and streaming it skips the
 #: read-for-ownership of every line.
@@ -153,6 +178,11 @@ NUMBA_RELU_BLOCK = 1 << 15
 #: elementary operations (multiply-adds, compares, copies) below which a second thread
 #: is not woken: waking one costs more than such a call.
 NUMBA_MIN_WORK_PER_THREAD = 1 << 16
+#: elementary operations below which a call runs the serial (non-``parallel``) version
+#: of a kernel: no parallel region is entered at all (its launch alone costs several
+#: microseconds, and on a busy machine a worker thread can stall it for milliseconds).
+#: The result is the same.
+NUMBA_SERIAL_WORK = 1 << 20
 #: largest scratch buffer kept between calls, per Python thread (page faults of a fresh
 #: buffer vs. memory held).
 NUMBA_WORKSPACE_KEEP_BYTES = 32 << 20

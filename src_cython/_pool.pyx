@@ -1,10 +1,12 @@
 """Compiled NHWC max pooling (fastconv's "cython" backend).
 
 ``max_pool2d`` receives arrays already checked by :mod:`fastconv._ops` and an
-explicit SIMD level; the SIMD kernels are C intrinsics in ``fc_pool.h``.  One
-task per output row ``(n, oh)``, handed out dynamically; every output element
-is computed by the same code whatever the thread count, so results are
-bitwise identical for any ``num_threads``.
+explicit SIMD level; the SIMD kernels are C intrinsics in ``fc_pool.h``.  A
+small call runs on the calling thread without entering a parallel region; a
+larger one hands chunks of output rows ``(n, oh)`` out dynamically, their size
+set by the shape alone.  Every output element is computed by the same code
+whatever the thread count, so results are bitwise identical for any
+``num_threads``.
 """
 from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
@@ -16,13 +18,17 @@ from fastconv_c cimport fc_maxpool_row_f32, fc_maxpool_row_f64
 def max_pool2d(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
                floating[:, :, :, ::1] out,       # OUT (N, OH, OW, C)
                int KH, int KW, int SH, int SW, int DH, int DW, int pad_top, int pad_left,
-               int num_threads, int simd_level, Py_ssize_t interrupt_work=0):
+               int num_threads, int simd_level, Py_ssize_t interrupt_work=0,
+               Py_ssize_t single_thread_work=0, Py_ssize_t chunk_work=0):
     """NHWC max pooling; taps in the padding are skipped, NaN propagates.
 
     ``out[n, oh, ow, c] = max_{kh, kw} x[n, oh*SH - pad_top + kh*DH, ow*SW - pad_left + kw*DW, c]``
-    over the taps inside the input.  One task per output row ``(n, oh)``.
-    Rows run in chunks of about ``interrupt_work`` compares (0: all at once);
-    a pending signal (Ctrl-C) is noticed between chunks.
+    over the taps inside the input.  Below ``single_thread_work`` compares
+    (output elements times the window's taps inside the input) the call runs
+    on one thread with no parallel region; otherwise tasks of whole output
+    rows ``(n, oh)``, at least ``chunk_work`` compares each, are handed out
+    dynamically.  Rows run in pieces of about ``interrupt_work`` compares
+    (0: all at once); a pending signal (Ctrl-C) is noticed between them.
     """
     cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
@@ -31,21 +37,29 @@ def max_pool2d(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
         return
     cdef const floating *px = &x[0, 0, 0, 0]
     cdef floating *py = &out[0, 0, 0, 0]
+    # compares of one output row: the window's taps inside the input (never more
+    # than the input has)
+    cdef Py_ssize_t row_work = max(OW * C * min(KH, H) * min(KW, W), 1)
+    if <double>rows * row_work < single_thread_work:
+        num_threads = 1
+    # rows per dynamically scheduled task: from the shape only
+    cdef Py_ssize_t chunk = 1
+    if chunk_work > row_work:
+        chunk = min(chunk_work // row_work, max(rows // 8, 1))
     if num_threads > rows:   # never more threads than rows
         num_threads = <int> rows
     if num_threads < 1:
         num_threads = 1
-    # rows per chunk: from the window's valid taps (never more than the input has)
     step = rows
     if interrupt_work > 0:
-        step = interrupt_work // max(OW * C * min(KH, H) * min(KW, W), 1)
-        step = max(step // num_threads, 1) * num_threads
+        step = interrupt_work // row_work
+        step = max(step // (num_threads * chunk), 1) * num_threads * chunk
     start = 0
     while start < rows:
         stop = min(start + step, rows)
         with nogil:
             _pool_rows(px, py, start, stop, H, W, C, KH, KW, SH, SW, DH, DW, pad_top,
-                       pad_left, OH, OW, num_threads, simd_level)
+                       pad_left, OH, OW, num_threads, simd_level, chunk)
         start = stop
         if start < rows:
             PyErr_CheckSignals()
@@ -54,15 +68,30 @@ def max_pool2d(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
 cdef void _pool_rows(const floating *px, floating *py, Py_ssize_t start, Py_ssize_t stop,
                      Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, int KH, int KW, int SH, int SW,
                      int DH, int DW, int pad_top, int pad_left, Py_ssize_t OH, Py_ssize_t OW,
-                     int num_threads, int simd_level) noexcept nogil:
-    """Output rows ``[start, stop)`` (index ``n * OH + oh``) over OpenMP threads."""
-    cdef Py_ssize_t r, n, oh
-    for r in prange(start, stop, num_threads=num_threads, schedule="dynamic", chunksize=4):
-        n = r // OH
-        oh = r % OH
-        if floating is float:
-            fc_maxpool_row_f32(px + n * H * W * C, py + r * OW * C, H, W, C, KH, KW, SH, SW,
-                               DH, DW, pad_top, pad_left, OW, oh, simd_level)
-        else:
-            fc_maxpool_row_f64(px + n * H * W * C, py + r * OW * C, H, W, C, KH, KW, SH, SW,
-                               DH, DW, pad_top, pad_left, OW, oh, simd_level)
+                     int num_threads, int simd_level, Py_ssize_t chunk) noexcept nogil:
+    """Output rows ``[start, stop)`` (index ``n * OH + oh``), over OpenMP threads when
+    ``num_threads > 1`` (tasks of ``chunk`` rows), else on the calling thread alone."""
+    cdef Py_ssize_t r
+    if num_threads <= 1:
+        for r in range(start, stop):
+            _pool_row(px, py, r, H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left, OH, OW,
+                      simd_level)
+        return
+    for r in prange(start, stop, num_threads=num_threads, schedule="dynamic",
+                    chunksize=chunk):
+        _pool_row(px, py, r, H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left, OH, OW,
+                  simd_level)
+
+
+cdef inline void _pool_row(const floating *px, floating *py, Py_ssize_t r, Py_ssize_t H,
+                           Py_ssize_t W, Py_ssize_t C, int KH, int KW, int SH, int SW, int DH,
+                           int DW, int pad_top, int pad_left, Py_ssize_t OH, Py_ssize_t OW,
+                           int simd_level) noexcept nogil:
+    """Output row ``r = n * OH + oh``."""
+    cdef Py_ssize_t n = r // OH, oh = r % OH
+    if floating is float:
+        fc_maxpool_row_f32(px + n * H * W * C, py + r * OW * C, H, W, C, KH, KW, SH, SW,
+                           DH, DW, pad_top, pad_left, OW, oh, simd_level)
+    else:
+        fc_maxpool_row_f64(px + n * H * W * C, py + r * OW * C, H, W, C, KH, KW, SH, SW,
+                           DH, DW, pad_top, pad_left, OW, oh, simd_level)

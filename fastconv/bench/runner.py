@@ -11,8 +11,9 @@ For one thread count, :func:`run` does, in one process:
    (``N^3``, default 2048) through NumPy's BLAS at the same thread count,
    timed once in every round of every case (interleaved with the engines);
    a row's "% of peak" uses the median of its own case's probes, so both
-   figures saw the same machine load; likewise a bandwidth probe (a large
-   copy split over the same number of threads); a case's *limit* is the
+   figures saw the same machine load; likewise a bandwidth probe (the
+   fastest of a few sweeps of a large copy split over the same number of
+   threads, :class:`BandwidthProbe`); a case's *limit* is the
    larger of its FLOPs at the peak and its bytes read + written at the
    bandwidth, and each row says what % of that limit it reaches;
 3. for each case: make seeded float32 inputs, compute the NumPy reference,
@@ -119,38 +120,57 @@ class PeakProbe:
 
 
 class BandwidthProbe:
-    """A copy of ``nbytes`` between two float32 arrays: the machine's memory bandwidth.
+    """The memory bandwidth a streaming kernel can reach at the run's thread count.
 
-    The copy is split into ``threads`` contiguous slices, each copied by its
-    own thread (``np.copyto`` releases the GIL), so the probe uses the same
-    number of cores as the engines.  Its traffic is counted like a case's:
-    bytes read plus bytes written (``2 * nbytes``).  Like :class:`PeakProbe`
-    it is timed once in every round of every case.
+    A STREAM-style copy between two float32 arrays of ``nbytes`` each (64 MiB
+    by default: past the last-level cache of common CPUs, so every sweep goes
+    to memory).  With ``threads > 1`` the copy is split into ``threads``
+    contiguous slices, each copied by its own thread at the same time
+    (``np.copyto`` releases the GIL).  The copy is NumPy's, which calls the C
+    library's ``memcpy``: the platform's tuned copy, which writes a large
+    destination with non-temporal stores, as fastconv's ReLU does for large
+    outputs -- so the probe measures what such a kernel can reach, not a
+    kernel under test (fastconv's own ReLU would make every ReLU row 100% of
+    its limit by construction).  Traffic is counted like a case's: bytes read
+    plus bytes written (``2 * nbytes``).
+
+    One :meth:`measure` is the fastest of ``repeats`` back-to-back sweeps: a
+    sweep takes a few milliseconds, so a single one is easily slowed by a
+    timer tick or another process, while the fastest of several is the
+    achievable figure (as STREAM reports its best time).  Like
+    :class:`PeakProbe` it is measured once in every round of every case.
     """
 
-    def __init__(self, nbytes=64 << 20, threads=1):
+    def __init__(self, nbytes=64 << 20, threads=1, repeats=5):
         n = max(nbytes // 4, 1024)
         self.src = np.random.default_rng(2).standard_normal(n, dtype=np.float32)
         self.dst = np.empty_like(self.src)
         self.threads = max(int(threads), 1)
+        self.repeats = max(int(repeats), 1)
         edges = [n * i // self.threads for i in range(self.threads + 1)]
         self.parts = [(self.dst[a:b], self.src[a:b]) for a, b in zip(edges, edges[1:])]
         self.pool = None
         if self.threads > 1:
             from concurrent.futures import ThreadPoolExecutor
             self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="fc-bw-probe")
-        self()  # warm-up: touch every page
+        self()  # warm-up: touch every page, start the threads
 
     def __call__(self):
+        """One sweep: every slice copied, each by its own thread."""
         if self.pool is None:
             np.copyto(self.dst, self.src)
         else:
             for f in [self.pool.submit(np.copyto, d, s) for d, s in self.parts]:
                 f.result()
 
+    def measure(self):
+        """GB/s (bytes read + written) of the fastest of ``repeats`` sweeps."""
+        best = min(_time_calls(self, 1) for _ in range(self.repeats))
+        return self.bytes_moved / best / 1e9
+
     @property
     def bytes_moved(self):
-        """Bytes read plus bytes written by one copy."""
+        """Bytes read plus bytes written by one sweep."""
         return 2.0 * self.src.nbytes
 
     def close(self):
@@ -416,7 +436,7 @@ def run(cases, engines, threads, repeat=5, min_time=0.005, peak_size=2048, progr
                 if probe is not None and not peaks:  # no case ran: measure it on its own
                     peaks = [probe.flops / _time_calls(probe, 1) / 1e9 for _ in range(3)]
                 if bw is not None and not bws:
-                    bws = [bw.bytes_moved / _time_calls(bw, 1) / 1e9 for _ in range(3)]
+                    bws = [bw.measure() for _ in range(3)]
             del probe
     finally:
         fastconv._threads._default = old_threads
@@ -523,8 +543,7 @@ def _run_case(case, engines, repeat, min_time, probe, method, bar, peaks, skip, 
             time.sleep(spin_s)
         if bw is not None and live:
             time.sleep(SETTLE_S)
-            bw()
-            case_bws.append(bw.bytes_moved / _time_calls(bw, 1) / 1e9)
+            case_bws.append(bw.measure())
     peaks.extend(case_peaks)
     if bws is not None:
         bws.extend(case_bws)

@@ -7,7 +7,10 @@
  * maximum is paired with an "unordered" comparison mask that marks every
  * lane that met a NaN, and those lanes are written as NaN at the end -- MAXPS
  * alone would drop a NaN held in its first operand (Intel SDM, "MAXPS").
- * A full 2x2 window takes a branch-free path (4 loads, 3 max).
+ * A full 2x2 window takes a branch-free path (4 loads, 3 max).  With fewer
+ * channels than a vector holds, a row is instead vectorized along W (the
+ * narrow path of fc_pool_impl.h: a vertical then a horizontal maximum over
+ * contiguous runs of the row), with the same NaN rule.
  *
  * The kernel body lives in fc_pool_impl.h and is instantiated per dtype and
  * SIMD level (AVX-512, AVX2+FMA, portable C) with GCC target attributes; the
@@ -27,6 +30,18 @@
 #else
 #define FC_POOL_X86 0
 #endif
+
+/* Elements of the narrow path's scratch row (on the stack, per output row). */
+#define FC_POOL_NARROW_BUF 2048
+
+/* Whether a row with C channels (`narrow`: C below the path's threshold)
+ * takes the narrow path: one window's span must fit half the scratch row, and
+ * windows must touch or overlap (SW <= KW*DW), else the vertical pass would
+ * read columns no window uses. */
+static inline int fc_maxpool_narrow_fits(ptrdiff_t C, int narrow, int KW, int SW, int DW) {
+    return narrow && C > 0 && ((ptrdiff_t)(KW - 1) * DW + 1) * C <= FC_POOL_NARROW_BUF / 2 &&
+           (ptrdiff_t)SW <= (ptrdiff_t)KW * DW;
+}
 
 
 /* ---- portable C: a "vector" of one lane ---- */

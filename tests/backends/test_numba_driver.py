@@ -83,6 +83,7 @@ def test_conv2d_matches_reference_every_algorithm(rng, name, dtype):
                                   "c1_o1_edge"])
 def test_conv2d_bitwise_identical_for_1_2_3_threads(rng, name, monkeypatch):
     monkeypatch.setattr(_tuning, "NUMBA_MIN_WORK_PER_THREAD", 1)  # split even these small problems
+    monkeypatch.setattr(_tuning, "NUMBA_SERIAL_WORK", 0)  # 1 thread: the serial twin
     x, w, b, kwargs = _conv_inputs(rng, CONV_CASES[name], np.float32)
     x = np.repeat(x, 3, axis=0)  # enough rows/tiles for three chunks
     for algorithm in ALGORITHMS:
@@ -158,6 +159,7 @@ def test_conv2d_matches_torch_small_channel_shapes(torch, rng, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_relu_nan_inf_and_in_place(rng, dtype, monkeypatch):
     monkeypatch.setattr(_tuning, "NUMBA_MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(_tuning, "NUMBA_SERIAL_WORK", 0)  # 1 thread: the serial twin
     x = rng.standard_normal(100_003).astype(dtype)  # several blocks, odd tail
     x[:4] = [np.nan, -np.inf, np.inf, -0.0]
     expected = fastconv.relu(x, backend="numpy")
@@ -186,6 +188,7 @@ POOL_CASES = [
 @pytest.mark.parametrize("case", POOL_CASES)
 def test_max_pool2d_matches_reference(rng, case, dtype, monkeypatch):
     monkeypatch.setattr(_tuning, "NUMBA_MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(_tuning, "NUMBA_SERIAL_WORK", 0)  # 1 thread: the serial twin
     N, H, W, C, k, s, pad = case
     x = rng.standard_normal((N, H, W, C)).astype(dtype) - 5  # all negative: padding never wins
     x.flat[::7] = np.nan
@@ -212,6 +215,7 @@ def test_max_pool2d_dilated_nchw(rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_im2col_matches_reference(rng, dtype, monkeypatch):
     monkeypatch.setattr(_tuning, "NUMBA_MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(_tuning, "NUMBA_SERIAL_WORK", 0)  # 1 thread: the serial twin
     x = rng.standard_normal((2, 7, 6, 3)).astype(dtype)
     for k, s, pad, d in ((3, 1, "SAME", 1), ((2, 3), 2, "SAME", 1), (3, (2, 1), "VALID", 2)):
         expected = fastconv.im2col(x, k, s, pad, d, backend="numpy")
@@ -222,6 +226,7 @@ def test_im2col_matches_reference(rng, dtype, monkeypatch):
 
 def test_concurrent_calls_from_four_python_threads(rng, monkeypatch):
     monkeypatch.setattr(_tuning, "NUMBA_MIN_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(_tuning, "NUMBA_SERIAL_WORK", 0)  # 1 thread: the serial twin
     x = rng.standard_normal((4, 20, 20, 3)).astype(np.float32)
     w_small = rng.standard_normal((3, 3, 3, 8)).astype(np.float32)
     w_big = rng.standard_normal((3, 3, 3, 40)).astype(np.float32)
@@ -262,6 +267,8 @@ def test_concurrent_calls_from_four_python_threads(rng, monkeypatch):
 def test_small_calls_stay_on_one_thread():
     with nb._numba_threads(8, 100) as n:
         assert n == 1
+    with nb._numba_threads(8, _tuning.NUMBA_SERIAL_WORK - 1) as n:
+        assert n == 1
     with nb._numba_threads(8, 10 ** 9) as n:
         assert n == min(8, numba.config.NUMBA_NUM_THREADS)
         assert numba.get_num_threads() == n
@@ -295,8 +302,9 @@ def test_warmup_compiles_every_kernel_for_both_dtypes():
     timings = nb.warmup()
     assert set(timings) == {"float32", "float64"}
     for name in nb._KERNELS:
-        dtypes = {str(sig[0].dtype) for sig in getattr(nb._k, name).signatures}
-        assert {"float32", "float64"} <= dtypes, name
+        for kernel in (getattr(nb._k, name), nb._k.SERIAL[name]):
+            dtypes = {str(sig[0].dtype) for sig in kernel.signatures}
+            assert {"float32", "float64"} <= dtypes, name
 
 
 def test_algorithm_rule():
@@ -317,7 +325,7 @@ _CACHE_SCRIPT = textwrap.dedent("""
     y = fastconv.relu(x, backend="numba")
     t2 = time.perf_counter()
     assert (y == np.maximum(x, 0)).all()
-    s = k.relu.stats
+    s = k.SERIAL["relu"].stats   # a small call runs the serial twin
     print(json.dumps({"hits": sum(s.cache_hits.values()), "misses": sum(s.cache_misses.values()),
                       "first_call": t2 - t1}))
 """)
@@ -345,6 +353,7 @@ _THREE_THREADS_SCRIPT = textwrap.dedent("""
     from fastconv import _tuning
     assert numba.config.NUMBA_NUM_THREADS == 3
     _tuning.NUMBA_MIN_WORK_PER_THREAD = 1
+    _tuning.NUMBA_SERIAL_WORK = 0
     rng = np.random.default_rng(5)
     x = rng.standard_normal((3, 17, 15, 4)).astype(np.float32)
     for w, groups in ((rng.standard_normal((3, 3, 4, 40)).astype(np.float32), 1),
@@ -369,3 +378,30 @@ def test_three_real_threads_give_identical_results(tmp_path):
                           cwd=str(tmp_path), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("ok")
+
+
+def test_small_calls_run_the_serial_twins(rng, monkeypatch):
+    """Below NUMBA_SERIAL_WORK every op runs its kernel's serial twin, never a parallel region."""
+    ran, parallel = [], []
+    for name in nb._KERNELS:
+        serial = nb._k.SERIAL[name]
+        monkeypatch.setitem(nb._k.SERIAL, name,
+                            lambda *a, _f=serial, _n=name: ran.append(_n) or _f(*a))
+        kernel = getattr(nb._k, name)
+        monkeypatch.setattr(nb._k, name, lambda *a, _f=kernel, _n=name: parallel.append(_n)
+                            or _f(*a))
+    x = rng.standard_normal((1, 40, 60, 1)).astype(np.float32)   # 2400 px: small work
+    w = rng.standard_normal((3, 3, 1, 1)).astype(np.float32)
+    for algorithm in ("direct", "im2col"):
+        got = fastconv.conv2d(x, w, padding="SAME", backend="numba", algorithm=algorithm,
+                              num_threads=2)
+        assert_close(got, fastconv.conv2d(x, w, padding="SAME", backend="numpy"), np.float32,
+                     scale=3)
+    np.testing.assert_array_equal(fastconv.relu(x, backend="numba", num_threads=2),
+                                  np.maximum(x, 0))
+    np.testing.assert_array_equal(fastconv.max_pool2d(x, 2, backend="numba", num_threads=2),
+                                  fastconv.max_pool2d(x, 2, backend="numpy"))
+    np.testing.assert_array_equal(fastconv.im2col(x, 3, backend="numba", num_threads=2),
+                                  fastconv.im2col(x, 3, backend="numpy"))
+    assert not parallel, parallel
+    assert {"conv2d_planar", "conv2d_im2col", "relu", "max_pool2d", "im2col"} <= set(ran), ran

@@ -141,6 +141,27 @@ def test_bandwidth_probe_splits_the_copy_over_threads():
         probe.close()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bandwidth_probe_measure_is_the_fastest_of_its_sweeps(threads, monkeypatch):
+    probe = runner.BandwidthProbe(1 << 20, threads=threads, repeats=4)
+    try:
+        times = iter([0.004, 0.001, 0.003, 0.002])
+        calls = []
+        monkeypatch.setattr(runner, "_time_calls",
+                            lambda fn, inner: calls.append((fn, inner)) or next(times))
+        gbs = probe.measure()
+        assert calls == [(probe, 1)] * 4
+        assert gbs == pytest.approx(2 * (1 << 20) / 0.001 / 1e9)
+    finally:
+        probe.close()
+        monkeypatch.undo()
+    real = runner.BandwidthProbe(1 << 20, threads=threads)
+    try:
+        assert real.measure() > 0
+    finally:
+        real.close()
+
+
 # ----------------------------------------------------------------- small calls
 def test_small_suite_shapes():
     names = suite.SUITES["small"][0]

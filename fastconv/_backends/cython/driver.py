@@ -155,18 +155,25 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
 def relu(x, out, num_threads):
     """Driver: ``out = max(x, 0)``; ``out`` may be ``x``; NaN stays NaN."""
     _relu.relu(x.reshape(-1), out.reshape(-1), num_threads, simd_level(), _tuning.RELU_CHUNK,
-               _tuning.STREAM_BYTES)
+               _tuning.STREAM_BYTES, None, _tuning.RELU_SINGLE_THREAD_ELEMENTS,
+               _tuning.RELU_INTERRUPT_ELEMENTS)
 
 
 def max_pool2d(x, out, ksize, strides, dilations, pads, num_threads):
     """Driver: NHWC max pooling; padding is never picked, NaN propagates."""
     _pool.max_pool2d(x, out, ksize[0], ksize[1], strides[0], strides[1], dilations[0],
                      dilations[1], pads[0], pads[1], num_threads, simd_level(),
-                     _tuning.INTERRUPT_WORK)
+                     _tuning.INTERRUPT_WORK, _tuning.POOL_SINGLE_THREAD_WORK,
+                     _tuning.POOL_CHUNK_WORK)
 
 
 def im2col(x, out, ksize, strides, dilations, pads, num_threads):
-    """Driver: unfold ``x`` into ``out`` (N, OH, OW, KH, KW, C), zeros outside."""
+    """Driver: unfold ``x`` into ``out`` (N, OH, OW, KH, KW, C), zeros outside.
+
+    Below ``IM2COL_SINGLE_THREAD_ELEMENTS`` output elements one thread copies.
+    """
+    if out.size < _tuning.IM2COL_SINGLE_THREAD_ELEMENTS:
+        num_threads = 1
     _im2col.im2col(x, out, strides[0], strides[1], dilations[0], dilations[1], pads[0],
                       pads[1], num_threads)
 

@@ -19,19 +19,23 @@ Convolution algorithms (``algorithm=``):
   (:func:`.kernels.conv2d_direct_o`).
 * ``"auto"`` -- :func:`choose_algorithm` (see there).
 
-Threads: ``num_threads`` becomes ``numba.set_num_threads`` for the call (the
-previous value, which Numba keeps per Python thread, is restored afterwards),
-capped at ``numba.config.NUMBA_NUM_THREADS``, the size of Numba's pool.  The
-work is cut into pieces whose boundaries never depend on the thread count, so
-results are bitwise identical for any ``num_threads``.
+Threads: a call of less than ``NUMBA_SERIAL_WORK`` elementary operations
+(:mod:`fastconv._tuning`), or asked to use one thread, runs the serial twin of
+its kernel (:data:`.kernels.SERIAL`) and enters no parallel region.  Otherwise
+``num_threads`` becomes ``numba.set_num_threads`` for the call (the previous
+value, which Numba keeps per Python thread, is restored afterwards), capped at
+``numba.config.NUMBA_NUM_THREADS``, the size of Numba's pool.  The work is cut
+into pieces whose boundaries never change a result, so results are bitwise
+identical for any ``num_threads``.
 
 After ``fork``: Numba's ``omp`` threading layer (GNU OpenMP) terminates a
 forked child as soon as it enters any parallel region, even on one thread,
-once the parent has launched that layer.  In such a child every call of this
-backend raises :class:`fastconv.BackendUnavailableError` instead, before any
-kernel runs; the "cython" and "numpy" backends keep working there (on one
-thread).  A child forked before the layer was launched, or from a parent on
-the ``tbb`` or ``workqueue`` layer, is unaffected.
+once the parent has launched that layer.  In a forked child fastconv runs on
+one thread (:func:`fastconv._threads.in_forked_child`), hence on the serial
+twins, which never enter a parallel region; a call that would still run a
+parallel kernel in such a child raises :class:`fastconv.BackendUnavailableError`
+instead, before any kernel runs.  A child forked before the layer was
+launched, or from a parent on the ``tbb`` or ``workqueue`` layer, is unaffected.
 """
 import contextlib
 import functools
@@ -76,6 +80,9 @@ def _check_fork():
             "NUMBA_THREADING_LAYER=workqueue (or tbb) before importing fastconv.")
 
 
+_warm_parallel = False   # warmup(): run the parallel kernels even on one thread
+
+
 @contextlib.contextmanager
 def _numba_threads(num_threads, work):
     """Run with up to ``num_threads`` Numba threads; yield the count used.
@@ -84,12 +91,20 @@ def _numba_threads(num_threads, work):
     thread per ``MIN_WORK_PER_THREAD`` elementary operations (``work``): waking
     a second thread for a tiny call costs more than the call (and on a busy
     machine a descheduled worker can stall the region for milliseconds).
-    Results do not depend on the count.
+    Below ``NUMBA_SERIAL_WORK`` operations it is 1, and a count of 1 runs the
+    serial twins of the kernels (:func:`_kernel`), which start no threads and
+    need neither the threading layer nor its lock.  Results do not depend on
+    the count.
     """
-    _check_fork()
     n = min(int(num_threads), numba.config.NUMBA_NUM_THREADS,
             int(work) // _tuning.NUMBA_MIN_WORK_PER_THREAD + 1)
+    if work < _tuning.NUMBA_SERIAL_WORK:
+        n = 1
     n = max(1, n)
+    if n == 1 and not _warm_parallel:
+        yield 1
+        return
+    _check_fork()
     previous = numba.get_num_threads()  # launches the threading layer on first use
     lock = _workqueue_lock if _cfg.needs_lock() else contextlib.nullcontext()
     with lock:
@@ -98,6 +113,13 @@ def _numba_threads(num_threads, work):
             yield n
         finally:
             numba.set_num_threads(previous)
+
+
+def _kernel(name, n):
+    """Kernel ``name`` of :mod:`.kernels` for a call on ``n`` threads: its serial twin for 1."""
+    if n > 1 or _warm_parallel:
+        return getattr(_k, name)
+    return _k.SERIAL[name]
 
 
 _local = threading.local()
@@ -186,7 +208,8 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
         P = N * out.shape[1] * out.shape[2]
         tile = _im2col_tile(P, K, x.itemsize)
         with single_threaded_blas(), _numba_threads(num_threads, P * K * Og) as n:
-            _k.conv2d_im2col(x, wmat, b, out, KH, KW, SH, SW, DH, DW, top, left, relu, tile, n)
+            _kernel("conv2d_im2col", n)(x, wmat, b, out, KH, KW, SH, SW, DH, DW, top, left,
+                                        relu, tile, n)
         return
     if algorithm != "direct":
         raise ValueError(f"algorithm must be 'auto', 'direct' or 'im2col'; got {algorithm!r}.")
@@ -198,14 +221,15 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
     planar_too_big = N * C * SH * SW * Hq * Wq > 2 * x.size + (1 << 20)
     if groups > 1 and Cg == 1 or Cg > _tuning.NUMBA_PLANAR_MAX_CHANNELS or planar_too_big:
         with _numba_threads(num_threads, out.size * KH * KW * Cg) as n:
-            _k.conv2d_direct_o(x, w, b, out, SH, SW, DH, DW, top, left, groups, relu, n)
+            _kernel("conv2d_direct_o", n)(x, w, b, out, SH, SW, DH, DW, top, left, groups,
+                                          relu, n)
         return
     planes = _workspace((N, C, SH, SW, Hq * Wq), x.dtype)
     block = _planar_block(O)
     toff, wt = _planar_taps(w, groups, C, SH, SW, DH, DW, Hq * Wq, Wq)
     with _numba_threads(num_threads, out.size * KH * KW * Cg) as n:
-        _k.build_planes(x, planes, SH, SW, top, left, Wq, n)
-        _k.conv2d_planar(planes, toff, wt, b, out, Wq, groups, relu, block, n)
+        _kernel("build_planes", n)(x, planes, SH, SW, top, left, Wq, n)
+        _kernel("conv2d_planar", n)(planes, toff, wt, b, out, Wq, groups, relu, block, n)
 
 
 @functools.lru_cache(maxsize=64)
@@ -245,7 +269,7 @@ def relu(x, out, num_threads):
     if out is not x:
         x = _writable(x)
     with _numba_threads(num_threads, x.size) as n:
-        _k.relu(x, out, _tuning.NUMBA_RELU_BLOCK, n)
+        _kernel("relu", n)(x, out, _tuning.NUMBA_RELU_BLOCK, n)
 
 
 def max_pool2d(x, out, ksize, strides, dilations, pads, num_threads):
@@ -254,7 +278,7 @@ def max_pool2d(x, out, ksize, strides, dilations, pads, num_threads):
     SH, SW, DH, DW, top, left = _geometry(strides, dilations, pads)
     x = _writable(x)
     with _numba_threads(num_threads, out.size * KH * KW) as n:
-        _k.max_pool2d(x, out, KH, KW, SH, SW, DH, DW, top, left, n)
+        _kernel("max_pool2d", n)(x, out, KH, KW, SH, SW, DH, DW, top, left, n)
 
 
 def im2col(x, out, ksize, strides, dilations, pads, num_threads):
@@ -262,7 +286,7 @@ def im2col(x, out, ksize, strides, dilations, pads, num_threads):
     SH, SW, DH, DW, top, left = _geometry(strides, dilations, pads)
     x = _writable(x)
     with _numba_threads(num_threads, out.size) as n:
-        _k.im2col(x, out, SH, SW, DH, DW, top, left, n)
+        _kernel("im2col", n)(x, out, SH, SW, DH, DW, top, left, n)
 
 
 # ----------------------------------------------------------------------------- backward drivers
@@ -272,7 +296,7 @@ def col2im(cols, out, ksize, strides, dilations, pads, num_threads):
     cols = _writable(cols)
     with _numba_threads(num_threads, cols.size) as n:
         # each input row is summed whole by one chunk, so the chunk count never changes a bit
-        _k.col2im(cols, out, SH, SW, DH, DW, top, left, n)
+        _kernel("col2im", n)(cols, out, SH, SW, DH, DW, top, left, n)
 
 
 def max_pool2d_argmax(x, out, argmax, ksize, strides, dilations, pads, num_threads):
@@ -281,7 +305,8 @@ def max_pool2d_argmax(x, out, argmax, ksize, strides, dilations, pads, num_threa
     SH, SW, DH, DW, top, left = _geometry(strides, dilations, pads)
     x = _writable(x)
     with _numba_threads(num_threads, out.size * KH * KW) as n:
-        _k.max_pool2d_argmax(x, out, argmax, KH, KW, SH, SW, DH, DW, top, left, n)
+        _kernel("max_pool2d_argmax", n)(x, out, argmax, KH, KW, SH, SW, DH, DW, top, left,
+                                        n)
 
 
 def max_pool2d_backward(dy, flat_index, out, num_threads, images=1):
@@ -299,7 +324,7 @@ def max_pool2d_backward(dy, flat_index, out, num_threads, images=1):
                          f"length {out.shape[0]}.")
     dy, flat_index = _writable(dy), _writable(flat_index)
     with _numba_threads(num_threads, dy.size + out.size) as n:
-        bad = _k.max_pool2d_backward(dy, flat_index, out, images)
+        bad = _kernel("max_pool2d_backward", n)(dy, flat_index, out, images)
     if bad:
         raise ValueError(f"flat_index holds {bad} indices outside their image's block of out "
                          f"(images={images}); pass the argmax of the same input and geometry.")
@@ -331,26 +356,42 @@ def warmup(dtypes=(np.float32, np.float64)):
     for dtype in dtypes:
         dtype = np.dtype(dtype)
         start = time.perf_counter()
-        x = np.ones((1, 4, 4, 8), dtype=dtype)
-        # im2col; direct depthwise (row kernel); direct few-channel (planar kernels)
-        for algorithm, w, groups in (("im2col", np.ones((3, 3, 8, 8), dtype=dtype), 1),
-                                     ("direct", np.ones((3, 3, 1, 8), dtype=dtype), 8),
-                                     ("direct", np.ones((3, 3, 2, 2), dtype=dtype), 4)):
-            out = np.empty((1, 2, 2, w.shape[3]), dtype=dtype)
-            conv2d(x, w, None, out, (1, 1), (1, 1), (0, 0), groups, True, 1, algorithm)
-        flat = x.reshape(-1)
-        relu(flat, np.empty_like(flat), 1)
-        max_pool2d(x, np.empty((1, 2, 2, 8), dtype=dtype), (2, 2), (2, 2), (1, 1), (0, 0), 1)
-        im2col(x, np.empty((1, 2, 2, 3, 3, 8), dtype=dtype), (3, 3), (1, 1), (1, 1), (0, 0), 1)
-        col2im(np.ones((1, 2, 2, 3, 3, 8), dtype=dtype), np.zeros_like(x), (3, 3), (1, 1),
-               (1, 1), (0, 0), 1)
-        pooled = np.empty((1, 2, 2, 8), dtype=dtype)
-        where = np.empty((1, 2, 2, 8), dtype=np.int64)
-        max_pool2d_argmax(x, pooled, where, (2, 2), (2, 2), (1, 1), (0, 0), 1)
-        max_pool2d_backward(pooled.reshape(-1), where.reshape(-1), np.empty(x.size, dtype=dtype),
-                            1, images=1)
+        _warmup_dtype(dtype)
         timings[dtype.name] = time.perf_counter() - start
     return timings
+
+
+def _warmup_dtype(dtype):
+    """Run every driver once on tiny inputs: the serial twins, then the parallel kernels."""
+    global _warm_parallel
+    for parallel in (False, True):
+        _warm_parallel = parallel
+        try:
+            _warmup_calls(dtype)
+        finally:
+            _warm_parallel = False
+
+
+def _warmup_calls(dtype):
+    """Each driver once, on tiny inputs of ``dtype``."""
+    x = np.ones((1, 4, 4, 8), dtype=dtype)
+    # im2col; direct depthwise (row kernel); direct few-channel (planar kernels)
+    for algorithm, w, groups in (("im2col", np.ones((3, 3, 8, 8), dtype=dtype), 1),
+                                 ("direct", np.ones((3, 3, 1, 8), dtype=dtype), 8),
+                                 ("direct", np.ones((3, 3, 2, 2), dtype=dtype), 4)):
+        out = np.empty((1, 2, 2, w.shape[3]), dtype=dtype)
+        conv2d(x, w, None, out, (1, 1), (1, 1), (0, 0), groups, True, 1, algorithm)
+    flat = x.reshape(-1)
+    relu(flat, np.empty_like(flat), 1)
+    max_pool2d(x, np.empty((1, 2, 2, 8), dtype=dtype), (2, 2), (2, 2), (1, 1), (0, 0), 1)
+    im2col(x, np.empty((1, 2, 2, 3, 3, 8), dtype=dtype), (3, 3), (1, 1), (1, 1), (0, 0), 1)
+    col2im(np.ones((1, 2, 2, 3, 3, 8), dtype=dtype), np.zeros_like(x), (3, 3), (1, 1),
+           (1, 1), (0, 0), 1)
+    pooled = np.empty((1, 2, 2, 8), dtype=dtype)
+    where = np.empty((1, 2, 2, 8), dtype=np.int64)
+    max_pool2d_argmax(x, pooled, where, (2, 2), (2, 2), (1, 1), (0, 0), 1)
+    max_pool2d_backward(pooled.reshape(-1), where.reshape(-1), np.empty(x.size, dtype=dtype),
+                        1, images=1)
 
 
 def _cache_dir():

@@ -46,11 +46,18 @@ views (``a[i]``, ``a[i:j]``) are avoided in hot loops: each one costs an
 atomic reference-count update.
 
 Bias and ReLU are applied while the output row or tile is still in cache.
+
+Serial twins
+------------
+Every parallel kernel ``k`` has a twin ``SERIAL["k"]`` (:data:`SERIAL`), the
+same function compiled without ``parallel``, which the driver runs for calls
+of little work: no parallel region is entered.  With the same arguments it
+gives the same bits.
 """
 import numpy as np
 from numba import prange
 
-from .options import jit
+from .options import jit, serial_twin
 
 
 @jit()
@@ -681,3 +688,11 @@ def max_pool2d_backward(dy, flat_index, out, images):
             else:
                 out[base + k] += dy[i]
     return bad
+
+
+# --------------------------------------------------------------------------- serial twins
+#: the parallel kernels, each with a serial twin ``<name>_serial`` (:func:`.options.serial_twin`)
+PARALLEL_KERNELS = ("conv2d_direct_o", "build_planes", "conv2d_planar", "conv2d_im2col",
+                    "im2col", "relu", "max_pool2d", "col2im", "max_pool2d_argmax",
+                    "max_pool2d_backward")
+SERIAL = {name: serial_twin(globals()[name]) for name in PARALLEL_KERNELS}

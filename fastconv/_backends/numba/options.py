@@ -32,6 +32,7 @@ parallel Numba code has run in this process yet; :func:`threading_layer`
 reports the layer actually in use.
 """
 import os
+import types
 
 import numba
 
@@ -64,6 +65,26 @@ def jit(parallel=False):
     """
     return numba.njit(parallel=parallel, fastmath=set(FASTMATH), cache=CACHE, nogil=NOGIL,
                       error_model=ERROR_MODEL, boundscheck=False)
+
+
+def serial_twin(kernel):
+    """The same kernel compiled without ``parallel``: its ``prange`` loops run in order.
+
+    ``kernel`` is a dispatcher made by ``jit(parallel=True)``.  The twin runs
+    the same Python function on the calling thread, without entering a
+    parallel region (nor starting the threading layer); given one chunk
+    count it computes every element with the same code, so its results are
+    bitwise those of the parallel kernel.  It is a copy of the function under
+    the name ``<name>_serial``, so that Numba's on-disk cache (keyed by the
+    qualified name) keeps the two compilations apart.
+    """
+    py = kernel.py_func
+    twin = types.FunctionType(py.__code__, py.__globals__, py.__name__ + "_serial",
+                              py.__defaults__, py.__closure__)
+    twin.__qualname__ = py.__qualname__ + "_serial"
+    twin.__module__ = py.__module__
+    twin.__doc__ = f"Serial twin of :func:`{py.__name__}` (see :func:`serial_twin`)."
+    return jit()(twin)
 
 
 def _layer_importable(name):
