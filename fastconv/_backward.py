@@ -38,6 +38,7 @@ back to the pixel it was read from.
 import collections
 import concurrent.futures
 import contextlib
+import math
 import threading
 
 import numpy as np
@@ -264,7 +265,7 @@ def filter_grad(x, dy, ksize, strides, dilations, pads, groups, module, n_thread
         shape = (n1 - n0, oh1 - oh0, OW, KH, KW, C)
         if r1 <= r0:
             return None
-        cols = ring[next(taken) % len(ring)][:int(np.prod(shape))].reshape(shape)
+        cols = ring[next(taken) % len(ring)][:math.prod(shape)].reshape(shape)
         im2col(x[n0:n1, r0:r1], cols, ksize, strides, dilations, (ptop, left), unfold_threads)
         return cols
 

@@ -87,8 +87,15 @@ def _frozen(value):
     if t is int or t is str:
         return value
     if t is tuple or t is list:
-        items = tuple(_frozen(v) for v in value)
-        return None if None in items else items
+        items = []
+        for v in value:
+            tv = type(v)
+            if tv is not int and tv is not str:
+                v = _frozen(v)
+                if v is None:
+                    return None
+            items.append(v)
+        return tuple(items)
     return None
 
 

@@ -76,8 +76,19 @@ def simd_level():
     ValueError
         When ``FASTCONV_SIMD`` names an unknown level, or a level above the CPU's.
     """
+    raw = os.environ.get(SIMD_ENV_VAR, "")
+    level = _SIMD_SEEN.get(raw)
+    if level is None:
+        level = _SIMD_SEEN[raw] = _simd_level(raw)   # raises for a bad value, never cached
+    return level
+
+
+_SIMD_SEEN = {}   # FASTCONV_SIMD's raw value -> level (the CPU does not change)
+
+
+def _simd_level(raw):
     best = SIMD_LEVELS.index(cpu_simd_level())
-    raw = os.environ.get(SIMD_ENV_VAR, "").strip().lower()
+    raw = raw.strip().lower()
     if not raw:
         return best
     if raw not in SIMD_LEVELS:
