@@ -732,9 +732,12 @@ def max_pool2d_with_argmax(input, ksize, strides, padding, data_format="NHWC", *
     ``input.reshape(-1)[argmax] == output``.
 
     Ties go to the first maximum in window order (row by row), as in
-    TensorFlow and PyTorch.  A window holding NaN outputs NaN (the forward
-    :func:`fastconv.max_pool2d` propagates it) and its argmax is the first
-    NaN; TensorFlow's kernel skips NaN instead.
+    TensorFlow and PyTorch.  NaN follows ``tf.nn.max_pool_with_argmax``: the
+    running maximum starts at the window's first tap and moves only to a
+    strictly greater tap, so a NaN is picked (and output) only when it is the
+    window's first tap, and skipped elsewhere.  In such a window ``output``
+    then differs from :func:`fastconv.max_pool2d`, which outputs NaN for any
+    NaN in the window; see :func:`max_pool2d_backward` for PyTorch's rule.
 
     Parameters
     ----------
@@ -774,8 +777,17 @@ def max_pool2d_backward(grad_output, input, ksize, strides, padding, data_format
 
     ``grad_input[p] = sum of grad_output over the windows whose maximum is
     at p``: each window sends its gradient to its first maximum in window
-    order (TensorFlow and PyTorch agree), overlapping windows add up, and a
-    window holding NaN sends its gradient to its first NaN.
+    order (TensorFlow and PyTorch agree), and overlapping windows add up.
+
+    NaN: TensorFlow and PyTorch disagree, and fastconv follows TensorFlow
+    (``tf.GradientTape`` over ``tf.nn.max_pool2d``, and
+    ``tf.nn.max_pool_with_argmax``).  The running maximum of a window starts
+    at its first tap and moves to a later tap only when that is strictly
+    greater; no comparison with NaN is true, so a window sends its gradient to
+    its first tap when that is NaN, and otherwise to its largest number (the
+    first of equal ones), skipping every NaN.  PyTorch's ``max_pool2d``
+    instead counts a NaN as larger than any number and sends the gradient to
+    the window's last NaN.
 
     Parameters
     ----------

@@ -137,6 +137,11 @@ AUTO_IM2COL_RULES = ((256, 1 << 16), (1024, 1 << 20))
 #: between chunks.  Smaller chunks answer sooner but re-enter the thread team more often.
 INTERRUPT_WORK = 1 << 27
 
+#: operations of ``INTERRUPT_WORK`` one element costs in the memory-bound kernels (im2col,
+#: col2im, the pool backward's scatter): a copied element takes about as long as this many
+#: vectorized multiply-adds, so their chunks take about as long as the others'.
+INTERRUPT_COPY_COST = 16
+
 #: multiply-adds below which a direct convolution runs on one thread without entering a
 #: parallel region: waking a thread team (and waiting for its slowest member on a busy
 #: machine) costs more than such a call gains from a second core.  The result is the same.

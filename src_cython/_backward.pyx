@@ -4,8 +4,12 @@ Arrays arrive already checked by :mod:`fastconv._backward` (C-contiguous, one
 float dtype, int64 indices).  The C loops are in ``fc_col2im.h`` and
 ``fc_pool_backward.h``.  Every output element is written by exactly one
 task, in an order that does not depend on the thread count, so results are
-bitwise identical for any ``num_threads``.
+bitwise identical for any ``num_threads``.  Each kernel runs its tasks in
+chunks of about ``interrupt_work`` elementary operations (0: all at once),
+between which a pending signal (Ctrl-C) is raised as ``KeyboardInterrupt``;
+the chunks only group whole tasks, so they never change a result.
 """
+from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
@@ -13,7 +17,7 @@ from libc.string cimport memset
 
 from fastconv_c cimport (fc_col2im_row_f32, fc_col2im_row_f64, fc_maxpool_argmax_row_f32,
                          fc_maxpool_argmax_row_f64, fc_maxpool_scatter_f32,
-                         fc_maxpool_scatter_f64)
+                         fc_maxpool_scatter_f64, fc_rows_per_chunk)
 
 
 cdef inline int _team(int num_threads, Py_ssize_t tasks) noexcept nogil:
@@ -24,7 +28,8 @@ cdef inline int _team(int num_threads, Py_ssize_t tasks) noexcept nogil:
 
 def col2im(const floating[:, :, :, :, :, ::1] cols,   # IN  (N, OH, OW, KH, KW, C)
            floating[:, :, :, ::1] out,               # IN/OUT (N, H, W, C)
-           int SH, int SW, int DH, int DW, int pad_top, int pad_left, int num_threads):
+           int SH, int SW, int DH, int DW, int pad_top, int pad_left, int num_threads,
+           double interrupt_work=0):
     """``out += col2im(cols)``: each window entry added to the pixel im2col read it from.
 
     ``out[n, oh*SH - pad_top + kh*DH, ow*SW - pad_left + kw*DW, c] += cols[n, oh, ow, kh, kw, c]``;
@@ -36,32 +41,44 @@ def col2im(const floating[:, :, :, :, :, ::1] cols,   # IN  (N, OH, OW, KH, KW, 
     if cols.shape[0] != N or cols.shape[5] != C:
         raise ValueError(f"cols has shape {[cols.shape[i] for i in range(6)]}; expected (N, OH, OW, KH, "
                          f"KW, C) with N={N}, C={C} of out.")
-    cdef Py_ssize_t rows = N * H, r
+    cdef Py_ssize_t rows = N * H, r, start, stop, step
     if rows == 0 or W == 0 or C == 0 or OH == 0 or OW == 0 or KH == 0 or KW == 0:
         return
     cdef const floating *pc = &cols[0, 0, 0, 0, 0, 0]
     cdef floating *po = &out[0, 0, 0, 0]
     num_threads = _team(num_threads, rows)
-    for r in prange(rows, nogil=True, num_threads=num_threads, schedule="dynamic",
-                    chunksize=4):
-        if floating is float:
-            fc_col2im_row_f32(pc, po, H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left, OH,
-                              OW, r // H, r % H)
-        else:
-            fc_col2im_row_f64(pc, po, H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left, OH,
-                              OW, r // H, r % H)
+    # an input row gathers its share of the window entries (about cols.size / rows)
+    step = fc_rows_per_chunk(rows, <double> N * OH * OW * KH * KW * C / rows, interrupt_work,
+                             num_threads)
+    start = 0
+    while start < rows:
+        stop = min(start + step, rows)
+        for r in prange(start, stop, nogil=True, num_threads=num_threads, schedule="dynamic",
+                        chunksize=4):
+            if floating is float:
+                fc_col2im_row_f32(pc, po, H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left,
+                                  OH, OW, r // H, r % H)
+            else:
+                fc_col2im_row_f64(pc, po, H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left,
+                                  OH, OW, r // H, r % H)
+        start = stop
+        if start < rows:
+            PyErr_CheckSignals()
 
 
 def max_pool2d_argmax(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
                       floating[:, :, :, ::1] out,       # OUT (N, OH, OW, C)
                       int64_t[:, :, :, ::1] argmax,     # OUT (N, OH, OW, C)
                       int KH, int KW, int SH, int SW, int DH, int DW, int pad_top,
-                      int pad_left, int num_threads, int simd_level=0):
+                      int pad_left, int num_threads, int simd_level=0,
+                      double interrupt_work=0):
     """NHWC max pooling and the per-image flat index ``(h*W + w)*C + c`` of each maximum.
 
-    The first maximum in window order wins ties; a NaN counts as larger than
-    any number (the first NaN wins, and is the output); padding is never
-    picked (a window with no tap inside gives ``-inf`` and index -1).  One
+    The running maximum starts at the window's first tap and moves to a later
+    tap only when that is strictly greater (TensorFlow's rule): ties go to the
+    first maximum, and a NaN is picked only as the window's first tap.
+    Padding is never picked (a window with no tap inside gives ``-inf`` and
+    index -1).  One
     task per output row ``(n, oh)``; ``simd_level`` picks the compiled
     variant (FC_SIMD_*: 0 generic, 1 AVX2, 2 AVX-512), all giving the same result.
     """
@@ -71,33 +88,46 @@ def max_pool2d_argmax(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
             argmax.shape[3] != out.shape[3]):
         raise ValueError(f"argmax has shape {[argmax.shape[i] for i in range(4)]}; expected out's "
                          f"shape {[out.shape[i] for i in range(4)]}.")
-    cdef Py_ssize_t rows = N * OH, r, n
+    cdef Py_ssize_t rows = N * OH, r, n, start, stop, step
     if rows == 0 or OW == 0 or C == 0:
         return
     cdef const floating *px = &x[0, 0, 0, 0]
     cdef floating *py = &out[0, 0, 0, 0]
     cdef int64_t *pi = &argmax[0, 0, 0, 0]
     num_threads = _team(num_threads, rows)
-    for r in prange(rows, nogil=True, num_threads=num_threads, schedule="dynamic",
-                    chunksize=4):
-        n = r // OH
-        if floating is float:
-            fc_maxpool_argmax_row_f32(px + n * H * W * C, py + r * OW * C, pi + r * OW * C,
-                                      H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left, OW,
-                                      r % OH, simd_level)
-        else:
-            fc_maxpool_argmax_row_f64(px + n * H * W * C, py + r * OW * C, pi + r * OW * C,
-                                      H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left, OW,
-                                      r % OH, simd_level)
+    # compares per output row: the window's taps that can lie inside the input
+    step = fc_rows_per_chunk(rows, <double> OW * C * min(<Py_ssize_t> KH, H) *
+                             min(<Py_ssize_t> KW, W), interrupt_work, num_threads)
+    start = 0
+    while start < rows:
+        stop = min(start + step, rows)
+        for r in prange(start, stop, nogil=True, num_threads=num_threads, schedule="dynamic",
+                        chunksize=4):
+            n = r // OH
+            if floating is float:
+                fc_maxpool_argmax_row_f32(px + n * H * W * C, py + r * OW * C,
+                                          pi + r * OW * C, H, W, C, KH, KW, SH, SW, DH, DW,
+                                          pad_top, pad_left, OW, r % OH, simd_level)
+            else:
+                fc_maxpool_argmax_row_f64(px + n * H * W * C, py + r * OW * C,
+                                          pi + r * OW * C, H, W, C, KH, KW, SH, SW, DH, DW,
+                                          pad_top, pad_left, OW, r % OH, simd_level)
+        start = stop
+        if start < rows:
+            PyErr_CheckSignals()
 
 
 def max_pool2d_backward(const floating[::1] dy, const int64_t[::1] flat_index,
-                        floating[::1] out, Py_ssize_t images, int num_threads):
+                        floating[::1] out, Py_ssize_t images, int num_threads,
+                        double interrupt_work=0):
     """``out = 0``, then ``out[flat_index[i]] += dy[i]`` in index order.
 
     ``dy`` and ``out`` are cut into ``images`` equal blocks and block ``n`` of
     ``dy`` may only send to block ``n`` of ``out`` (one image each); the
-    images run in parallel, so no two threads write the same element.
+    images run in parallel, so no two threads write the same element.  Each
+    image's entries are sent in index order, in pieces of about
+    ``interrupt_work / num_threads`` entries per image between two looks at
+    pending signals (0: all at once).
 
     Raises
     ------
@@ -116,20 +146,33 @@ def max_pool2d_backward(const floating[::1] dy, const int64_t[::1] flat_index,
     if size == 0:
         return
     cdef floating *po = &out[0]
-    cdef Py_ssize_t per_dy = total // images, per_out = size // images, bad = 0
+    cdef Py_ssize_t per_dy = total // images, per_out = size // images, bad = 0, i0, i1
     num_threads = _team(num_threads, images)
     with nogil:
         for n in prange(images, num_threads=num_threads, schedule="static"):
             memset(po + n * per_out, 0, per_out * sizeof(floating))
-            if per_dy:
+    if per_dy == 0:
+        return
+    # entries of every image per piece (the pieces cut each image's entries at the same
+    # offsets; an image's entries are still added in index order)
+    cdef Py_ssize_t step = fc_rows_per_chunk(per_dy, <double> images / num_threads,
+                                             interrupt_work, 1)
+    i0 = 0
+    while i0 < per_dy:
+        i1 = min(i0 + step, per_dy)
+        with nogil:
+            for n in prange(images, num_threads=num_threads, schedule="static"):
                 if floating is float:
-                    bad += fc_maxpool_scatter_f32(&dy[0], &flat_index[0],
-                                                  po + n * per_out, n * per_dy,
-                                                  (n + 1) * per_dy, n * per_out, per_out)
+                    bad += fc_maxpool_scatter_f32(&dy[0], &flat_index[0], po + n * per_out,
+                                                  n * per_dy + i0, n * per_dy + i1,
+                                                  n * per_out, per_out)
                 else:
-                    bad += fc_maxpool_scatter_f64(&dy[0], &flat_index[0],
-                                                  po + n * per_out, n * per_dy,
-                                                  (n + 1) * per_dy, n * per_out, per_out)
+                    bad += fc_maxpool_scatter_f64(&dy[0], &flat_index[0], po + n * per_out,
+                                                  n * per_dy + i0, n * per_dy + i1,
+                                                  n * per_out, per_out)
+        i0 = i1
+        if i0 < per_dy:
+            PyErr_CheckSignals()
     if bad:
         raise ValueError(f"flat_index holds {bad} indices outside their image's block of out "
                          f"(images={images}); pass the argmax of the same input and geometry.")

@@ -35,16 +35,36 @@ BLAS is column-major: the row-major product ``C = A @ B`` is computed as
 Tile boundaries depend only on the problem shape, never on the thread count,
 and every tile is one GEMM call of the same shape, so the result is bitwise
 identical for any ``num_threads``.
+
+Ctrl-C: the calling thread (OpenMP thread 0) takes the GIL back after each
+``interrupt_work`` multiply-adds it has run, to look at pending signals; when
+a handler raised (``KeyboardInterrupt``), the remaining tasks are skipped and
+the exception propagates as soon as the running GEMMs return.
 """
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport free, malloc
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
-from fastconv_c cimport fc_bias_relu_f32, fc_bias_relu_f64, fc_im2col_rows
+from fastconv_c cimport (fc_bias_relu_f32, fc_bias_relu_f64, fc_flag_get, fc_flag_set,
+                         fc_im2col_rows)
 
 cdef extern from "stdlib.h" nogil:
     void *aligned_alloc(size_t alignment, size_t size)
+
+cdef extern from "Python.h":
+    # the same function, its -1 not turned into a Python exception check here
+    int _check_signals_raw "PyErr_CheckSignals" () noexcept
+
+
+cdef int _signal_pending() noexcept with gil:
+    """1 when a signal handler raised (the exception stays set for the caller), else 0."""
+    return 1 if _check_signals_raw() < 0 else 0
+
+
+cdef int _raise_pending() except -1:
+    """Propagate the exception a signal handler left set."""
+    return -1
 
 
 ctypedef struct tiling:
@@ -126,7 +146,8 @@ def conv2d_im2col(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
                   const floating[::1] bias,         # IN  (O,) or None
                   floating[:, :, :, ::1] out,       # OUT (N, OH, OW, O)
                   int SH, int SW, int DH, int DW, int pad_top, int pad_left, int groups,
-                  bint relu, int num_threads, int simd_level, tuning, Py_ssize_t tile=0):
+                  bint relu, int num_threads, int simd_level, tuning, Py_ssize_t tile=0,
+                  double interrupt_work=0):
     """Convolution by tiled im2col + GEMM, bias and ReLU fused per tile.
 
     ``out[n, oh, ow, o] = bias[o] + sum_{kh, kw, c} x[n, oh*SH - pad_top + kh*DH,
@@ -148,6 +169,8 @@ def conv2d_im2col(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
     simd_level : FC_SIMD_* level for the fused bias/ReLU pass
     tuning : mapping of the tiling tunables (:func:`tile_pixels`)
     tile : pixels per tile; 0 means :func:`tile_pixels` (tests force others)
+    interrupt_work : multiply-adds the calling thread runs between two looks at
+        pending signals (0: never looks)
 
     Notes
     -----
@@ -184,6 +207,10 @@ def conv2d_im2col(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
     buf_bytes = (buf_bytes + 63) // 64 * 64
     cdef int failed = 0
     cdef int *failed_ptr = &failed
+    cdef int stop = 0
+    cdef int *pstop = &stop
+    cdef double done = 0.0
+    cdef double *pdone = &done
     cdef floating *col = NULL
     cdef Py_ssize_t *held = NULL   # per thread: which tile its buffer holds
     cdef const floating *A
@@ -201,6 +228,8 @@ def conv2d_im2col(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
         for task in prange(n_tiles * n_ob, schedule="dynamic"):
             if held == NULL or (not identity and col == NULL):
                 failed_ptr[0] = 1
+                continue
+            if fc_flag_get(pstop):
                 continue
             t = task // n_ob
             o0 = (task % n_ob) * ob
@@ -232,8 +261,16 @@ def conv2d_im2col(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
                 else:
                     fc_bias_relu_f64(po + p0 * O + o0, rows, on, O,
                                      pb + o0 if pb != NULL else NULL, relu, simd_level)
+            if interrupt_work > 0 and threadid() == 0:
+                pdone[0] = pdone[0] + <double> rows * on * K
+                if pdone[0] >= interrupt_work:
+                    pdone[0] = 0.0
+                    if _signal_pending():
+                        fc_flag_set(pstop)
         free(col)
         free(held)
+    if stop:
+        _raise_pending()
     if failed:
         raise MemoryError(f"conv2d (im2col): could not allocate a {buf_bytes}-byte column "
                           f"buffer per thread.")

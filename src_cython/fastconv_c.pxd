@@ -13,6 +13,9 @@ cdef extern from "fc_cpu.h" nogil:
     int fc_team_size()
     int fc_thread_num()
 
+cdef extern from "fc_window.h" nogil:
+    Py_ssize_t fc_rows_per_chunk(Py_ssize_t rows, double row_work, double work, int team)
+
 cdef extern from "fc_relu.h" nogil:
     void fc_relu_f32_nt(const float *x, float *y, Py_ssize_t n, int simd, int stream)
     void fc_relu_f64_nt(const double *x, double *y, Py_ssize_t n, int simd, int stream)

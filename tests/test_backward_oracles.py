@@ -143,13 +143,21 @@ POOL_CASES = [((2, 7, 8, 3), 2, 2, "VALID"), ((1, 7, 7, 2), 3, 1, "VALID"),
               ((2, 6, 5, 3), (3, 2), (2, 1), "SAME"), ((1, 5, 5, 4), 3, 2, "SAME")]
 
 
-@pytest.mark.parametrize("ties", [False, True])
+def _pool_input(rng, shape, data):
+    """``"normal"``: distinct values; ``"ties"``: few values, most windows hold several
+    maxima; ``"nans"``: a third NaN, so many windows hold several NaNs, some first."""
+    if data == "ties":
+        return rng.integers(0, 3, shape).astype(np.float32)
+    x = rng.standard_normal(shape).astype(np.float32)
+    if data == "nans":
+        x[rng.random(shape) < 1 / 3] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("data", ["normal", "ties", "nans"])
 @pytest.mark.parametrize("shape, k, s, p", POOL_CASES)
-def test_max_pool_gradient_and_argmax_match_tensorflow(tf, backend, rng, shape, k, s, p, ties):
-    if ties:   # few distinct values: most windows hold several maxima
-        x = rng.integers(0, 3, shape).astype(np.float32)
-    else:
-        x = rng.standard_normal(shape).astype(np.float32)
+def test_max_pool_gradient_and_argmax_match_tensorflow(tf, backend, rng, shape, k, s, p, data):
+    x = _pool_input(rng, shape, data)
     tx = tf.Variable(x)
     with tf.GradientTape() as tape:
         y = tf.nn.max_pool2d(tx, k, s, p)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import pytest
 import fastconv
 from fastconv import _threads
 
-from cases import BACKENDS, FAST_BACKENDS
+from cases import BACKENDS, FAST_BACKENDS, params
 
 HAS_CYTHON = "cython" in BACKENDS
 HAS_NUMBA = "numba" in BACKENDS
@@ -284,6 +285,163 @@ def test_ctrl_c_interrupts_a_long_kernel(op, threads):
     assert delay < 1.0, delay   # about one chunk; 0.2 s on a quiet machine
 
 
+@dataclass(frozen=True)
+class InterruptCase:
+    """One long kernel call for the Ctrl-C probe: ``op`` on ``backend``.
+
+    The probe sets ``INTERRUPT_WORK`` to ``work`` (a small chunk, so that a
+    call of a few hundred MB holds hundreds of chunks), warms the kernel up
+    on a small input (Numba compiles), starts the long call and sends SIGINT
+    as soon as the first output element is written.
+    """
+    id: str
+    backend: str
+    op: str
+    work: int = 1 << 20
+
+
+INTERRUPT_CASES = [InterruptCase(f"{b}-{op}", b, op) for b, ops in (
+    ("cython", ("im2col", "conv-im2col", "col2im", "argmax", "pool-backward")),
+    ("numba", ("conv-planar", "conv-depthwise", "conv-im2col", "pool", "im2col", "col2im",
+               "argmax", "pool-backward"))) for op in ops]
+
+_KERNEL_INTERRUPT_PROBE = """
+    import os, signal, threading, time
+    import numpy as np
+    from fastconv import _backends, _tuning
+    backend, op, n = {backend!r}, {op!r}, {threads}
+    drv = _backends.driver(backend)
+    f32, nan = np.float32, np.nan
+
+    def make(big):
+        # (call, out, last): `out` starts all NaN (col2im: all zero), `call` writes every
+        # element, and out's last element is `last` once it has (inputs of ones)
+        s = 512 if big else 8
+        if op == "im2col":
+            x, out = np.ones((1, s, s, 16), f32), np.full((1, s - 2, s - 2, 3, 3, 16), nan, f32)
+            return lambda: drv.im2col(x, out, (3, 3), (1, 1), (1, 1), (0, 0), n), out, 1
+        if op == "col2im":
+            cols, out = np.ones((1, s - 2, s - 2, 3, 3, 16), f32), np.zeros((1, s, s, 16), f32)
+            return lambda: drv.col2im(cols, out, (3, 3), (1, 1), (1, 1), (0, 0), n), out, 1
+        if op in ("argmax", "pool"):
+            x, out = np.ones((1, s, s, 32), f32), np.full((1, s, s, 32), nan, f32)
+            k = 15 if big else 3
+            if op == "pool":
+                return lambda: drv.max_pool2d(x, out, (k, k), (1, 1), (1, 1), (k // 2,) * 2,
+                                              n), out, 1
+            where = np.empty(out.shape, np.int64)
+            return lambda: drv.max_pool2d_argmax(x, out, where, (k, k), (1, 1), (1, 1),
+                                                 (k // 2,) * 2, n), out, 1
+        if op == "pool-backward":
+            images, per = (64, 1 << 18) if big else (2, 64)
+            dy = np.ones(images * per, f32)
+            rng = np.random.default_rng(0)
+            index = np.concatenate([rng.permutation(per) + i * per for i in range(images)])
+            out = np.full(images * per, nan, f32)
+            return lambda: drv.max_pool2d_backward(dy, index, out, n, images=images), out, 1
+        # convolutions: (x shape, filter shape, groups, algorithm)
+        xs, ws, groups, algorithm = {{
+            "conv-im2col": ((1, s // 4, s // 4, 128), (3, 3, 128, 128), 1, "im2col"),
+            "conv-planar": ((1, 2 * s, 2 * s, 4), (5, 5, 4, 8), 1, "direct"),
+            "conv-depthwise": ((1, 2 * s, 2 * s, 32), (5, 5, 1, 32), 32, "direct"),
+        }}[op]
+        x, w = np.ones(xs, f32), np.ones(ws, f32)
+        out = np.full(xs[:3] + (ws[3],), nan, f32)
+        pad = (ws[0] // 2, ws[1] // 2)
+        # the last output's window holds (KH//2 + 1) x (KW//2 + 1) taps of C/groups ones
+        last = (pad[0] + 1) * (pad[1] + 1) * ws[2]
+        return lambda: drv.conv2d(x, w, None, out, (1, 1), (1, 1), pad, groups, False, n,
+                                  algorithm), out, last
+
+    call, _, _ = make(False)
+    call()   # compiled (Numba) before the clock starts
+    _tuning.INTERRUPT_WORK = {work}
+    call, out, last = make(True)
+    flat = out.reshape(-1)
+    before = flat[0]
+    started = lambda: not (flat[0] == before or (flat[0] != flat[0] and before != before))
+    sent = []
+
+    def interrupt():
+        while not started():
+            pass
+        sent.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    try:
+        call()
+        print("finished")
+    except KeyboardInterrupt:
+        delay = time.perf_counter() - sent[0]
+        print("interrupted after", delay, "last element unfinished:", bool(flat[-1] != last))
+"""
+
+
+@pytest.mark.parametrize("case", params(INTERRUPT_CASES))
+def test_ctrl_c_interrupts_every_long_kernel(case):
+    """Ctrl-C stops the call between two chunks: soon, and before the last output is final."""
+    if case.backend not in BACKENDS:
+        pytest.skip(f"backend {case.backend!r} is not available")
+    res = _probe(_KERNEL_INTERRUPT_PROBE.format(backend=case.backend, op=case.op, threads=2,
+                                                work=case.work))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "interrupted after" in res.stdout, res.stdout
+    delay = float(res.stdout.split("interrupted after")[1].split()[0])
+    assert delay < 1.0, delay   # a chunk is milliseconds here
+    assert "last element unfinished: True" in res.stdout, res.stdout
+
+
+def _chunked_ops(backend, rng):
+    """Every chunked kernel on shapes whose pieces cut images into row bands."""
+    from fastconv import _backends
+    drv = _backends.driver(backend)
+    x = rng.standard_normal((2, 13, 11, 5))
+    x[0, 3, 4, 1] = x[1, 12, 0, 2] = np.nan
+    out = {}
+    geo = ((3, 2), (2, 1), (2, 1), (2, 1))   # ksize, strides, dilations, leading pads
+    (KH, KW), (SH, SW), (DH, DW), (top, left) = geo
+    OH = (13 + 2 * top - DH * (KH - 1) - 1) // SH + 1
+    OW = (11 + 2 * left - DW * (KW - 1) - 1) // SW + 1
+    for name, w, groups in (("conv", rng.standard_normal((3, 2, 5, 6)), 1),
+                            ("conv-depthwise", rng.standard_normal((3, 2, 1, 10)), 5),
+                            ("conv-wide", rng.standard_normal((3, 2, 5, 40)), 1)):
+        for algorithm in ("direct", "im2col"):
+            y = np.full((2, OH, OW, w.shape[3]), 7.0)
+            drv.conv2d(x, w, None, y, geo[1], geo[2], geo[3], groups, False, 2, algorithm)
+            out[f"{name}-{algorithm}"] = y
+    y = np.full((2, OH, OW, 5), 7.0)
+    drv.max_pool2d(x, y, *geo, 2)
+    out["max_pool2d"] = y
+    cols = np.full((2, OH, OW, KH, KW, 5), 7.0)
+    drv.im2col(x, cols, *geo, 2)
+    out["im2col"] = cols
+    back = np.zeros_like(x)
+    drv.col2im(rng.standard_normal(cols.shape), back, *geo, 2)
+    out["col2im"] = back
+    where = np.full((2, OH, OW, 5), -7, np.int64)
+    drv.max_pool2d_argmax(x, y, where, *geo, 2)
+    out["argmax"], out["argmax-out"] = where, y.copy()
+    flat = (where + np.arange(2).reshape(2, 1, 1, 1) * x[0].size).reshape(-1)
+    grad = np.full(x.size, 7.0)
+    drv.max_pool2d_backward(rng.standard_normal(flat.size), flat, grad, 2, images=2)
+    out["pool-backward"] = grad
+    return out
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_chunks_for_ctrl_c_never_change_a_bit(backend, monkeypatch):
+    """One output row (or one image) per chunk gives the same bits as one chunk per call."""
+    from fastconv import _tuning
+    monkeypatch.setattr(_tuning, "INTERRUPT_WORK", 1 << 60)
+    whole = _chunked_ops(backend, np.random.default_rng(5))
+    for work in (1, 500):
+        monkeypatch.setattr(_tuning, "INTERRUPT_WORK", work)
+        pieces = _chunked_ops(backend, np.random.default_rng(5))
+        for name in whole:
+            assert np.array_equal(pieces[name], whole[name], equal_nan=True), (name, work)
+
+
 # ----------------------------------------------------------------------------- huge parameters
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_huge_pool_window_is_instant_and_right(backend, rng):
@@ -360,3 +518,55 @@ def test_denormals_are_not_flushed(backend, algorithm):
     assert np.array_equal(y, x)
     w3 = np.ones((3, 3, 1, 1), np.float32)
     assert np.all(fastconv.conv2d(x, w3, backend=backend, algorithm=algorithm) == 9 * tiny)
+
+
+def _denormal_ops(backend, x, w, dy_conv, dy_pool):
+    """Every op, forward and backward, on one backend (inputs hold denormals)."""
+    out = {"relu": fastconv.relu(x, backend=backend),
+           "max_pool2d": fastconv.max_pool2d(x, 2, 1, "SAME", backend=backend),
+           "im2col": fastconv.im2col(x, 3, 1, "SAME", backend=backend),
+           "col2im": fastconv.col2im(fastconv.im2col(x, 3, 1, "SAME"), x.shape, 3, 1, "SAME",
+                                     backend=backend),
+           "max_pool2d_backward": fastconv.max_pool2d_backward(dy_pool, x, 2, 1, "SAME",
+                                                               backend=backend)}
+    for algorithm in ("direct", "im2col"):
+        out[f"conv2d-{algorithm}"] = fastconv.conv2d(x, w, 1, "SAME", backend=backend,
+                                                     algorithm=algorithm)
+    gx, gw, _ = fastconv.conv2d_backward(x, w, dy_conv, 1, "SAME", backend=backend)
+    out["conv2d_backward-input"], out["conv2d_backward-filters"] = gx, gw
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_denormal_policy_is_the_same_in_every_backend(backend, dtype, rng):
+    """Denormal inputs, weights and results are computed as IEEE 754 says, never flushed.
+
+    Inputs are small integer multiples of the smallest denormal, weights small
+    integers (and some denormal weights on integer inputs), so every product
+    and sum is exact: any flush to zero (FTZ/DAZ) or any order of summation
+    difference that a flush would cause shows as a mismatch with the NumPy
+    reference.  Products of two normal numbers that underflow into the
+    denormal range (1e-20 * 1e-20 in float32) are checked too.
+    """
+    tiny = np.finfo(dtype).smallest_subnormal
+    x = (rng.integers(-50, 50, (2, 6, 7, 3)) * tiny).astype(dtype)
+    assert np.all(np.abs(x[x != 0]) < np.finfo(dtype).smallest_normal)   # all denormal
+    w = rng.integers(-3, 4, (3, 3, 3, 4)).astype(dtype)
+    dy_conv = rng.integers(-3, 4, (2, 6, 7, 4)).astype(dtype)
+    dy_pool = (rng.integers(-50, 50, (2, 6, 7, 3)) * tiny).astype(dtype)
+    want = _denormal_ops("numpy", x, w, dy_conv, dy_pool)
+    got = _denormal_ops(backend, x, w, dy_conv, dy_pool)
+    for name in want:
+        assert np.array_equal(got[name], want[name]), name
+        if name != "conv2d_backward-filters":   # x * dy: sums of denormals, some nonzero
+            assert np.any(got[name] != 0), name
+    # denormal weights on integer inputs, and normal * normal underflowing to a denormal
+    xi = rng.integers(-3, 4, (1, 5, 5, 3)).astype(dtype)
+    small = np.sqrt(tiny * 2 ** 16).astype(dtype)   # small * small = 2**16 denormal steps
+    for xs, ws in ((xi, (w * tiny).astype(dtype)), (np.full_like(xi, small), w * small)):
+        for algorithm in ("direct", "im2col"):
+            ref = fastconv.conv2d(xs, ws, 1, "SAME", backend="numpy")
+            assert np.any((ref != 0) & (np.abs(ref) < np.finfo(dtype).smallest_normal))
+            assert np.array_equal(fastconv.conv2d(xs, ws, 1, "SAME", backend=backend,
+                                                  algorithm=algorithm), ref), algorithm

@@ -22,4 +22,20 @@ static inline int fc_end_tap(ptrdiff_t start, int d, int K, ptrdiff_t size) {
     return end < K ? (int)end : K;
 }
 
+/* Rows (independent work items) per interruptible chunk: about `work` operations
+ * when one row costs `row_work`, a multiple of `team` threads (at least `team`),
+ * never more than `rows`; all `rows` when `work` <= 0.  A kernel runs its rows
+ * chunk by chunk and looks for a pending signal (Ctrl-C) between chunks; a chunk
+ * only groups whole rows, so the chunking never changes a result. */
+static inline ptrdiff_t fc_rows_per_chunk(ptrdiff_t rows, double row_work, double work,
+                                          int team) {
+    if (work <= 0 || rows <= 0) return rows > 0 ? rows : 1;
+    if (team < 1) team = 1;
+    double per = row_work > 1.0 ? work / row_work : work;
+    ptrdiff_t step = per >= (double)rows ? rows : (ptrdiff_t)per;
+    step = step / team * team;
+    if (step < team) step = team;
+    return step < rows ? step : rows;
+}
+
 #endif

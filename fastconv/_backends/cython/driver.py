@@ -60,6 +60,13 @@ SIMD_LEVELS = ("generic", "avx2", "avx512")
 BUILT_ALGORITHMS = ("direct", "im2col") if _conv_direct is not None else ("im2col",)
 
 _CPU_SIMD = _build_info.cpu_simd_level()   # the CPU does not change while we run
+
+
+def _copy_interrupt_work():
+    """Elements per interruptible chunk of the memory-bound kernels (:mod:`fastconv._tuning`)."""
+    return _tuning.INTERRUPT_WORK / _tuning.INTERRUPT_COPY_COST
+
+
 def cpu_simd_level():
     """The best SIMD level of this CPU: 'avx512', 'avx2' or 'generic'."""
     return _CPU_SIMD
@@ -160,7 +167,8 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
     with single_threaded_blas():
         _im2col_gemm.conv2d_im2col(x, w, bias, out, strides[0], strides[1], dilations[0],
                                    dilations[1], pads[0], pads[1], groups, bool(relu),
-                                   num_threads, level, IM2COL_TUNING)
+                                   num_threads, level, IM2COL_TUNING,
+                                   interrupt_work=_tuning.INTERRUPT_WORK)
 
 
 def relu(x, out, num_threads):
@@ -186,26 +194,26 @@ def im2col(x, out, ksize, strides, dilations, pads, num_threads):
     if out.size < _tuning.IM2COL_SINGLE_THREAD_ELEMENTS:
         num_threads = 1
     _im2col.im2col(x, out, strides[0], strides[1], dilations[0], dilations[1], pads[0],
-                      pads[1], num_threads)
+                   pads[1], num_threads, _copy_interrupt_work())
 
 
 # ----------------------------------------------------------------------------- backward drivers
 def _col2im(cols, out, ksize, strides, dilations, pads, num_threads):
     """Driver: ``out`` (N, H, W, C) ``+=`` the adjoint of im2col of ``cols`` (N, OH, OW, KH, KW, C)."""
     _bw.col2im(cols, out, strides[0], strides[1], dilations[0], dilations[1], pads[0], pads[1],
-               num_threads)
+               num_threads, _copy_interrupt_work())
 
 
 def _max_pool2d_argmax(x, out, argmax, ksize, strides, dilations, pads, num_threads):
     """Driver: NHWC max pooling and the flat index ``(h*W + w)*C + c`` of each first maximum."""
     _bw.max_pool2d_argmax(x, out, argmax, ksize[0], ksize[1], strides[0], strides[1],
                           dilations[0], dilations[1], pads[0], pads[1], num_threads,
-                          simd_level())
+                          simd_level(), _tuning.INTERRUPT_WORK)
 
 
 def _max_pool2d_backward(dy, flat_index, out, num_threads, images=1):
     """Driver: ``out = 0``, then ``dy[i]`` added at ``flat_index[i]``, one image per task."""
-    _bw.max_pool2d_backward(dy, flat_index, out, images, num_threads)
+    _bw.max_pool2d_backward(dy, flat_index, out, images, num_threads, _copy_interrupt_work())
 
 
 if _bw is not None:

@@ -28,6 +28,15 @@ value, which Numba keeps per Python thread, is restored afterwards), capped at
 into pieces whose boundaries never change a result, so results are bitwise
 identical for any ``num_threads``.
 
+Ctrl-C: a Numba kernel cannot look at signals, so every call except ReLU is
+cut on the Python side into pieces of about ``INTERRUPT_WORK``
+(:mod:`fastconv._tuning`) operations -- whole images, or bands of output rows
+of one image (the im2col convolution: runs of whole tiles; the pool backward:
+whole images) -- and a ``KeyboardInterrupt``
+is raised between two pieces (the output is then partly written).  The pieces
+depend on the shape only, and no output element is split between two, so the
+result is the same bits as in one piece, for any thread count.
+
 After ``fork``: Numba's ``omp`` threading layer (GNU OpenMP) terminates a
 forked child as soon as it enters any parallel region, even on one thread,
 once the parent has launched that layer.  In a forked child fastconv runs on
@@ -149,6 +158,48 @@ def _geometry(strides, dilations, pads):
     return (*(int(v) for v in strides), *(int(v) for v in dilations), *(int(v) for v in pads))
 
 
+def _pieces(N, OH, row_work):
+    """``(n0, n1, r0, r1)``: images ``[n0, n1)``, output rows ``[r0, r1)``, in order.
+
+    Each piece is about ``INTERRUPT_WORK`` operations when an output row costs
+    ``row_work``: whole images while an image costs less than that, otherwise
+    bands of rows of one image.  Python looks at pending signals between two
+    kernel calls, so Ctrl-C is answered after at most one piece.  Shape only.
+    """
+    per = max(1, int(_tuning.INTERRUPT_WORK // max(row_work, 1)))
+    if per >= OH:
+        step = max(1, per // max(OH, 1))
+        for n0 in range(0, N, step):
+            yield n0, min(N, n0 + step), 0, OH
+        return
+    for n in range(N):
+        for r0 in range(0, OH, per):
+            yield n, n + 1, r0, min(OH, r0 + per)
+
+
+def _input_rows(H, r0, r1, S, K, D, top):
+    """Input rows ``[h0, h1)`` that output rows ``[r0, r1)`` read, and their leading padding.
+
+    With the input cut to those rows, output row ``r0 + i`` reads with
+    leading padding ``top - r0*S + h0`` exactly the values row ``r0 + i`` of
+    the whole input reads.
+    """
+    h0 = min(max(0, r0 * S - top), H)
+    h1 = max(h0, min(H, (r1 - 1) * S - top + (K - 1) * D + 1))
+    return h0, h1, top - r0 * S + h0
+
+
+def _row_bands(x, out, row_work, KH, SH, DH, top):
+    """``(x_piece, out_piece, top_piece, h0)`` for each piece of :func:`_pieces` (views)."""
+    H = x.shape[1]
+    for n0, n1, r0, r1 in _pieces(out.shape[0], out.shape[1], row_work):
+        if r0 == 0 and r1 == out.shape[1]:
+            yield x[n0:n1], out[n0:n1], top, 0
+            continue
+        h0, h1, t = _input_rows(H, r0, r1, SH, KH, DH, top)
+        yield x[n0:n1, h0:h1], out[n0:n1, r0:r1], t, h0
+
+
 def _writable(a):
     """Numba compiles a separate signature for read-only arrays; copy those instead."""
     return a if a.flags.writeable else a.copy()
@@ -207,29 +258,38 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
         wmat = np.ascontiguousarray(w.reshape(K, groups, Og).transpose(1, 0, 2))
         P = N * out.shape[1] * out.shape[2]
         tile = _im2col_tile(P, K, x.itemsize)
+        n_tiles = -(-P // tile)
+        # pieces of whole tiles, so every GEMM has the shape it has in one piece
+        step = max(1, int(_tuning.INTERRUPT_WORK // max(tile * K * O, 1)))
         with single_threaded_blas(), _numba_threads(num_threads, P * K * Og) as n:
-            _kernel("conv2d_im2col", n)(x, wmat, b, out, KH, KW, SH, SW, DH, DW, top, left,
-                                        relu, tile, n)
+            for t0 in range(0, n_tiles, step):
+                _kernel("conv2d_im2col", n)(x, wmat, b, out, KH, KW, SH, SW, DH, DW, top, left,
+                                            relu, tile, t0, min(n_tiles, t0 + step), n)
         return
     if algorithm != "direct":
         raise ValueError(f"algorithm must be 'auto', 'direct' or 'im2col'; got {algorithm!r}.")
     OH, OW = out.shape[1], out.shape[2]
     Wq = OW + ((KW - 1) * DW) // SW
     Hq = OH + ((KH - 1) * DH) // SH + 1
+    row_work = OW * O * KH * KW * Cg
     # the planar kernel's workspace holds SH*SW phase planes of every channel; when that
     # is more than twice the input (large strides), the row kernel, which needs none, runs
     planar_too_big = N * C * SH * SW * Hq * Wq > 2 * x.size + (1 << 20)
     if groups > 1 and Cg == 1 or Cg > _tuning.NUMBA_PLANAR_MAX_CHANNELS or planar_too_big:
         with _numba_threads(num_threads, out.size * KH * KW * Cg) as n:
-            _kernel("conv2d_direct_o", n)(x, w, b, out, SH, SW, DH, DW, top, left, groups,
-                                          relu, n)
+            for xp, op, t, _ in _row_bands(x, out, row_work, KH, SH, DH, top):
+                _kernel("conv2d_direct_o", n)(xp, w, b, op, SH, SW, DH, DW, t, left, groups,
+                                              relu, n)
         return
-    planes = _workspace((N, C, SH, SW, Hq * Wq), x.dtype)
     block = _planar_block(O)
-    toff, wt = _planar_taps(w, groups, C, SH, SW, DH, DW, Hq * Wq, Wq)
+    wt = None
     with _numba_threads(num_threads, out.size * KH * KW * Cg) as n:
-        _kernel("build_planes", n)(x, planes, SH, SW, top, left, Wq, n)
-        _kernel("conv2d_planar", n)(planes, toff, wt, b, out, Wq, groups, relu, block, n)
+        for xp, op, t, _ in _row_bands(x, out, row_work, KH, SH, DH, top):
+            Hq = op.shape[1] + ((KH - 1) * DH) // SH + 1
+            planes = _workspace((op.shape[0], C, SH, SW, Hq * Wq), x.dtype)
+            toff, wt = _planar_taps(w, groups, C, SH, SW, DH, DW, Hq * Wq, Wq, wt)
+            _kernel("build_planes", n)(xp, planes, SH, SW, t, left, Wq, n)
+            _kernel("conv2d_planar", n)(planes, toff, wt, b, op, Wq, groups, relu, block, n)
 
 
 @functools.lru_cache(maxsize=64)
@@ -250,11 +310,15 @@ def _planar_offsets(KH, KW, Cg, groups, SH, SW, DH, DW, L, Wq):
     return np.ascontiguousarray(toff, dtype=np.uint64)
 
 
-def _planar_taps(w, groups, C, SH, SW, DH, DW, L, Wq):
-    """Tap tables for the planar kernel: offsets ``toff[g, t]`` and weights ``wt[o, t]``."""
+def _planar_taps(w, groups, C, SH, SW, DH, DW, L, Wq, wt=None):
+    """Tap tables for the planar kernel: offsets ``toff[g, t]`` and weights ``wt[o, t]``.
+
+    ``wt`` is made from ``w`` unless given (the previous piece's).
+    """
     KH, KW, Cg, O = w.shape
     toff = _planar_offsets(KH, KW, Cg, groups, SH, SW, DH, DW, L, Wq)
-    wt = np.ascontiguousarray(w.reshape(KH * KW * Cg, O).T)
+    if wt is None:
+        wt = np.ascontiguousarray(w.reshape(KH * KW * Cg, O).T)
     return toff, wt
 
 
@@ -277,16 +341,21 @@ def max_pool2d(x, out, ksize, strides, dilations, pads, num_threads):
     KH, KW = (int(k) for k in ksize)
     SH, SW, DH, DW, top, left = _geometry(strides, dilations, pads)
     x = _writable(x)
+    row_work = out.shape[2] * out.shape[3] * min(KH, x.shape[1]) * min(KW, x.shape[2])
     with _numba_threads(num_threads, out.size * KH * KW) as n:
-        _kernel("max_pool2d", n)(x, out, KH, KW, SH, SW, DH, DW, top, left, n)
+        for xp, op, t, _ in _row_bands(x, out, row_work, KH, SH, DH, top):
+            _kernel("max_pool2d", n)(xp, op, KH, KW, SH, SW, DH, DW, t, left, n)
 
 
 def im2col(x, out, ksize, strides, dilations, pads, num_threads):
     """Driver: fill ``out`` (N, OH, OW, KH, KW, C) with input windows, zeros outside."""
     SH, SW, DH, DW, top, left = _geometry(strides, dilations, pads)
     x = _writable(x)
+    KH = out.shape[3]
     with _numba_threads(num_threads, out.size) as n:
-        _kernel("im2col", n)(x, out, SH, SW, DH, DW, top, left, n)
+        row_work = (out[0, 0].size if out.size else 1) * _tuning.INTERRUPT_COPY_COST
+        for xp, op, t, _ in _row_bands(x, out, row_work, KH, SH, DH, top):
+            _kernel("im2col", n)(xp, op, SH, SW, DH, DW, t, left, n)
 
 
 # ----------------------------------------------------------------------------- backward drivers
@@ -294,9 +363,21 @@ def col2im(cols, out, ksize, strides, dilations, pads, num_threads):
     """Driver: ``out`` (N, H, W, C) ``+=`` the adjoint of im2col of ``cols`` (N, OH, OW, KH, KW, C)."""
     SH, SW, DH, DW, top, left = _geometry(strides, dilations, pads)
     cols = _writable(cols)
+    N, H = out.shape[0], out.shape[1]
+    OH, KH = cols.shape[1], cols.shape[3]
     with _numba_threads(num_threads, cols.size) as n:
-        # each input row is summed whole by one chunk, so the chunk count never changes a bit
-        _kernel("col2im", n)(cols, out, SH, SW, DH, DW, top, left, n)
+        # each input row is summed whole by one chunk, so the chunk count never changes a bit;
+        # pieces of input rows [h0, h1) take the window rows [o0, o1) that reach them
+        row_work = cols.size / max(N * H, 1) * _tuning.INTERRUPT_COPY_COST
+        for n0, n1, h0, h1 in _pieces(N, H, row_work):
+            if h0 == 0 and h1 == H:
+                _kernel("col2im", n)(cols[n0:n1], out[n0:n1], SH, SW, DH, DW, top, left, n)
+                continue
+            o0 = max(0, -(-(h0 + top - (KH - 1) * DH) // SH))
+            o1 = min(OH, (h1 - 1 + top) // SH + 1)
+            if o1 > o0:
+                _kernel("col2im", n)(cols[n0:n1, o0:o1], out[n0:n1, h0:h1], SH, SW, DH, DW,
+                                     top + h0 - o0 * SH, left, n)
 
 
 def max_pool2d_argmax(x, out, argmax, ksize, strides, dilations, pads, num_threads):
@@ -304,9 +385,15 @@ def max_pool2d_argmax(x, out, argmax, ksize, strides, dilations, pads, num_threa
     KH, KW = (int(k) for k in ksize)
     SH, SW, DH, DW, top, left = _geometry(strides, dilations, pads)
     x = _writable(x)
+    W, C = x.shape[2], x.shape[3]
+    row_work = out.shape[2] * C * min(KH, x.shape[1]) * min(KW, W)
     with _numba_threads(num_threads, out.size * KH * KW) as n:
-        _kernel("max_pool2d_argmax", n)(x, out, argmax, KH, KW, SH, SW, DH, DW, top, left,
-                                        n)
+        for (xp, op, t, h0), (_, ap, _, _) in zip(
+                _row_bands(x, out, row_work, KH, SH, DH, top),
+                _row_bands(x, argmax, row_work, KH, SH, DH, top)):
+            _kernel("max_pool2d_argmax", n)(xp, op, ap, KH, KW, SH, SW, DH, DW, t, left, n)
+            if h0:   # indices of the band's input rows -> of the whole image (-1 stays)
+                np.add(ap, h0 * W * C, out=ap, where=ap >= 0)
 
 
 def max_pool2d_backward(dy, flat_index, out, num_threads, images=1):
@@ -323,8 +410,18 @@ def max_pool2d_backward(dy, flat_index, out, num_threads, images=1):
         raise ValueError(f"images={images} must divide dy's length {dy.shape[0]} and out's "
                          f"length {out.shape[0]}.")
     dy, flat_index = _writable(dy), _writable(flat_index)
+    per_dy, per_out = dy.shape[0] // images, out.shape[0] // images
+    bad = 0
     with _numba_threads(num_threads, dy.size + out.size) as n:
-        bad = _kernel("max_pool2d_backward", n)(dy, flat_index, out, images)
+        # pieces of whole images (an image's indices, shifted to the piece's block of out)
+        image_work = (per_dy + per_out) * _tuning.INTERRUPT_COPY_COST
+        for n0, n1, _, _ in _pieces(images, 1, image_work):
+            if n0 == 0 and n1 == images:
+                bad = _kernel("max_pool2d_backward", n)(dy, flat_index, out, images)
+                break
+            d, o = slice(n0 * per_dy, n1 * per_dy), slice(n0 * per_out, n1 * per_out)
+            bad += _kernel("max_pool2d_backward", n)(dy[d], flat_index[d] - n0 * per_out,
+                                                     out[o], n1 - n0)
     if bad:
         raise ValueError(f"flat_index holds {bad} indices outside their image's block of out "
                          f"(images={images}); pass the argmax of the same input and geometry.")

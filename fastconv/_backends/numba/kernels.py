@@ -417,7 +417,7 @@ def _fill_patch(x, patch, p0, m, OH, OW, KH, KW, c0, Cg, SH, SW, DH, DW, top, le
 
 @jit(parallel=True)
 def conv2d_im2col(x, wmat, bias, out, KH, KW, SH, SW, DH, DW, top, left, relu, tile,
-                  n_chunks):
+                  t_begin, t_end, n_chunks):
     """Tiled im2col + GEMM: ``tile`` output pixels at a time, each chunk with its own buffers.
 
     Parameters
@@ -431,6 +431,8 @@ def conv2d_im2col(x, wmat, bias, out, KH, KW, SH, SW, DH, DW, top, left, relu, t
     relu : bool
     tile : int
         Output pixels per GEMM; the tiles are fixed by ``tile`` alone.
+    t_begin, t_end : int
+        The tiles to compute, ``[t_begin, t_end)`` (a piece of a longer call).
     n_chunks : int
         Number of contiguous tile ranges (one per thread).
 
@@ -445,7 +447,7 @@ def conv2d_im2col(x, wmat, bias, out, KH, KW, SH, SW, DH, DW, top, left, relu, t
     OH, OW, O = out.shape[1], out.shape[2], out.shape[3]
     Cg = C // G
     P = N * OH * OW
-    n_tiles = (P + tile - 1) // tile
+    n_tiles = min((P + tile - 1) // tile, t_end) - t_begin
     out2 = out.reshape(P, O)
     pointwise = (KH == 1 and KW == 1 and SH == 1 and SW == 1 and top == 0 and left == 0
                  and OH == H and OW == W and G == 1)
@@ -454,7 +456,7 @@ def conv2d_im2col(x, wmat, bias, out, KH, KW, SH, SW, DH, DW, top, left, relu, t
         patch = np.empty((tile, K), dtype=x.dtype)
         res = np.empty((tile, Og), dtype=x.dtype)
         t0, t1 = _chunk_bounds(n_tiles, n_chunks, chunk)
-        for t in range(t0, t1):
+        for t in range(t_begin + t0, t_begin + t1):
             p0 = t * tile
             p1 = min(P, p0 + tile)
             m = p1 - p0
@@ -618,7 +620,11 @@ def col2im(cols, out, SH, SW, DH, DW, top, left, n_chunks):
 
 @jit()
 def _argmax_row(x, out, argmax, n, oh, KH, KW, SH, SW, DH, DW, top, left):
-    """One output row of max pooling with the per-image flat index of the first maximum."""
+    """One output row of max pooling with the per-image flat index of its maximum.
+
+    The first tap inside the input starts the running maximum; a later tap
+    replaces it only when strictly greater (so a NaN only as the first tap).
+    """
     N, H, W, C = x.shape
     OW = out.shape[2]
     for ow in range(OW):
@@ -641,7 +647,7 @@ def _argmax_row(x, out, argmax, n, oh, KH, KW, SH, SW, DH, DW, top, left):
                 for c in range(C):
                     v = x[n, ih, iw, c]
                     m = out[n, oh, ow, c]
-                    if (m == m) & ((v > m) | (v != v)):
+                    if v > m:
                         out[n, oh, ow, c] = v
                         argmax[n, oh, ow, c] = at + c
         if first:  # no tap inside the input
@@ -652,8 +658,9 @@ def _argmax_row(x, out, argmax, n, oh, KH, KW, SH, SW, DH, DW, top, left):
 
 @jit(parallel=True)
 def max_pool2d_argmax(x, out, argmax, KH, KW, SH, SW, DH, DW, top, left, n_chunks):
-    """Max pooling (NHWC) and ``argmax`` = the flat index ``(h*W + w)*C + c`` of the first
-    maximum in window order; a NaN counts as larger than any number (the first NaN wins).
+    """Max pooling (NHWC) and ``argmax`` = the flat index ``(h*W + w)*C + c`` of the maximum:
+    the first tap, replaced by each later tap that is strictly greater (TensorFlow's rule:
+    ties go to the first maximum, a NaN is picked only as the window's first tap).
 
     Rows ``N*OH`` are split into ``n_chunks`` contiguous ranges.
     """
