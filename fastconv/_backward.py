@@ -732,12 +732,10 @@ def max_pool2d_with_argmax(input, ksize, strides, padding, data_format="NHWC", *
     ``input.reshape(-1)[argmax] == output``.
 
     Ties go to the first maximum in window order (row by row), as in
-    TensorFlow and PyTorch.  NaN follows ``tf.nn.max_pool_with_argmax``: the
-    running maximum starts at the window's first tap and moves only to a
-    strictly greater tap, so a NaN is picked (and output) only when it is the
-    window's first tap, and skipped elsewhere.  In such a window ``output``
-    then differs from :func:`fastconv.max_pool2d`, which outputs NaN for any
-    NaN in the window; see :func:`max_pool2d_backward` for PyTorch's rule.
+    TensorFlow and PyTorch.  A window holding NaN outputs NaN (as the forward
+    :func:`fastconv.max_pool2d` does) and its argmax is its first NaN;
+    TensorFlow's kernel skips a NaN unless it is the window's first tap, and
+    PyTorch picks the last NaN (see :func:`max_pool2d_backward`).
 
     Parameters
     ----------
@@ -779,15 +777,13 @@ def max_pool2d_backward(grad_output, input, ksize, strides, padding, data_format
     at p``: each window sends its gradient to its first maximum in window
     order (TensorFlow and PyTorch agree), and overlapping windows add up.
 
-    NaN: TensorFlow and PyTorch disagree, and fastconv follows TensorFlow
-    (``tf.GradientTape`` over ``tf.nn.max_pool2d``, and
-    ``tf.nn.max_pool_with_argmax``).  The running maximum of a window starts
-    at its first tap and moves to a later tap only when that is strictly
-    greater; no comparison with NaN is true, so a window sends its gradient to
-    its first tap when that is NaN, and otherwise to its largest number (the
-    first of equal ones), skipping every NaN.  PyTorch's ``max_pool2d``
-    instead counts a NaN as larger than any number and sends the gradient to
-    the window's last NaN.
+    NaN: the forward :func:`fastconv.max_pool2d` propagates a NaN, so a window
+    holding NaN sends its gradient to that NaN -- its first NaN in window
+    order.  The frameworks disagree with each other here: PyTorch also counts
+    a NaN as larger than any number but sends the gradient to the window's
+    last NaN; TensorFlow (``tf.GradientTape`` over ``tf.nn.max_pool2d``,
+    ``tf.nn.max_pool_with_argmax``) skips a NaN unless it is the window's
+    first tap.
 
     Parameters
     ----------

@@ -164,7 +164,8 @@ RELU_INTERRUPT_ELEMENTS = 1 << 23
 POOL_SINGLE_THREAD_WORK = 1 << 20
 #: compares a dynamically scheduled chunk of pooled output rows holds at least.
 POOL_CHUNK_WORK = 1 << 16
-#: elements written below which im2col runs on one thread.
+#: elements written below which im2col, col2im and the max-pool scatter (backward) run on
+#: one thread: copies of this size take tens of microseconds, less than waking a team.
 IM2COL_SINGLE_THREAD_ELEMENTS = 1 << 18
 #: an out-of-place ReLU writing at least this many bytes uses non-temporal stores: such
 #: an output would not stay in the last-level cache anyway, and streaming it skips the

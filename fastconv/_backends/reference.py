@@ -116,12 +116,8 @@ def col2im(cols, out, ksize, strides, dilations, pads, num_threads):
 
 def max_pool2d_argmax(x, out, argmax, ksize, strides, dilations, pads, num_threads):
     """Max pooling into ``out`` and, into ``argmax``, the flat index ``(h * W + w) * C + c``
-    of the maximum in window order.
-
-    The running maximum starts at the window's first tap inside the input and
-    moves to a later tap only when that is strictly greater (TensorFlow's
-    rule): ties go to the first maximum, and a NaN is picked only as the
-    window's first tap."""
+    of the first maximum in window order; a NaN counts as larger than any number (the
+    first NaN wins, and is the output, as :func:`fastconv.max_pool2d` propagates it)."""
     N, H, W, C = x.shape
     out_hw = out.shape[1:3]
     xp = _padded(x, out_hw, ksize, strides, dilations, pads, -np.inf)
@@ -131,7 +127,7 @@ def max_pool2d_argmax(x, out, argmax, ksize, strides, dilations, pads, num_threa
     index = np.full(out.shape, -1, dtype=np.int64)
     for (_, _, v), (_, _, g) in zip(_taps(xp, out_hw, ksize, strides, dilations),
                                     _taps(gp, out_hw, ksize, strides, dilations)):
-        take = (g >= 0) & ((index < 0) | (v > best))
+        take = (g >= 0) & ((index < 0) | (v > best) | (np.isnan(v) & ~np.isnan(best)))
         best = np.where(take, v, best)
         index = np.where(take, g, index)
     out[...] = best

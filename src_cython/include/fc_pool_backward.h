@@ -2,12 +2,11 @@
  *
  * fc_maxpool_argmax_row_*: one output row (n, oh) of max pooling that also
  * records, for each output, the per-image flat index (h*W + w)*C + c of the
- * maximum in window order (row by row, then column by column): the running
- * maximum starts at the window's first tap inside the input and moves to a
- * later tap only when that is strictly greater (TensorFlow's rule: the first
- * of equal maxima wins, and a NaN is picked only as the first tap, since no
- * comparison with NaN is true).  Taps in the padding are skipped.  A window
- * with no tap inside the input gives -inf and index -1.  The loops run over contiguous channels with
+ * first maximum in window order (row by row, then column by column).  Taps in
+ * the padding are skipped; a NaN counts as larger than any number, and the
+ * first NaN wins (the output is that NaN, as the forward max pool propagates
+ * it).  A window with no tap inside the input gives -inf and index -1.  The
+ * loops run over contiguous channels with
  * branch-free selects, so the compiler vectorizes them.
  *
  * fc_maxpool_scatter_*: grad[idx[i] - base] += dy[i] for i in [i0, i1), in
@@ -54,7 +53,7 @@ ATTR static inline void NAME(                                                   
                 }                                                                            \
                 for (ptrdiff_t c = 0; c < C; c++) {                                          \
                     const T v = tap[c], m = yp[c];                                           \
-                    const int take = v > m;                                                  \
+                    const int take = (m == m) & ((v > m) | (v != v));                        \
                     yp[c] = take ? v : m;                                                    \
                     ip[c] = take ? at + c : ip[c];                                           \
                 }                                                                            \

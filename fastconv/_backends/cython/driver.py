@@ -199,20 +199,35 @@ def im2col(x, out, ksize, strides, dilations, pads, num_threads):
 
 # ----------------------------------------------------------------------------- backward drivers
 def _col2im(cols, out, ksize, strides, dilations, pads, num_threads):
-    """Driver: ``out`` (N, H, W, C) ``+=`` the adjoint of im2col of ``cols`` (N, OH, OW, KH, KW, C)."""
+    """Driver: ``out`` (N, H, W, C) ``+=`` the adjoint of im2col of ``cols`` (N, OH, OW, KH, KW, C).
+
+    Below ``IM2COL_SINGLE_THREAD_ELEMENTS`` elements of ``cols`` one thread folds.
+    """
+    if cols.size < _tuning.IM2COL_SINGLE_THREAD_ELEMENTS:
+        num_threads = 1
     _bw.col2im(cols, out, strides[0], strides[1], dilations[0], dilations[1], pads[0], pads[1],
                num_threads, _copy_interrupt_work())
 
 
 def _max_pool2d_argmax(x, out, argmax, ksize, strides, dilations, pads, num_threads):
-    """Driver: NHWC max pooling and the flat index ``(h*W + w)*C + c`` of each first maximum."""
+    """Driver: NHWC max pooling and the flat index ``(h*W + w)*C + c`` of each first maximum.
+
+    Below ``POOL_SINGLE_THREAD_WORK`` compares one thread pools.
+    """
+    if out.size * ksize[0] * ksize[1] < _tuning.POOL_SINGLE_THREAD_WORK:
+        num_threads = 1
     _bw.max_pool2d_argmax(x, out, argmax, ksize[0], ksize[1], strides[0], strides[1],
                           dilations[0], dilations[1], pads[0], pads[1], num_threads,
                           simd_level(), _tuning.INTERRUPT_WORK)
 
 
 def _max_pool2d_backward(dy, flat_index, out, num_threads, images=1):
-    """Driver: ``out = 0``, then ``dy[i]`` added at ``flat_index[i]``, one image per task."""
+    """Driver: ``out = 0``, then ``dy[i]`` added at ``flat_index[i]``, one image per task.
+
+    Below ``IM2COL_SINGLE_THREAD_ELEMENTS`` elements written one thread scatters.
+    """
+    if out.size < _tuning.IM2COL_SINGLE_THREAD_ELEMENTS:
+        num_threads = 1
     _bw.max_pool2d_backward(dy, flat_index, out, images, num_threads, _copy_interrupt_work())
 
 

@@ -620,11 +620,8 @@ def col2im(cols, out, SH, SW, DH, DW, top, left, n_chunks):
 
 @jit()
 def _argmax_row(x, out, argmax, n, oh, KH, KW, SH, SW, DH, DW, top, left):
-    """One output row of max pooling with the per-image flat index of its maximum.
-
-    The first tap inside the input starts the running maximum; a later tap
-    replaces it only when strictly greater (so a NaN only as the first tap).
-    """
+    """One output row of max pooling with the per-image flat index of the first maximum
+    (a NaN counts as larger than any number: the first NaN wins)."""
     N, H, W, C = x.shape
     OW = out.shape[2]
     for ow in range(OW):
@@ -647,7 +644,7 @@ def _argmax_row(x, out, argmax, n, oh, KH, KW, SH, SW, DH, DW, top, left):
                 for c in range(C):
                     v = x[n, ih, iw, c]
                     m = out[n, oh, ow, c]
-                    if v > m:
+                    if (m == m) & ((v > m) | (v != v)):
                         out[n, oh, ow, c] = v
                         argmax[n, oh, ow, c] = at + c
         if first:  # no tap inside the input
@@ -658,9 +655,8 @@ def _argmax_row(x, out, argmax, n, oh, KH, KW, SH, SW, DH, DW, top, left):
 
 @jit(parallel=True)
 def max_pool2d_argmax(x, out, argmax, KH, KW, SH, SW, DH, DW, top, left, n_chunks):
-    """Max pooling (NHWC) and ``argmax`` = the flat index ``(h*W + w)*C + c`` of the maximum:
-    the first tap, replaced by each later tap that is strictly greater (TensorFlow's rule:
-    ties go to the first maximum, a NaN is picked only as the window's first tap).
+    """Max pooling (NHWC) and ``argmax`` = the flat index ``(h*W + w)*C + c`` of the first
+    maximum in window order; a NaN counts as larger than any number (the first NaN wins).
 
     Rows ``N*OH`` are split into ``n_chunks`` contiguous ranges.
     """
