@@ -1,7 +1,7 @@
-"""Ctrl-C during a long ReLU of the compiled backend (next to the interrupt tests of
+"""Ctrl-C during a long ReLU of the compiled backends (next to the interrupt tests of
 ``test_hardening.py``, whose subprocess helper it reuses).
 
-The ReLU runs in pieces of ``RELU_INTERRUPT_ELEMENTS`` elements and looks at
+The ReLU runs in pieces (Cython: inside the kernel; Numba: one kernel call each) of ``RELU_INTERRUPT_ELEMENTS`` elements and looks at
 pending signals between them, so SIGINT raises ``KeyboardInterrupt`` about a
 piece after it arrives (a few milliseconds; the target is 0.2 s), with the
 output only partly written -- the proof that the kernel itself stopped.
@@ -29,8 +29,7 @@ _RELU_INTERRUPT_PROBE = """
     import os, signal, threading, time
     import numpy as np
     import fastconv
-    from fastconv import _backends
-    _backends.driver("cython")   # import the backend before the clock starts
+    fastconv.relu(np.ones(8, np.float32), backend="{backend}")  # loaded (and compiled) first
     n = {threads}
     x = np.ones(1 << 28, np.float32)            # 1 GiB: a few hundred ms of memory traffic
     out = np.full_like(x, -1.0)
@@ -40,7 +39,7 @@ _RELU_INTERRUPT_PROBE = """
         os.kill(os.getpid(), signal.SIGINT)
     threading.Timer(0.03, interrupt).start()
     try:
-        fastconv.relu(x, out=out, backend="cython", num_threads=n)
+        fastconv.relu(x, out=out, backend="{backend}", num_threads=n)
         print("finished")
     except KeyboardInterrupt:
         delay = time.perf_counter() - sent[0]
@@ -49,10 +48,10 @@ _RELU_INTERRUPT_PROBE = """
 """
 
 
-@pytest.mark.skipif("cython" not in BACKENDS, reason="compiled backend not built")
+@pytest.mark.parametrize("backend", [b for b in ("cython", "numba") if b in BACKENDS])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_ctrl_c_interrupts_a_long_relu(threads):
-    res = _probe(_RELU_INTERRUPT_PROBE.format(threads=threads))
+def test_ctrl_c_interrupts_a_long_relu(backend, threads):
+    res = _probe(_RELU_INTERRUPT_PROBE.format(threads=threads, backend=backend))
     assert res.returncode == 0, res.stderr[-3000:]
     assert "interrupted after" in res.stdout, res.stdout
     written = float(res.stdout.split("written")[1].split()[0])

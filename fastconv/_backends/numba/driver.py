@@ -329,11 +329,17 @@ def _planar_block(O):
 
 # ----------------------------------------------------------------------------- other ops
 def relu(x, out, num_threads):
-    """Driver: ``out = max(x, 0)`` elementwise on flat arrays (``out`` may be ``x``)."""
+    """Driver: ``out = max(x, 0)`` elementwise on flat arrays (``out`` may be ``x``).
+
+    Pieces of ``RELU_INTERRUPT_ELEMENTS``, so that Ctrl-C is seen between them.
+    """
     if out is not x:
         x = _writable(x)
+    step = _tuning.RELU_INTERRUPT_ELEMENTS
     with _numba_threads(num_threads, x.size) as n:
-        _kernel("relu", n)(x, out, _tuning.NUMBA_RELU_BLOCK, n)
+        kernel = _kernel("relu", n)
+        for i in range(0, x.size, step):
+            kernel(x[i:i + step], out[i:i + step], _tuning.NUMBA_RELU_BLOCK, n)
 
 
 def max_pool2d(x, out, ksize, strides, dilations, pads, num_threads):
