@@ -57,18 +57,24 @@ def as_float_array(value, name):
     return arr
 
 
-def real_array(value, name, ndim=None):
-    """``value`` as an ndarray of real numbers (any int or float dtype), else TypeError.
-
-    With ``ndim``, an array of another rank raises ``ValueError`` naming ``name``.
-    """
+def _real_numbers(value, name, hint=""):
+    """``np.asarray(value)`` when its dtype is int or float, else TypeError naming ``name``."""
     try:
         arr = np.asarray(value)
     except Exception as exc:
         raise TypeError(f"{name} must be array-like; np.asarray failed on "
                         f"{type(value).__name__}: {exc}") from exc
     if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers.")
+        raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers{hint}.")
+    return arr
+
+
+def real_array(value, name, ndim=None):
+    """``value`` as an ndarray of real numbers (any int or float dtype), else TypeError.
+
+    With ``ndim``, an array of another rank raises ``ValueError`` naming ``name``.
+    """
+    arr = _real_numbers(value, name)
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D; got shape {arr.shape}.")
     return arr
@@ -81,14 +87,7 @@ def cast_operand(value, name, dtype):
     or boolean arrays raise ``TypeError``, and so do masked arrays.
     """
     _refuse_masked(value, name)
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:
-        raise TypeError(f"{name} must be array-like; np.asarray failed on "
-                        f"{type(value).__name__}: {exc}") from exc
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers "
-                        f"(it is cast to the input's dtype {np.dtype(dtype)}).")
+    arr = _real_numbers(value, name, f" (it is cast to the input's dtype {np.dtype(dtype)})")
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
