@@ -1,0 +1,22 @@
+/* Removes every name a fastconv SIMD vocabulary header (fc_simd_*.h) defined. */
+#undef FC_ATTR
+#undef FC_NREG
+#undef FCV
+#undef FCV_L
+#undef FCV_BYTES
+#undef FCV_MASK
+#undef FCV_ZERO
+#undef FCV_SET1
+#undef FCV_LOAD
+#undef FCV_LOADN
+#undef FCV_STORE
+#undef FCV_STOREN
+#undef FCV_STREAM
+#undef FCV_SFENCE
+#undef FCV_FMA
+#undef FCV_ADD
+#undef FCV_MAX
+#undef FCV_RELU
+#undef FCI
+#undef FCI_LOAD
+#undef FCV_GATHER
