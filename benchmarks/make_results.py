@@ -364,6 +364,55 @@ def evaluate_parts(docs, targets):
     return results
 
 
+README_BEGIN = "<!-- results summary: written by benchmarks/make_results.py, do not edit -->"
+README_END = "<!-- end of results summary -->"
+
+
+def readme_summary(docs, command, targets):
+    """The README's summary of a RESULTS.md: the run's date, commit and CPU path, then
+    per goal how many of its rows are met and the weakest row's figure."""
+    from fastconv.bench.report import markdown_table
+    from fastconv.bench.report.markdown import without_paths
+    bench_docs = {p: d for p, d in docs.items() if p in BENCH_PARTS}
+    first = bench_docs.get("forward") or next(iter(bench_docs.values()), None)
+    results = evaluate_parts(bench_docs, targets)
+    lines = [README_BEGIN, ""]
+    if first is not None:
+        meta = first["meta"]
+        lines += [f"Latest results ({meta['date'][:10]}, commit `{str(meta.get('commit'))[:7]}`, "
+                  f"an {_isa_name(meta)} machine; full tables in "
+                  "[benchmarks/RESULTS.md](benchmarks/RESULTS.md)), made by "
+                  f"`{without_paths(command)}`:", ""]
+    rows = []
+    for t in targets:
+        mine = [r for r in results if r["target"] == t["id"]
+                and r["status"] in ("met", "missed")]
+        if not mine:
+            continue
+        missed = [r for r in mine if r["status"] == "missed"]
+        worst = ", ".join(f"{r['case']} {r['threads']}T {r['measured']}" for r in missed[:3])
+        worst += " ..." if len(missed) > 3 else ""
+        rows.append([t["id"], f"{len(mine) - len(missed)} / {len(mine)}", worst or "-"])
+    lines.append(markdown_table(["goal (benchmarks/targets.json)", "rows met",
+                                 "missed rows (measured)"], rows))
+    lines += ["", README_END]
+    return "\n".join(lines)
+
+
+def write_readme_summary(path, summary):
+    """Replace the text between :data:`README_BEGIN` and :data:`README_END` in ``path``
+    (nothing happens when the file has no such markers)."""
+    with open(path) as f:
+        text = f.read()
+    head, found, rest = text.partition(README_BEGIN)
+    _, found_end, tail = rest.partition(README_END)
+    if not (found and found_end):
+        return False
+    with open(path, "w") as f:
+        f.write(head + summary + tail)
+    return True
+
+
 def main(argv=None):
     """Run the benchmark parts (or read saved runs) and write RESULTS.md; return the exit
     status."""
@@ -394,6 +443,10 @@ def main(argv=None):
                         help="arguments for benchmarks/dask_scaling.py (one string)")
     parser.add_argument("--no-history", action="store_true",
                         help="do not save the runs in benchmarks/history/")
+    parser.add_argument("--readme", default=os.path.join(HERE, os.pardir, "README.md"),
+                        metavar="FILE",
+                        help="also rewrite the results summary between the markers of this "
+                             "file (default: the project's README.md; '' for none)")
     parser.add_argument("--targets", default=TARGETS, metavar="FILE",
                         help="the goals to check (default benchmarks/targets.json)")
     ours, bench_args = parser.parse_known_args(argv)
@@ -437,6 +490,8 @@ def main(argv=None):
     with open(ours.output, "w") as f:
         f.write(render(docs, command, targets))
     print(f"wrote {ours.output}")
+    if ours.readme and write_readme_summary(ours.readme, readme_summary(docs, command, targets)):
+        print(f"updated the results summary in {ours.readme}")
     return status
 
 
