@@ -364,6 +364,7 @@ def evaluate_parts(docs, targets):
     return results
 
 
+DEFAULT_OUTPUT = os.path.join(HERE, "RESULTS.md")
 README_BEGIN = "<!-- results summary: written by benchmarks/make_results.py, do not edit -->"
 README_END = "<!-- end of results summary -->"
 
@@ -426,7 +427,7 @@ def main(argv=None):
                                        for p in SCRIPT_PARTS)
                     + ". Unknown options go to every fastconv bench part (e.g. --repeat 5); "
                       "with --suite, only the forward part runs, with that suite.")
-    parser.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"),
+    parser.add_argument("--output", default=DEFAULT_OUTPUT,
                         help="file to write (default benchmarks/RESULTS.md)")
     parser.add_argument("--parts", default=None,
                         help="comma-separated parts to run (default: all; "
@@ -443,10 +444,10 @@ def main(argv=None):
                         help="arguments for benchmarks/dask_scaling.py (one string)")
     parser.add_argument("--no-history", action="store_true",
                         help="do not save the runs in benchmarks/history/")
-    parser.add_argument("--readme", default=os.path.join(HERE, os.pardir, "README.md"),
-                        metavar="FILE",
+    parser.add_argument("--readme", default=None, metavar="FILE",
                         help="also rewrite the results summary between the markers of this "
-                             "file (default: the project's README.md; '' for none)")
+                             "file (default: the project's README.md when --output is the "
+                             "default RESULTS.md, else none; '' for none)")
     parser.add_argument("--targets", default=TARGETS, metavar="FILE",
                         help="the goals to check (default benchmarks/targets.json)")
     ours, bench_args = parser.parse_known_args(argv)
@@ -490,7 +491,10 @@ def main(argv=None):
     with open(ours.output, "w") as f:
         f.write(render(docs, command, targets))
     print(f"wrote {ours.output}")
-    if ours.readme and write_readme_summary(ours.readme, readme_summary(docs, command, targets)):
+    readme = ours.readme
+    if readme is None and os.path.abspath(ours.output) == os.path.abspath(DEFAULT_OUTPUT):
+        readme = os.path.join(HERE, os.pardir, "README.md")
+    if readme and write_readme_summary(readme, readme_summary(docs, command, targets)):
         print(f"updated the results summary in {ours.readme}")
     return status
 

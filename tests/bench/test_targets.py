@@ -100,6 +100,36 @@ def test_make_results_writes_measurements_then_goals(make_results, run_cli, fast
     assert str(tmp_path) not in md
 
 
+def test_make_results_rewrites_only_the_readme_summary(make_results, run_cli, fast, tmp_path):
+    run = tmp_path / "run.json"
+    assert run_cli(*fast, "--peers", "numpy", "--json", str(run))[0] == 0
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{make_results.README_BEGIN}\nold figures\n"
+                      f"{make_results.README_END}\nafter\n")
+    out = tmp_path / "RESULTS.md"
+    assert make_results.main(["--from-json", str(run), "--output", str(out),
+                              "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert text.startswith("# title\n\nbefore\n") and text.endswith("after\n")
+    assert "old figures" not in text and "| goal (benchmarks/targets.json) | rows met |" in text
+    summary = text[text.index(make_results.README_BEGIN):text.index(make_results.README_END)]
+    # every goal shown counts its rows as in RESULTS.md's goals table
+    from fastconv.bench.report import load_json
+    results = make_results.evaluate_targets(load_json(str(run)),
+                                            make_results.load_targets())
+    for goal in {r["target"] for r in results if r["status"] in ("met", "missed")}:
+        rows = [r for r in results if r["target"] == goal and r["status"] in ("met", "missed")]
+        met = sum(r["status"] == "met" for r in rows)
+        assert f"| {goal} | {met} / {len(rows)} |" in summary
+    assert str(tmp_path) not in summary
+    # a file without the markers, and --output elsewhere without --readme, are left alone
+    plain = tmp_path / "plain.md"
+    plain.write_text("no markers\n")
+    assert make_results.main(["--from-json", str(run), "--output", str(out),
+                              "--readme", str(plain)]) == 0
+    assert plain.read_text() == "no markers\n"
+
+
 def test_limit_and_small_call_goals(make_results):
     def row(case, engine, kind, t, pct_limit=None):
         r = _row(case, engine, kind, t)
