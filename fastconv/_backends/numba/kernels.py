@@ -34,7 +34,7 @@ Convolution kernels
   the input is copied once into zero-padded, stride-phase-split channel
   planes stored flat, where every kernel tap is a constant shift; each output
   channel is then a sum of shifted planes, computed by long contiguous
-  vectorized loops over output positions (four taps and two output channels
+  vectorized loops over output positions (four taps and four or two output channels
   per pass).
 
 Writing loops Numba vectorizes
@@ -242,6 +242,44 @@ def _planar_unit(pflat, toff, wt, bias, out, acc, n, q0, m, Wq, groups, relu):
     o = 0
     while o < O:
         g = o // Og
+        if o + 3 < O and (o + 3) // Og == g:
+            # four output channels of one group per pass: each input load feeds four FMAs,
+            # so the tap streams (read from L2 once the block's planes exceed L1) are read
+            # half as often as two at a time; every sum is formed as in the pair pass
+            for j in range(um):
+                acc[o, j] = 0
+                acc[o + 1, j] = 0
+                acc[o + 2, j] = 0
+                acc[o + 3, j] = 0
+            for t in range(0, T4, 4):
+                b0 = uq0 + toff[g, t]
+                b1 = uq0 + toff[g, t + 1]
+                b2 = uq0 + toff[g, t + 2]
+                b3 = uq0 + toff[g, t + 3]
+                w0, w1, w2, w3 = wt[o, t], wt[o, t + 1], wt[o, t + 2], wt[o, t + 3]
+                v0, v1, v2, v3 = wt[o + 1, t], wt[o + 1, t + 1], wt[o + 1, t + 2], wt[o + 1, t + 3]
+                y0, y1, y2, y3 = wt[o + 2, t], wt[o + 2, t + 1], wt[o + 2, t + 2], wt[o + 2, t + 3]
+                z0, z1, z2, z3 = wt[o + 3, t], wt[o + 3, t + 1], wt[o + 3, t + 2], wt[o + 3, t + 3]
+                for j in range(um):
+                    p0 = pflat[n, b0 + j]
+                    p1 = pflat[n, b1 + j]
+                    p2 = pflat[n, b2 + j]
+                    p3 = pflat[n, b3 + j]
+                    acc[o, j] += p0 * w0 + p1 * w1 + p2 * w2 + p3 * w3
+                    acc[o + 1, j] += p0 * v0 + p1 * v1 + p2 * v2 + p3 * v3
+                    acc[o + 2, j] += p0 * y0 + p1 * y1 + p2 * y2 + p3 * y3
+                    acc[o + 3, j] += p0 * z0 + p1 * z1 + p2 * z2 + p3 * z3
+            for t in range(T4, T):
+                b0 = uq0 + toff[g, t]
+                w0, v0, y0, z0 = wt[o, t], wt[o + 1, t], wt[o + 2, t], wt[o + 3, t]
+                for j in range(um):
+                    p0 = pflat[n, b0 + j]
+                    acc[o, j] += p0 * w0
+                    acc[o + 1, j] += p0 * v0
+                    acc[o + 2, j] += p0 * y0
+                    acc[o + 3, j] += p0 * z0
+            o += 4
+            continue
         if o + 1 < O and (o + 1) // Og == g:
             # two output channels of one group per pass: each input load feeds two FMAs
             for j in range(um):
