@@ -32,8 +32,11 @@ them is not timed), and every timed run computes fresh keys
 (``dask.graph_manipulation.clone``) and waits for them on the workers
 (nothing is gathered).  For each comparison the document also records what
 explains a gap: the number of tasks and the scheduler's cost of that many
-empty tasks on this cluster, the workers' compute time by task kind and
-their transfer time and bytes (``distributed.get_task_stream``), the
+empty tasks on this cluster, the wall-clock time inside tasks by task kind
+and the workers' transfer time and bytes (``distributed.get_task_stream``),
+the CPU time the workers, this process (scheduler and client) and one
+in-memory call used (``time.process_time``; the task stream's times are
+wall clock and grow whenever a task waits for a core), the
 halo's extra input and extra convolution work, the size of a pickled
 model.  Interface: :func:`run` (argv -> document), :func:`markdown`
 (document -> RESULTS.md section), :func:`main`.
@@ -141,14 +144,30 @@ def _transfers(dask_worker):
     return sum(e["total"] for e in log), sum(e["duration"] for e in log), len(log)
 
 
+def _cpu_seconds():
+    return time.process_time()
+
+
 def _task_profile(client, run):
-    """Run ``run`` once under ``get_task_stream``: workers' seconds by task kind, transfers."""
+    """Run ``run`` once under ``get_task_stream``: where the time and the CPU went.
+
+    ``compute_s`` (by task kind) is the task stream's start-to-stop time of
+    the tasks: wall-clock time, which grows whenever a worker's compute
+    thread waits for a core (the other worker, this process's scheduler,
+    the workers' own event loops, anything else on the machine).  The
+    CPU time actually used is ``worker_cpu_s`` (all threads of every worker
+    process: tasks, transfers, serialisation) and ``main_cpu_s`` (this
+    process, which hosts the ``LocalCluster``'s scheduler and the client).
+    """
     import distributed
     client.run(_clear_transfer_log)
+    cpu0, main0 = client.run(_cpu_seconds), time.process_time()
     t0 = time.perf_counter()
     with distributed.get_task_stream(client) as ts:
         run()
     wall = time.perf_counter() - t0
+    main_cpu = time.process_time() - main0
+    cpu1 = client.run(_cpu_seconds)
     compute, tasks = {}, 0
     for rec in ts.data:
         key = rec["key"]
@@ -160,6 +179,7 @@ def _task_profile(client, run):
     moved = client.run(_transfers).values()
     return {"wall_s": wall, "tasks": tasks, "compute_s": compute,
             "compute_total_s": sum(compute.values()),
+            "worker_cpu_s": sum(cpu1[a] - cpu0[a] for a in cpu0), "main_cpu_s": main_cpu,
             "transfer_bytes": sum(m[0] for m in moved), "transfer_s": sum(m[1] for m in moved),
             "transfers": sum(m[2] for m in moved)}
 
@@ -177,11 +197,18 @@ def _gap_reason(doc_part, fast_s, slow_s, workers, what):
     busy = prof["compute_total_s"] / workers
     kinds = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(prof["compute_s"].items(),
                                                             key=lambda kv: -kv[1])[:4])
+    cpu = ""
+    if "worker_cpu_s" in prof:
+        cpu = (f" CPU used: workers {prof['worker_cpu_s']:.3f} core-s (all their threads), "
+               f"this process (scheduler and client) {prof['main_cpu_s']:.3f} core-s"
+               + (f", against {doc_part['in_memory_cpu_s']:.3f} core-s for the in-memory "
+                  f"call" if "in_memory_cpu_s" in doc_part else "") + ".")
     return (f"{what} took {slow_s:.3f} s against {fast_s:.3f} s (gap {slow_s - fast_s:.3f} s). "
             f"Scheduler: {prof['tasks']} tasks x {over * 1e3:.2f} ms per empty task / "
-            f"{workers} workers = {sched:.3f} s. Workers computing: {busy:.3f} s each on "
-            f"average ({kinds}), idle {max(prof['wall_s'] - busy, 0):.3f} s of the profiled "
-            f"run's {prof['wall_s']:.3f} s. Transfers between workers: "
+            f"{workers} workers = {sched:.3f} s. Workers inside tasks (wall clock, which "
+            f"includes waiting for a core): {busy:.3f} s each on average ({kinds}), outside "
+            f"{max(prof['wall_s'] - busy, 0):.3f} s of the profiled run's "
+            f"{prof['wall_s']:.3f} s.{cpu} Transfers between workers: "
             f"{prof['transfer_bytes'] / 2**20:.1f} MiB in {prof['transfer_s']:.3f} s.")
 
 
@@ -228,6 +255,9 @@ def bench_image(args, client):
     part["max_abs_diff"] = float(np.max(np.abs(got - ref)))
     part["tasks"] = _graph_tasks(chain)
     part["profile"] = _task_profile(client, _on_cluster(client, chain, xd))
+    cpu0 = time.process_time()
+    in_memory()
+    part["in_memory_cpu_s"] = time.process_time() - cpu0
     part["overhead_per_task_s"] = _per_task_overhead(client, part["tasks"])
     # The fused window: 2 pooled rows of 3x3 convolution rows span 4 input rows (stride 2),
     # so a block copies the first 4 - 1 = 3 rows/columns of its neighbours below and right.
@@ -425,7 +455,11 @@ def markdown(doc):
                         if "cluster_unfused" in p["runs"] else "")
                      + f"). Halo: {p['halo_extra_input']:.2%} extra input copied, "
                        f"{p['halo_extra_conv_work']:.2%} extra convolution work. Largest "
-                       f"difference from in memory {p['max_abs_diff']:.2e}.")
+                       f"difference from in memory {p['max_abs_diff']:.2e}."
+                     + (f" CPU of one run: workers {p['profile']['worker_cpu_s']:.3f} core-s, "
+                        f"scheduler and client {p['profile']['main_cpu_s']:.3f} core-s; in "
+                        f"memory {p['in_memory_cpu_s']:.3f} core-s."
+                        if "in_memory_cpu_s" in p else ""))
     if "dask-image" in parts:
         p = parts["dask-image"]
         lines.append(f"- dask-image: {p['tasks']['dask_image']} tasks against fastconv's "

@@ -53,6 +53,16 @@ copies, never keeps a whole neighbouring block alive (as views into it
 would), so a worker streaming an image holds about one row of blocks plus
 the blocks it is working on.
 
+Inside that task the block and the heads are copied once, into exactly the
+rows and columns the operation reads, as one C-contiguous array (the
+block itself when it already is that), so the in-memory call never copies
+its input again.  That array, and in a fused chain the convolution's
+output, live only during the task: each worker thread keeps one buffer for
+each and reuses it for the next block (at most ``_SCRATCH_MAX_BYTES``
+each; larger ones are allocated per task).  Fresh memory would cost page
+faults on every block, all the more on a worker, whose environment sets
+``MALLOC_TRIM_THRESHOLD_`` and so maps every large array afresh.
+
 Chained calls fuse
 ------------------
 Dask's graph optimisation fuses chains of blockwise layers, but not a chain
@@ -74,6 +84,8 @@ worker per host and pass ``num_threads=-1`` (all the host's cores).
 """
 import dataclasses
 import functools
+import math
+import threading
 
 import numpy as np
 
@@ -87,7 +99,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
                       "(dask[array] and distributed).") from exc
 
 import fastconv
-from . import _ops
+from . import _ops, _tuning
 from ._shapes import resolve_window
 from ._threads import resolve_num_threads
 from ._validation import check_activation, check_data_format, positive_int, spatial_pair
@@ -283,37 +295,80 @@ def _cut_heads(block, h_ax, w_ax, depth_h, depth_w):
     return cols, rows
 
 
-def _assemble(block, right, below, corner, h_ax, w_ax, depth_w):
-    """The block joined with the heads of its right, lower and lower-right neighbours.
+#: The largest work array (bytes) a thread keeps from one block call for the next: the
+#: joined input window and the fused chain's convolution output of a block up to this size
+#: are reused, larger ones are allocated per call.
+_SCRATCH_MAX_BYTES = 64 * 2**20
 
-    One allocation of the joined shape, filled in place (chained
-    concatenations would make a second block-sized copy).
+_scratch_buffers = threading.local()
+
+
+def _scratch(slot, shape, dtype):
+    """A C-contiguous, cache-line aligned work array this thread reuses from call to call.
+
+    A block's joined input and its convolution output are consumed inside
+    the task, so instead of fresh memory for every block (on a Dask worker,
+    whose environment sets ``MALLOC_TRIM_THRESHOLD_``, every large array is
+    a new mapping and its pages fault in again) each thread keeps one byte
+    buffer per ``slot`` and views its prefix; the buffer grows to the
+    largest block seen, up to :data:`_SCRATCH_MAX_BYTES`.  Never returned
+    from a task.
     """
-    if right is None and below is None:
-        return block
+    dtype = np.dtype(dtype)
+    shape = tuple(int(s) for s in shape)
+    align = _tuning.OUTPUT_ALIGN_BYTES
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes + align > _SCRATCH_MAX_BYTES:
+        return _ops.aligned_empty(shape, dtype)
+    buf = getattr(_scratch_buffers, slot, None)
+    if buf is None or buf.size < nbytes + align:
+        setattr(_scratch_buffers, slot, None)          # free the smaller one first
+        buf = np.empty(nbytes + align, dtype=np.uint8)
+        setattr(_scratch_buffers, slot, buf)
+    start = -buf.__array_interface__["data"][0] % align
+    return buf[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def _window(parts, h_ax, w_ax, rows, cols):
+    """Rows ``[r0, r1)`` and columns ``[q0, q1)`` of a block joined with its neighbours' heads.
+
+    ``parts`` is ``(block, right, below, corner)`` as :func:`_with_halo`
+    passes them (the heads as :func:`_cut_heads` made them).  The result is
+    C-contiguous: the block's own view when the window lies inside it and
+    is contiguous, otherwise this thread's ``"window"`` scratch array (see
+    :func:`_scratch`) filled with exactly the window, so the in-memory
+    operation never copies its input again.  Valid until the thread's next
+    call.
+    """
+    block, right, below, corner = parts
+    (r0, r1), (q0, q1) = rows, cols
+    h, w = block.shape[h_ax], block.shape[w_ax]
+
+    def index(a0, a1, b0, b1):
+        idx = [slice(None)] * block.ndim
+        idx[h_ax], idx[w_ax] = slice(a0, a1), slice(b0, b1)
+        return tuple(idx)
+
+    if r1 <= h and q1 <= w:
+        view = block[index(r0, r1, q0, q1)]
+        if view.flags.c_contiguous:
+            return view
     shape = list(block.shape)
-    h, w = shape[h_ax], shape[w_ax]
+    shape[h_ax], shape[w_ax] = r1 - r0, q1 - q0
+    out = _scratch("window", shape, block.dtype)
+    pieces = [(block, 0, 0)]
     if right is not None:
-        shape[w_ax] += right[0].shape[w_ax]
+        pieces.append((right[0], 0, w))       # the right block's first columns, all rows
     if below is not None:
-        shape[h_ax] += below[1].shape[h_ax]
-    out = np.empty(shape, dtype=block.dtype)
-
-    def put(part, r0, c0):
-        index = [slice(None)] * block.ndim
-        index[h_ax] = slice(r0, r0 + part.shape[h_ax])
-        index[w_ax] = slice(c0, c0 + part.shape[w_ax])
-        out[tuple(index)] = part
-
-    put(block, 0, 0)
-    if right is not None:
-        put(right[0], 0, w)
-    if below is not None:
-        put(below[1], h, 0)
-        if corner is not None:
-            index = [slice(None)] * block.ndim
-            index[w_ax] = slice(0, depth_w)
-            put(corner[1][tuple(index)], h, w)
+        pieces.append((below[1], h, 0))       # the lower block's first rows, all columns
+    if corner is not None:
+        pieces.append((corner[1], h, w))      # the lower-right block's first rows
+    for part, pr, pc in pieces:
+        a0, a1 = max(r0, pr), min(r1, pr + part.shape[h_ax])
+        b0, b1 = max(q0, pc), min(q1, pc + part.shape[w_ax])
+        if a0 < a1 and b0 < b1:
+            out[index(a0 - r0, a1 - r0, b0 - q0, b1 - q0)] = \
+                part[index(a0 - pr, a1 - pr, b0 - pc, b1 - pc)]
     return out
 
 
@@ -332,7 +387,7 @@ def _with_halo(func, x, h_ax, w_ax, depth_h, depth_w, *, chunks, dtype, **kwargs
     """
     token = tokenize(func, x, h_ax, w_ax, depth_h, depth_w, chunks, kwargs)
     name, heads = "fastconv-halo-" + token, "fastconv-heads-" + token
-    run = functools.partial(_run_with_halo, func, h_ax, w_ax, depth_w, kwargs)
+    run = functools.partial(_run_with_halo, func, kwargs)
     dsk, hdsk = {}, {}
     for idx in np.ndindex(*x.numblocks):
         args = []
@@ -355,19 +410,16 @@ def _with_halo(func, x, h_ax, w_ax, depth_h, depth_w, *, chunks, dtype, **kwargs
                     meta=np.empty((0,) * x.ndim, dtype=dtype))
 
 
-def _run_with_halo(func, h_ax, w_ax, depth_w, kwargs, block, right, below, corner,
-                   block_id):
-    return func(_assemble(block, right, below, corner, h_ax, w_ax, depth_w),
-                block_id=block_id, **kwargs)
+def _run_with_halo(func, kwargs, block, right, below, corner, block_id):
+    return func((block, right, below, corner), block_id=block_id, **kwargs)
 
 
-def _window_block(block, block_id=None, *, op, layout, rows, cols, op_kwargs):
+def _window_block(parts, block_id=None, *, op, layout, rows, cols, op_kwargs):
     h_ax, w_ax, _ = _layout_axes(layout)
     r0, r1, top, bottom = rows[block_id[h_ax]]
     q0, q1, left, right = cols[block_id[w_ax]]
-    index = [slice(None)] * 4
-    index[h_ax], index[w_ax] = slice(r0, r1), slice(q0, q1)
-    return op(block[tuple(index)], _explicit(top, bottom, left, right, layout), **op_kwargs)
+    x = _window(parts, h_ax, w_ax, (r0, r1), (q0, q1))
+    return op(x, _explicit(top, bottom, left, right, layout), **op_kwargs)
 
 
 def _map_windows(func, x, layout, out_c_chunks, blocks_hw, out_hw, depth, dtype, /, **kwargs):
@@ -609,17 +661,20 @@ def _fused_axis_plan(chunks, size, conv, pool):
     return chunks, tuple(n for n, _ in infos), [blk for _, blk in infos], depth
 
 
-def _fused_block(block, block_id=None, *, layout, rows, cols, filters, strides, dilations,
+def _fused_block(parts, block_id=None, *, layout, rows, cols, filters, strides, dilations,
                  groups, bias, activation, ksize, pool_strides, backend, num_threads,
                  algorithm):
     h_ax, w_ax, _ = _layout_axes(layout)
     r0, r1, (top, bottom), (ptop, pbottom) = rows[block_id[h_ax]]
     q0, q1, (left, right), (pleft, pright) = cols[block_id[w_ax]]
-    index = [slice(None)] * 4
-    index[h_ax], index[w_ax] = slice(r0, r1), slice(q0, q1)
-    y = fastconv.conv2d(block[tuple(index)], filters, strides,
-                        _explicit(top, bottom, left, right, layout), layout, dilations,
-                        groups=groups, bias=bias, activation=activation, backend=backend,
+    x = _window(parts, h_ax, w_ax, (r0, r1), (q0, q1))
+    conv_pads = _explicit(top, bottom, left, right, layout)
+    y = None  # NCHW: fastconv transposes the output itself; a fresh one then
+    if layout == "NHWC":  # the convolution's output lives only until the pool has read it
+        y = _scratch("conv", fastconv.output_shape(x.shape, filters.shape, strides, conv_pads,
+                                                    layout, dilations), x.dtype)
+    y = fastconv.conv2d(x, filters, strides, conv_pads, layout, dilations, groups=groups,
+                        bias=bias, activation=activation, out=y, backend=backend,
                         num_threads=num_threads, algorithm=algorithm)
     return fastconv.max_pool2d(y, ksize, pool_strides,
                                _explicit(ptop, pbottom, pleft, pright, layout), layout,

@@ -324,6 +324,108 @@ def test_fused_chain_nchw_float64(client):
     assert got.shape == ref.shape and (np.abs(got - ref) <= bound).all()
 
 
+@dataclasses.dataclass(frozen=True)
+class WindowCase:
+    id: str
+    layout: str
+    rows: tuple     # [r0, r1) in the joined block's rows
+    cols: tuple
+
+
+WINDOWS = [
+    WindowCase("inside-contiguous-view", "NHWC", (2, 5), (0, 7)),
+    WindowCase("inside-strided", "NHWC", (1, 6), (1, 7)),
+    WindowCase("right-head", "NHWC", (0, 6), (3, 9)),
+    WindowCase("lower-head", "NHWC", (4, 8), (1, 7)),
+    WindowCase("all-four-parts", "NHWC", (1, 8), (1, 9)),
+    WindowCase("all-four-parts-nchw", "NCHW", (0, 8), (2, 9)),
+]
+
+
+@pytest.mark.parametrize("case", WINDOWS, ids=lambda c: c.id)
+def test_window_is_the_joined_slice_contiguous(case):
+    """A block's window joined from its heads equals the same slice of the whole array.
+
+    The whole array is cut into 6x7 blocks; the block at (0, 0) is joined
+    with the heads (2 rows, 2 columns) of its right, lower and lower-right
+    neighbours, as the halo graph passes them.
+    """
+    x = _rng(30).standard_normal((1, 12, 14, 3)).astype(np.float32)
+    h_ax, w_ax = (1, 2) if case.layout == "NHWC" else (2, 3)
+    if case.layout == "NCHW":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def blk(i, j):
+        idx = [slice(None)] * 4
+        idx[h_ax], idx[w_ax] = slice(6 * i, 6 * i + 6), slice(7 * j, 7 * j + 7)
+        return np.ascontiguousarray(x[tuple(idx)])
+
+    heads = {ij: fd._cut_heads(blk(*ij), h_ax, w_ax, 2, 2) for ij in [(0, 1), (1, 0), (1, 1)]}
+    parts = (blk(0, 0), heads[0, 1], heads[1, 0], heads[1, 1])
+    got = fd._window(parts, h_ax, w_ax, case.rows, case.cols)
+    idx = [slice(None)] * 4
+    idx[h_ax], idx[w_ax] = slice(*case.rows), slice(*case.cols)
+    np.testing.assert_array_equal(got, x[tuple(idx)])
+    assert got.flags.c_contiguous
+    # a contiguous window inside the block is the block's own memory, nothing copied
+    assert np.shares_memory(got, parts[0]) == (case.id == "inside-contiguous-view")
+
+
+def test_scratch_is_reused_per_thread_and_capped(monkeypatch):
+    """The per-thread work arrays: one buffer per slot, grown, never above the cap."""
+    a = fd._scratch("test-slot", (1, 40, 30, 3), np.float32)
+    b = fd._scratch("test-slot", (1, 20, 30, 3), np.float32)   # smaller: the same buffer
+    assert a.flags.c_contiguous and b.shape == (1, 20, 30, 3) and np.shares_memory(a, b)
+    assert a.__array_interface__["data"][0] % fastconv._tuning.OUTPUT_ALIGN_BYTES == 0
+    c = fd._scratch("test-slot", (1, 80, 30, 3), np.float64)   # larger: a new buffer
+    assert c.dtype == np.float64 and not np.shares_memory(a, c)
+    assert not np.shares_memory(c, fd._scratch("other-slot", (1, 80, 30, 3), np.float64))
+    import threading
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(fd._scratch("test-slot", (10,), np.float64)))
+    t.start()
+    t.join()
+    assert not np.shares_memory(seen[0], c)                      # each thread has its own
+    monkeypatch.setattr(fd, "_SCRATCH_MAX_BYTES", 1024)
+    big = fd._scratch("test-slot", (1, 20, 30, 3), np.float32)   # above the cap: fresh
+    assert not np.shares_memory(big, c) and not np.shares_memory(
+        big, fd._scratch("test-slot", (1, 20, 30, 3), np.float32))
+
+
+@pytest.mark.parametrize("scheduler", ["synchronous", "threads"])
+@pytest.mark.parametrize("cap", [64 * 2**20, 0], ids=["reused", "over-the-cap"])
+def test_fused_blocks_on_one_thread_keep_their_results(monkeypatch, scheduler, cap):
+    """Every block of a fused chain on one (or a few) threads reusing the same work arrays.
+
+    A block's result must never be a view of the scratch arrays: with the
+    synchronous scheduler all 20 blocks run in turn on one thread, so a
+    result aliasing the scratch would be overwritten by the next block.
+    """
+    monkeypatch.setattr(fd, "_SCRATCH_MAX_BYTES", cap)
+    x = _rng(31).standard_normal((2, 40, 37, 3)).astype(np.float32)
+    w = _rng(32).standard_normal((3, 3, 3, 6)).astype(np.float32)
+    b = _rng(33).standard_normal(6).astype(np.float32)
+    xd = da.from_array(x, chunks=((1, 1), (10, 10, 9, 11), (8, 9, 10, 10), (3,)))
+    lazy = fd.max_pool2d(fd.relu(fd.conv2d(xd, w, padding="SAME", bias=b)), 2, padding="SAME")
+    assert _halo_layers(lazy) == ["halo", "heads"]
+    got = lazy.compute(scheduler=scheduler, num_workers=3)
+    ref = fastconv.max_pool2d(fastconv.conv2d(x, w, padding="SAME", bias=b, activation="relu"),
+                              2, padding="SAME")
+    bound = fastconv.max_pool2d(_conv_bound(x, w, strides=1, padding="SAME",
+                                            data_format="NHWC", dilations=1, groups=1, bias=b,
+                                            dtype=np.float32), 2, padding="SAME")
+    assert got.shape == ref.shape and (np.abs(got - ref) <= bound).all()
+    # and the unfused windowed maps (the window scratch only) on the same thread
+    unfused = fd.max_pool2d(fd.conv2d(xd, w, padding="SAME", bias=b), 2, padding="SAME",
+                            fuse=False)
+    conv = fastconv.conv2d(x, w, padding="SAME", bias=b)
+    got = unfused.compute(scheduler=scheduler, num_workers=3)
+    bound = fastconv.max_pool2d(_conv_bound(x, w, strides=1, padding="SAME",
+                                            data_format="NHWC", dilations=1, groups=1, bias=b,
+                                            dtype=np.float32), 2, padding="SAME")
+    assert (np.abs(got - fastconv.max_pool2d(conv, 2, padding="SAME")) <= bound).all()
+
+
 def test_conv_relu_pool_errors_at_build_time():
     with pytest.raises(ValueError, match=r"x\.rechunk\(\{3: -1\}\)"):
         fd.conv_relu_pool(_X.rechunk({3: 2}), _W, 2)
@@ -598,10 +700,11 @@ def _warm_worker():
 
 
 #: What a worker holds while streaming conv -> relu -> pool, in blocks, beside its share of a
-#: row: per running task the block read from the store, the block joined with its halo (two
-#: concatenations), the convolution's contiguous input, its output and the pooled block,
-#: plus blocks read ahead and allocator slack.  Measured on this test (1024 x 1024 float32,
-#: two workers): peaks of 14 to 18 blocks above the idle resident set.
+#: row: per running task the block read from the store, the window joined with its halo and
+#: the convolution's output (the thread's two work arrays, kept between tasks) and the pooled
+#: block, plus blocks read ahead and allocator slack.  Measured on this test (1024 x 1024
+#: float32, two workers) before the work arrays were reused: peaks of 14 to 18 blocks above
+#: the idle resident set; the estimate is kept (reuse only lowers the peak).
 _BLOCKS_IN_FLIGHT = 16
 
 

@@ -70,8 +70,11 @@ def test_document_fields(run):
         assert (part["reason"] is None) == met
         if not met:
             assert "tasks x" in part["reason"] and "Transfers between workers" in part["reason"]
+            assert "CPU used: workers" in part["reason"]
         prof = part["profile"]
         assert prof["tasks"] > 0 and prof["compute_total_s"] > 0 and prof["transfer_bytes"] >= 0
+        # CPU time, beside the task stream's wall-clock times: the workers ran every task
+        assert prof["worker_cpu_s"] > 0 and prof["main_cpu_s"] >= 0
         assert part["overhead_per_task_s"] > 0
 
 
@@ -94,6 +97,9 @@ def test_markdown_section(run):
     assert f"Command: `{doc['meta']['command']}`" in text
     assert text.count("| met |") + text.count("| missed |") == len(parts)
     assert "B/A <= 1.3" in text
+    image = doc["parts"]["image"]
+    assert image["in_memory_cpu_s"] > 0
+    assert (f"CPU of one run: workers {image['profile']['worker_cpu_s']:.3f} core-s" in text)
     missed = copy.deepcopy(doc)
     missed["parts"]["predict"].update(met=False, reason="measured: a reason")
     assert "- predict: measured: a reason" in mod.markdown(missed)
