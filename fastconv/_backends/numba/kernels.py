@@ -269,7 +269,26 @@ def _planar_unit(pflat, toff, wt, bias, out, acc, n, q0, m, Wq, groups, relu):
                     acc[o + 1, j] += p0 * v0 + p1 * v1 + p2 * v2 + p3 * v3
                     acc[o + 2, j] += p0 * y0 + p1 * y1 + p2 * y2 + p3 * y3
                     acc[o + 3, j] += p0 * z0 + p1 * z1 + p2 * z2 + p3 * z3
-            for t in range(T4, T):
+            t1 = T4
+            if T - T4 == 3:
+                # three taps left (e.g. three input channels): one pass, not three
+                b0 = uq0 + toff[g, T4]
+                b1 = uq0 + toff[g, T4 + 1]
+                b2 = uq0 + toff[g, T4 + 2]
+                w0, w1, w2 = wt[o, T4], wt[o, T4 + 1], wt[o, T4 + 2]
+                v0, v1, v2 = wt[o + 1, T4], wt[o + 1, T4 + 1], wt[o + 1, T4 + 2]
+                y0, y1, y2 = wt[o + 2, T4], wt[o + 2, T4 + 1], wt[o + 2, T4 + 2]
+                z0, z1, z2 = wt[o + 3, T4], wt[o + 3, T4 + 1], wt[o + 3, T4 + 2]
+                for j in range(um):
+                    p0 = pflat[n, b0 + j]
+                    p1 = pflat[n, b1 + j]
+                    p2 = pflat[n, b2 + j]
+                    acc[o, j] += p0 * w0 + p1 * w1 + p2 * w2
+                    acc[o + 1, j] += p0 * v0 + p1 * v1 + p2 * v2
+                    acc[o + 2, j] += p0 * y0 + p1 * y1 + p2 * y2
+                    acc[o + 3, j] += p0 * z0 + p1 * z1 + p2 * z2
+                t1 = T
+            for t in range(t1, T):
                 b0 = uq0 + toff[g, t]
                 w0, v0, y0, z0 = wt[o, t], wt[o + 1, t], wt[o + 2, t], wt[o + 3, t]
                 for j in range(um):
@@ -305,7 +324,21 @@ def _planar_unit(pflat, toff, wt, bias, out, acc, n, q0, m, Wq, groups, relu):
                     p3 = pflat[n, b3 + j]
                     acc[o, j] += p0 * w0 + p1 * w1 + p2 * w2 + p3 * w3
                     acc[o + 1, j] += p0 * v0 + p1 * v1 + p2 * v2 + p3 * v3
-            for t in range(T4, T):
+            t1 = T4
+            if T - T4 == 3:
+                b0 = uq0 + toff[g, T4]
+                b1 = uq0 + toff[g, T4 + 1]
+                b2 = uq0 + toff[g, T4 + 2]
+                w0, w1, w2 = wt[o, T4], wt[o, T4 + 1], wt[o, T4 + 2]
+                v0, v1, v2 = wt[o + 1, T4], wt[o + 1, T4 + 1], wt[o + 1, T4 + 2]
+                for j in range(um):
+                    p0 = pflat[n, b0 + j]
+                    p1 = pflat[n, b1 + j]
+                    p2 = pflat[n, b2 + j]
+                    acc[o, j] += p0 * w0 + p1 * w1 + p2 * w2
+                    acc[o + 1, j] += p0 * v0 + p1 * v1 + p2 * v2
+                t1 = T
+            for t in range(t1, T):
                 b0 = uq0 + toff[g, t]
                 w0 = wt[o, t]
                 v0 = wt[o + 1, t]
