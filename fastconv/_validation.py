@@ -91,8 +91,9 @@ def cast_operand(value, name, dtype):
     Real numbers of any dtype are accepted and cast; complex, object, string
     or boolean arrays raise ``TypeError``, and so do masked arrays.
     """
-    if type(value) is np.ndarray and value.dtype == dtype and value.flags.c_contiguous:
-        return value   # the common case: nothing to convert
+    if type(value) is np.ndarray and value.dtype == dtype and value.flags.c_contiguous \
+            and value.ndim:
+        return value   # the common case: nothing to convert (ascontiguousarray makes 0-D 1-D)
     _refuse_masked(value, name)
     arr = _real_numbers(value, name, dtype)
     return np.ascontiguousarray(arr, dtype=dtype)
