@@ -181,3 +181,12 @@ def test_the_geometry_cache_stays_small():
     for h in range(1, _ops._GEOMETRY_CACHE_SIZE + 20):
         fastconv.conv2d(np.ones((1, h, 1, 1), np.float32), w)
     assert len(_ops._GEOMETRY_CACHE) <= _ops._GEOMETRY_CACHE_SIZE
+
+
+def test_zero_d_bias_for_one_channel_is_accepted():
+    """A 0-D bias counts as shape (1,) for C_out=1, as np.ascontiguousarray makes it."""
+    x = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+    w = np.ones((1, 1, 3, 1), np.float32)
+    got = fastconv.conv2d(x, w, bias=np.array(2.5, np.float32))
+    expected = fastconv.conv2d(x, w, bias=np.array([2.5], np.float32), backend="numpy")
+    np.testing.assert_array_equal(got, expected)
