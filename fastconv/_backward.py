@@ -49,7 +49,7 @@ from ._ops import conv_geometry, conv_operands
 from ._shapes import check_pool_windows, nhwc_dims, resolve_window
 from ._threads import resolve_num_threads, single_threaded_blas
 from ._validation import (as_float_array, cast_operand, check_activation, check_data_format,
-                          check_ndim, positive_int, spatial_pair)
+                          check_ndim, check_out, positive_int, spatial_pair)
 
 __all__ = ["conv2d_backward", "relu_backward", "max_pool2d_with_argmax", "max_pool2d_backward",
            "col2im", "conv2d_transpose"]
@@ -867,8 +867,8 @@ def _scatter(module, dy, flat, size, n_threads, out=None):
     return out
 
 
-def col2im(cols, input_shape, ksize, strides=1, padding="VALID", dilations=1, *, backend=None,
-           num_threads=None):
+def col2im(cols, input_shape, ksize, strides=1, padding="VALID", dilations=1, *, out=None,
+           backend=None, num_threads=None):
     """Fold the rows of a patch matrix back into an image: the adjoint of :func:`fastconv.im2col`.
 
     Each entry ``cols[(n*OH + oh)*OW + ow, (kh*KW + kw)*C + c]`` is added to
@@ -885,12 +885,16 @@ def col2im(cols, input_shape, ksize, strides=1, padding="VALID", dilations=1, *,
         ``(N, H, W, C)`` of the image (NHWC).
     ksize, strides, padding, dilations
         As for :func:`fastconv.im2col`.
+    out : ndarray, optional
+        C-contiguous, writeable array of ``input_shape`` and the dtype of
+        ``cols``, not overlapping ``cols``, to overwrite (its previous contents
+        are ignored) and return instead of a new one.
     backend, num_threads
         As for :func:`fastconv.conv2d`.
 
     Returns
     -------
-    ndarray of ``input_shape``, the dtype of ``cols``.
+    ndarray of ``input_shape``, the dtype of ``cols`` (``out`` when given).
     """
     c = as_float_array(cols, "cols")
     N, H, W, C = _shape4(input_shape, "input_shape", "NHWC")
@@ -904,7 +908,11 @@ def col2im(cols, input_shape, ksize, strides=1, padding="VALID", dilations=1, *,
                          f"with ksize {(KH, KW)} gives {expected}.")
     n_threads = resolve_num_threads(num_threads)
     _, module = _backends.resolve(backend)
-    out = np.zeros((N, H, W, C), dtype=c.dtype)
+    if out is None:
+        out = np.zeros((N, H, W, C), dtype=c.dtype)
+    else:
+        check_out(out, (N, H, W, C), c.dtype, inputs=(c,))
+        out.fill(0)
     if c.size:
         _col2im_driver(module)(np.ascontiguousarray(c).reshape(N, win.OH, win.OW, KH, KW, C),
                                out, (KH, KW), (SH, SW), (DH, DW), (win.pad_top, win.pad_left),

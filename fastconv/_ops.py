@@ -40,10 +40,14 @@ def aligned_empty(shape, dtype, alignment=None, min_bytes=0):
 
 def _new_output(shape, dtype):
     """An output array fastconv allocates: cache-line aligned unless it is tiny."""
+    if math.prod(shape) * dtype.itemsize < _tuning.OUTPUT_ALIGN_MIN_BYTES:
+        return np.empty(shape, dtype=dtype)   # tiny: as aligned_empty, without its steps
     return aligned_empty(shape, dtype, min_bytes=_tuning.OUTPUT_ALIGN_MIN_BYTES)
 
 
 def _to_nhwc(x, data_format):
+    if data_format == "NHWC" and x.flags.c_contiguous:
+        return x
     x = x.transpose(0, 2, 3, 1) if data_format == "NCHW" else x
     return np.ascontiguousarray(x)
 
@@ -212,7 +216,10 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
         ``(N, OH, OW, C_out)`` (or NCHW), the input's dtype.
     """
     x, w, data_format, groups = conv_operands(input, filters, data_format, groups)
-    N, H, W, C = nhwc_dims(x.shape, data_format)
+    if data_format == "NHWC":   # an ndarray's 4-D shape: no conversion (see nhwc_dims)
+        N, H, W, C = x.shape
+    else:
+        N, C, H, W = x.shape
     O = w.shape[3]
     (SH, SW), (DH, DW), win = conv_geometry((N, H, W, C), w.shape, strides, padding,
                                             data_format, dilations, groups)
@@ -332,7 +339,7 @@ def max_pool2d(input, ksize, strides=None, padding="VALID", data_format="NHWC", 
                           num_threads)
 
 
-def im2col(input, ksize, strides=1, padding="VALID", dilations=1, *, backend=None,
+def im2col(input, ksize, strides=1, padding="VALID", dilations=1, *, out=None, backend=None,
            num_threads=None):
     """Unfold NHWC patches into the rows of a matrix (image to columns).
 
@@ -351,12 +358,16 @@ def im2col(input, ksize, strides=1, padding="VALID", dilations=1, *, backend=Non
     ksize : int or (KH, KW)
     strides, padding, dilations
         As for :func:`conv2d` (NHWC).
+    out : ndarray, optional
+        C-contiguous, writeable ``(N * OH * OW, KH * KW * C)`` array of the
+        input's dtype, not overlapping the input, to fill and return instead of
+        a new one; reusing one skips the page faults of a fresh result.
     backend, num_threads
         As for :func:`conv2d`.
 
     Returns
     -------
-    ndarray of shape ``(N * OH * OW, KH * KW * C)``.
+    ndarray of shape ``(N * OH * OW, KH * KW * C)`` (``out`` when given).
     """
     x = as_float_array(input, "input")
     check_ndim(x, 4, "input", "NHWC")
@@ -368,9 +379,13 @@ def im2col(input, ksize, strides=1, padding="VALID", dilations=1, *, backend=Non
     win = resolve_window(H, W, KH, KW, SH, SW, DH, DW, padding)
     n_threads = resolve_num_threads(num_threads)
     _, module = _backends.resolve(backend)
-    cols = _new_output((N, win.OH, win.OW, KH, KW, C), x.dtype)
-    if cols.size:
-        module.im2col(np.ascontiguousarray(x), cols, (KH, KW), (SH, SW), (DH, DW),
-                      (win.pad_top, win.pad_left), n_threads)
-    return cols.reshape(N * win.OH * win.OW, KH * KW * C)
+    shape = (N * win.OH * win.OW, KH * KW * C)
+    if out is None:
+        result = _new_output(shape, x.dtype)
+    else:
+        result = check_out(out, shape, x.dtype, inputs=(x,))
+    if result.size:
+        module.im2col(np.ascontiguousarray(x), result.reshape(N, win.OH, win.OW, KH, KW, C),
+                      (KH, KW), (SH, SW), (DH, DW), (win.pad_top, win.pad_left), n_threads)
+    return result
 

@@ -47,6 +47,37 @@ _default = None
 _forked_child = False
 
 
+def _environ_reader():
+    """A function ``name -> str`` reading the environment ('' when unset), as ``os.environ``.
+
+    ``os.environ.get`` of an unset variable raises and catches a ``KeyError``
+    inside, which costs more than the rest of a tiny call's checks; CPython's
+    mapping keeps the encoded variables in a dict (updated by every assignment
+    to ``os.environ``), read here directly when it exists.
+    """
+    env = os.environ
+    data = getattr(env, "_data", None)
+    encodekey = getattr(env, "encodekey", None)
+    decodevalue = getattr(env, "decodevalue", None)
+    if not isinstance(data, dict) or encodekey is None or decodevalue is None:
+        return lambda name: os.environ.get(name, "")
+    keys = {}
+
+    def read(name):
+        if os.environ is not env:   # replaced wholesale: read the new one the usual way
+            return os.environ.get(name, "")
+        key = keys.get(name)
+        if key is None:
+            key = keys[name] = encodekey(name)
+        raw = data.get(key)
+        return "" if raw is None else decodevalue(raw)
+    return read
+
+
+#: ``environ_value(name)``: the environment variable ``name``, or '' when unset
+environ_value = _environ_reader()
+
+
 def available_cores():
     """Number of CPU cores this process may run on."""
     try:
@@ -94,7 +125,7 @@ def _clamp(n):
 
 
 def _from_env():
-    raw = os.environ.get(ENV_VAR, "").strip()
+    raw = environ_value(ENV_VAR).strip()
     if not raw:
         return None
     try:

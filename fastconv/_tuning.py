@@ -132,6 +132,21 @@ DIRECT_BORDER_ROWS = 6
 #: pixels share each filter element; BLAS's blocking wins for large filters on few pixels.
 AUTO_IM2COL_RULES = ((256, 1 << 16), (1024, 1 << 20))
 
+#: "auto" (compiled backend) sends a 1x1 convolution with ``groups == 1``, at least
+#: ``GEMM_1X1_MIN_CHANNELS`` input and ``GEMM_1X1_MIN_OUTPUTS`` output channels to the
+#: im2col + GEMM kernel: stride 1 unpadded, the NHWC input itself is the GEMM's
+#: ``(N*H*W, C_in)`` operand (no copy); strided, each tile's pixels are gathered first.
+#: Its tiles are whole pixels, so two threads never write one output cache line, while
+#: the direct kernel splits C_out into blocks whose items share lines.  With fewer input
+#: channels the direct kernel was as fast or faster on one thread (64->64: by 15%); from
+#: 256 channels in and 512 out the GEMM was 20% faster.
+GEMM_1X1_MIN_CHANNELS = 128
+GEMM_1X1_MIN_OUTPUTS = 16
+#: multiply-adds below which the im2col + GEMM kernel runs on one thread without entering
+#: a parallel region (as :data:`DIRECT_SINGLE_THREAD_WORK`).  The result is the same: the
+#: tiles are fixed by the shape and each is one single-threaded GEMM whatever the count.
+GEMM_SINGLE_THREAD_WORK = 1 << 21
+
 #: multiply-adds (direct convolution) or compares (pooling) between two looks at pending
 #: signals: a long call is run in chunks of about this much work, and Ctrl-C is noticed
 #: between chunks.  Smaller chunks answer sooner but re-enter the thread team more often.

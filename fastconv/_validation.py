@@ -40,6 +40,8 @@ def as_float_array(value, name):
     the other byte order (``'>f4'`` on a little-endian machine) are converted
     to the native order, as filters are; masked arrays raise ``TypeError``.
     """
+    if type(value) is np.ndarray and value.dtype in SUPPORTED_DTYPES:
+        return value   # the common case (native float32/float64), without the checks below
     _refuse_masked(value, name)
     try:
         arr = np.asarray(value)
@@ -57,14 +59,17 @@ def as_float_array(value, name):
     return arr
 
 
-def _real_numbers(value, name, hint=""):
-    """``np.asarray(value)`` when its dtype is int or float, else TypeError naming ``name``."""
+def _real_numbers(value, name, cast_to=None):
+    """``np.asarray(value)`` when its dtype is int or float, else TypeError naming ``name``
+    (and, with ``cast_to``, the dtype it would have been cast to)."""
     try:
         arr = np.asarray(value)
     except Exception as exc:
         raise TypeError(f"{name} must be array-like; np.asarray failed on "
                         f"{type(value).__name__}: {exc}") from exc
     if arr.dtype.kind not in "fiu":
+        hint = "" if cast_to is None else \
+            f" (it is cast to the input's dtype {np.dtype(cast_to)})"
         raise TypeError(f"{name} has dtype {arr.dtype}; expected real numbers{hint}.")
     return arr
 
@@ -86,8 +91,11 @@ def cast_operand(value, name, dtype):
     Real numbers of any dtype are accepted and cast; complex, object, string
     or boolean arrays raise ``TypeError``, and so do masked arrays.
     """
+    if type(value) is np.ndarray and value.dtype == dtype and value.flags.c_contiguous \
+            and value.ndim:
+        return value   # the common case: nothing to convert (ascontiguousarray makes 0-D 1-D)
     _refuse_masked(value, name)
-    arr = _real_numbers(value, name, f" (it is cast to the input's dtype {np.dtype(dtype)})")
+    arr = _real_numbers(value, name, dtype)
     return np.ascontiguousarray(arr, dtype=dtype)
 
 

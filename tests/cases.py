@@ -170,6 +170,22 @@ CONV_CASES = [
 ]
 CONV = {case.id: case for case in CONV_CASES}
 
+#: 1x1 layers: those the compiled backend's "auto" runs as one GEMM of the input
+#: (C_in >= fastconv._tuning.GEMM_1X1_MIN_CHANNELS) -- with N=1, C_in not a multiple of 8,
+#: strides (pixels gathered per tile), explicit padding, several tiles -- and one just below
+#: the threshold (direct kernel)
+CONV_1X1_CASES = [
+    ConvCase("k1_c130_o40_same", 2, 5, 6, 130, 1, 1, 40, padding="SAME"),
+    ConvCase("k1_n1_c131_o17", 1, 7, 3, 131, 1, 1, 17),
+    ConvCase("k1_c128_o64_s2_same", 2, 9, 8, 128, 1, 1, 64, strides=2, padding="SAME"),
+    ConvCase("k1_c200_o24_s2x3", 1, 11, 10, 200, 1, 1, 24, strides=(2, 3)),
+    ConvCase("k1_c129_o33_padded", 1, 4, 5, 129, 1, 1, 33,
+             padding=[[0, 0], [1, 0], [0, 2], [0, 0]]),
+    ConvCase("k1_c256_o520_tiles", 3, 20, 21, 256, 1, 1, 520),
+    ConvCase("k1_c127_o40_below", 1, 6, 6, 127, 1, 1, 40),
+]
+CONV_1X1 = {case.id: case for case in CONV_1X1_CASES}
+
 #: the shared max-pool grid: windows of 1, tiling and overlapping windows, SAME,
 #: non-square windows and strides, explicit padding, channel counts around the vector widths
 POOL_CASES = [

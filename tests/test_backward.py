@@ -261,6 +261,20 @@ def test_col2im_adds_up_overlaps(backend):
     np.testing.assert_array_equal(back[0, :, :, 0], [[1, 2, 1], [2, 4, 2], [1, 2, 1]])
 
 
+def test_col2im_into_out(backend, rng):
+    """``out=``: overwritten (its previous contents ignored), returned, same bits."""
+    x = rng.standard_normal((2, 7, 6, 3))
+    cols = fastconv.im2col(x, (3, 2), (2, 1), "SAME", (1, 2), backend="numpy")
+    cols = cols + rng.standard_normal(cols.shape)
+    expected = fastconv.col2im(cols, x.shape, (3, 2), (2, 1), "SAME", (1, 2), backend="numpy")
+    out = np.full(x.shape, np.nan)
+    for n in (1, 2):
+        got = fastconv.col2im(cols, x.shape, (3, 2), (2, 1), "SAME", (1, 2), out=out,
+                              backend=backend, num_threads=n)
+        assert got is out
+        assert_close(out, expected, np.float64, 3)
+
+
 def test_col2im_errors():
     with pytest.raises(ValueError, match="cols has shape"):
         fastconv.col2im(np.ones((4, 5)), (1, 3, 3, 1), 2)

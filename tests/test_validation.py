@@ -83,6 +83,42 @@ def test_bad_out_raises(bad_out, match):
         fastconv.conv2d(X, Wt, 1, "SAME", out=bad_out)
 
 
+#: im2col(X, 3, 1, "SAME") is (2*8*8, 3*3*3) = (128, 27); col2im of it gives X's shape
+@pytest.mark.parametrize("op", ["im2col", "col2im"])
+@pytest.mark.parametrize("bad_out,match", [
+    ("shape", r"out has shape \(\d+, \d+(, \d+, \d+)?\); expected \("),
+    ("dtype", r"out has dtype float64; expected float32"),
+    ("strided", r"out must be C-contiguous"),
+    ("list", r"out must be a numpy.ndarray"),
+    ("read-only", r"out is read-only"),
+])
+def test_im2col_col2im_bad_out_raises(op, bad_out, match):
+    cols = fastconv.im2col(X, 3, 1, "SAME")
+    shape = cols.shape if op == "im2col" else X.shape
+    bad = {"shape": lambda: np.zeros(shape[:-1] + (shape[-1] + 1,), np.float32),
+           "dtype": lambda: np.zeros(shape, np.float64),
+           "strided": lambda: np.zeros(shape[:-1] + (2 * shape[-1],), np.float32)[..., ::2],
+           "list": lambda: np.zeros(shape, np.float32).tolist(),
+           "read-only": lambda: np.require(np.zeros(shape, np.float32), requirements="C")}
+    out = bad[bad_out]()
+    if bad_out == "read-only":
+        out.flags.writeable = False
+    with pytest.raises((ValueError, TypeError), match=match):
+        if op == "im2col":
+            fastconv.im2col(X, 3, 1, "SAME", out=out)
+        else:
+            fastconv.col2im(cols, X.shape, 3, 1, "SAME", out=out)
+
+
+def test_im2col_col2im_out_overlapping_input_raises():
+    x = np.zeros((1, 4, 4, 1), np.float32)
+    with pytest.raises(ValueError, match="overlaps an input"):
+        fastconv.im2col(x, 1, out=x.reshape(16, 1))   # 1x1 window: same shape as the input
+    cols = np.zeros((16, 1), np.float32)
+    with pytest.raises(ValueError, match="overlaps an input"):
+        fastconv.col2im(cols, (1, 4, 4, 1), 1, out=cols.reshape(1, 4, 4, 1))
+
+
 def test_out_overlapping_input_raises():
     buf = np.zeros((2, 8, 8, 4), np.float32)
     with pytest.raises(ValueError, match="overlaps an input"):
@@ -145,3 +181,12 @@ def test_the_geometry_cache_stays_small():
     for h in range(1, _ops._GEOMETRY_CACHE_SIZE + 20):
         fastconv.conv2d(np.ones((1, h, 1, 1), np.float32), w)
     assert len(_ops._GEOMETRY_CACHE) <= _ops._GEOMETRY_CACHE_SIZE
+
+
+def test_zero_d_bias_for_one_channel_is_accepted():
+    """A 0-D bias counts as shape (1,) for C_out=1, as np.ascontiguousarray makes it."""
+    x = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+    w = np.ones((1, 1, 3, 1), np.float32)
+    got = fastconv.conv2d(x, w, bias=np.array(2.5, np.float32))
+    expected = fastconv.conv2d(x, w, bias=np.array([2.5], np.float32), backend="numpy")
+    np.testing.assert_array_equal(got, expected)

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastconv
-from cases import CONV, CONV_CASES, DTYPES, FAST_BACKENDS, POOL_CASES, assert_close, params
+from cases import (CONV, CONV_1X1, CONV_1X1_CASES, CONV_CASES, DTYPES, FAST_BACKENDS,
+                   POOL_CASES, assert_close, params)
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", params(CONV_CASES))
@@ -38,6 +39,42 @@ def test_conv2d_nchw_and_out(fast_backend, rng, case):
     out = np.full(expected.shape, np.nan, np.float32)
     got = fastconv.conv2d(x_nchw, w, s, p, "NCHW", d, groups=g, bias=b, out=out,
                           backend=fast_backend)
+    assert got is out
+    assert_close(out, expected, np.float32, case.scale)
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("bias,activation", [(False, None), (True, None), (False, "relu"),
+                                             (True, "relu")])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", params(CONV_1X1_CASES))
+def test_conv2d_1x1(fast_backend, rng, case, dtype, bias, activation, layout):
+    """1x1 layers ("auto": a GEMM of the input where the channels allow), both layouts,
+    with and without bias and ReLU; 1 and 2 threads give the same bits."""
+    x, w, b = case.data(rng, dtype)
+    b = b if bias else None
+    s, p = case.strides, case.padding
+    if layout == "NCHW":
+        x, p = np.ascontiguousarray(x.transpose(0, 3, 1, 2)), case.nchw_padding()
+    expected = fastconv.conv2d(x, w, s, p, layout, bias=b, activation=activation,
+                               backend="numpy")
+    got = [fastconv.conv2d(x, w, s, p, layout, bias=b, activation=activation,
+                           backend=fast_backend, num_threads=n) for n in (1, 2)]
+    assert got[0].dtype == dtype and got[0].shape == expected.shape
+    assert_close(got[0], expected, dtype, case.scale)
+    np.testing.assert_array_equal(got[1], got[0])
+
+
+@pytest.mark.parametrize("case", params(CONV_1X1[i] for i in (
+    "k1_c130_o40_same", "k1_c128_o64_s2_same", "k1_c256_o520_tiles")))
+def test_conv2d_1x1_out_buffer(fast_backend, rng, case):
+    """``out=`` filled in place by the 1x1 path, whatever it held before."""
+    x, w, b = case.data(rng, np.float32)
+    expected = fastconv.conv2d(x, w, bias=b, activation="relu", backend="numpy",
+                               **case.kwargs())
+    out = np.full(expected.shape, np.nan, np.float32)
+    got = fastconv.conv2d(x, w, bias=b, activation="relu", out=out, backend=fast_backend,
+                          **case.kwargs())
     assert got is out
     assert_close(out, expected, np.float32, case.scale)
 
@@ -115,6 +152,20 @@ def test_im2col(fast_backend, rng, case):
     expected = fastconv.im2col(x, k, s, p, d, backend="numpy")
     got = fastconv.im2col(x, k, s, p, d, backend=fast_backend)
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("case", params(CONV[i] for i in (
+    "c1_o1_same", "k3x2_s2_same", "k1x5_explicit", "pad_beyond_input")))
+def test_im2col_into_out(fast_backend, rng, case):
+    """``out=``: filled in place (every entry, zeros included) and returned; same bits."""
+    x, _, _ = case.data(rng, np.float32)
+    k, s, p, d = (case.KH, case.KW), case.strides, case.padding, case.dilations
+    expected = fastconv.im2col(x, k, s, p, d, backend="numpy")
+    out = np.full(expected.shape, np.nan, np.float32)
+    for n in (1, 2):
+        got = fastconv.im2col(x, k, s, p, d, out=out, backend=fast_backend, num_threads=n)
+        assert got is out
+        np.testing.assert_array_equal(out, expected)
 
 
 def test_im2col_times_filters_is_conv2d(backend, rng):

@@ -314,6 +314,23 @@ def test_auto_rule():
         "im2col"
     assert choose((1, 28, 28, 256), (3, 3, 256, 256), (1, 28, 28, 256), (1, 1), (1, 1), 1) == \
         "direct"
+    # 1x1 with groups == 1 and at least GEMM_1X1_MIN_CHANNELS in, GEMM_1X1_MIN_OUTPUTS out:
+    # one GEMM of the input (suite: pw_1x1, cars_1x1; strided: gathered pixels)
+    c_min, o_min = _tuning.GEMM_1X1_MIN_CHANNELS, _tuning.GEMM_1X1_MIN_OUTPUTS
+    assert choose((8, 28, 28, 256), (1, 1, 256, 512), (8, 28, 28, 512), (1, 1), (1, 1), 1) == \
+        "im2col"
+    assert choose((16, 12, 12, 130), (1, 1, 130, 40), (16, 12, 12, 40), (1, 1), (1, 1), 1) == \
+        "im2col"
+    assert choose((8, 56, 56, 256), (1, 1, 256, 512), (8, 28, 28, 512), (2, 2), (1, 1), 1) == \
+        "im2col"
+    assert choose((8, 56, 56, c_min), (1, 1, c_min, o_min), (8, 56, 56, o_min), (1, 1),
+                  (1, 1), 1) == "im2col"
+    assert choose((8, 56, 56, c_min - 1), (1, 1, c_min - 1, 64), (8, 56, 56, 64), (1, 1),
+                  (1, 1), 1) == "direct"
+    assert choose((8, 56, 56, 256), (1, 1, 256, o_min - 1), (8, 56, 56, o_min - 1), (1, 1),
+                  (1, 1), 1) == "direct"
+    assert choose((8, 56, 56, 256), (1, 1, 128, 256), (8, 56, 56, 256), (1, 1), (1, 1), 2) == \
+        "direct"
 
 
 # ---------------------------------------------------------------- SIMD selection

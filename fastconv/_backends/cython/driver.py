@@ -25,7 +25,7 @@ not built".
 import os
 
 from ... import _tuning
-from ..._threads import blas_controller, single_threaded_blas
+from ..._threads import blas_controller, environ_value, single_threaded_blas
 from . import _build_info, _im2col, _im2col_gemm, _pool, _relu  # ImportError when not built
 
 try:
@@ -83,7 +83,7 @@ def simd_level():
     ValueError
         When ``FASTCONV_SIMD`` names an unknown level, or a level above the CPU's.
     """
-    raw = os.environ.get(SIMD_ENV_VAR, "")
+    raw = environ_value(SIMD_ENV_VAR)
     level = _SIMD_SEEN.get(raw)
     if level is None:
         level = _SIMD_SEEN[raw] = _simd_level(raw)   # raises for a bad value, never cached
@@ -112,7 +112,13 @@ def _simd_level(raw):
 def choose_algorithm(x_shape, w_shape, out_shape, strides, dilations, groups):
     """The kernel ``algorithm="auto"`` runs for one convolution: 'direct' or 'im2col'.
 
-    Rule (:data:`fastconv._tuning.AUTO_IM2COL_RULES`): tiled im2col + GEMM
+    Rules: a 1x1 convolution with ``groups == 1`` and enough channels
+    (:data:`fastconv._tuning.GEMM_1X1_MIN_CHANNELS` input,
+    :data:`~fastconv._tuning.GEMM_1X1_MIN_OUTPUTS` output) is a GEMM of the
+    ``(N*H*W, C_in)`` input (no unfolding when stride 1 and unpadded; its
+    strided pixels gathered otherwise) with the ``(C_in, C_out)`` filters, so
+    it goes to the im2col + GEMM kernel.  Otherwise
+    (:data:`fastconv._tuning.AUTO_IM2COL_RULES`) tiled im2col + GEMM
     when ``groups == 1`` and the filters are large for the number of output
     pixels -- at most 256 pixels (``N*OH*OW``) with at least 64 Ki filter
     elements (``KH*KW*C_in*C_out``), or at most 1024 pixels with at least
@@ -133,6 +139,9 @@ def choose_algorithm(x_shape, w_shape, out_shape, strides, dilations, groups):
     if groups != 1:
         return "direct"
     KH, KW, Cg, O = w_shape
+    if KH == 1 and KW == 1 and Cg >= _tuning.GEMM_1X1_MIN_CHANNELS \
+            and O >= _tuning.GEMM_1X1_MIN_OUTPUTS:
+        return "im2col"   # a 1x1 layer is one GEMM (strided: of the gathered pixels)
     pixels = out_shape[0] * out_shape[1] * out_shape[2]
     filt = KH * KW * Cg * O
     for max_pixels, min_filter in _tuning.AUTO_IM2COL_RULES:
@@ -164,6 +173,9 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
     if algorithm != "im2col":
         raise ValueError(f"algorithm must be one of ('auto',) + {BUILT_ALGORITHMS}; "
                          f"got {algorithm!r}.")
+    if x.shape[0] * out.shape[1] * out.shape[2] * w.shape[0] * w.shape[1] * x.shape[3] \
+            * w.shape[3] // groups < _tuning.GEMM_SINGLE_THREAD_WORK:
+        num_threads = 1
     with single_threaded_blas():
         _im2col_gemm.conv2d_im2col(x, w, bias, out, strides[0], strides[1], dilations[0],
                                    dilations[1], pads[0], pads[1], groups, bool(relu),

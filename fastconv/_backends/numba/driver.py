@@ -48,6 +48,7 @@ launched, or from a parent on the ``tbb`` or ``workqueue`` layer, is unaffected.
 """
 import contextlib
 import functools
+import math
 import os
 import threading
 import time
@@ -142,7 +143,7 @@ def _workspace(shape, dtype):
     therefore kept per Python thread (so concurrent calls never share one).
     """
     dtype = np.dtype(dtype)
-    size = int(np.prod(shape))
+    size = math.prod(int(s) for s in shape)
     nbytes = size * dtype.itemsize
     if nbytes > _tuning.NUMBA_WORKSPACE_KEEP_BYTES:
         return np.empty(shape, dtype=dtype)

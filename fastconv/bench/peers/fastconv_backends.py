@@ -45,7 +45,9 @@ class FastconvEngine(Engine):
             return Prepared(lambda: fc.max_pool2d(x, k, s, case.padding, out=out, backend=b,
                                                   num_threads=n))
         if case.op == "im2col":
-            return Prepared(lambda: fc.im2col(x, k, s, case.padding, backend=b, num_threads=n))
+            out = np.empty(case.output_shape, case.dtype)
+            return Prepared(lambda: fc.im2col(x, k, s, case.padding, out=out, backend=b,
+                                              num_threads=n))
         if case.op == "model":
             model = fastconv_lesson_model(data["weights"])
             return Prepared(lambda: model.predict(x, batch_size=case.N, backend=b,

@@ -32,8 +32,9 @@ METHOD = (
     "single-threaded).",
     "Every engine's result is checked against the NumPy reference once per shape; a failed "
     "check is shown and excluded from the ratios.",
-    "fastconv calls reuse an `out=` buffer, and so do peers whose API accepts one (PyTorch "
-    "conv/pool, TensorFlow, JAX, ONNX Runtime and `fastconv.im2col` allocate their result).",
+    "fastconv calls (`fastconv.im2col` included) reuse an `out=` buffer, and so do peers "
+    "whose API accepts one (PyTorch conv/pool, TensorFlow, JAX and ONNX Runtime allocate "
+    "their result).",
     "PyTorch has no asymmetric padding: where TF's 'SAME' puts the odd pixel at the "
     "bottom/right (stride 2) it gets an input padded once outside the timing (favours "
     "PyTorch).",
