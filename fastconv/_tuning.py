@@ -207,3 +207,8 @@ NUMBA_SERIAL_WORK = 1 << 20
 #: largest scratch buffer kept between calls, per Python thread (page faults of a fresh
 #: buffer vs. memory held).
 NUMBA_WORKSPACE_KEEP_BYTES = 32 << 20
+#: fastconv.dask: the largest work array (bytes) a worker thread keeps from one block call
+#: for the next -- the joined input window and the fused chain's convolution output of a
+#: block up to this size are reused (no page faults per block), larger ones are allocated
+#: per call.
+DASK_SCRATCH_MAX_BYTES = 64 << 20

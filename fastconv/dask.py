@@ -295,10 +295,9 @@ def _cut_heads(block, h_ax, w_ax, depth_h, depth_w):
     return cols, rows
 
 
-#: The largest work array (bytes) a thread keeps from one block call for the next: the
-#: joined input window and the fused chain's convolution output of a block up to this size
-#: are reused, larger ones are allocated per call.
-_SCRATCH_MAX_BYTES = 64 * 2**20
+#: The largest work array (bytes) a thread keeps from one block call for the next (see
+#: ``_tuning.DASK_SCRATCH_MAX_BYTES``); a module attribute so that tests can lower it.
+_SCRATCH_MAX_BYTES = _tuning.DASK_SCRATCH_MAX_BYTES
 
 _scratch_buffers = threading.local()
 
