@@ -45,7 +45,7 @@ import numpy as np
 
 from . import _backends
 from ._backends import reference as _reference
-from ._ops import conv_geometry, conv_operands
+from ._ops import _new_output, conv_geometry, conv_operands
 from ._shapes import check_pool_windows, nhwc_dims, resolve_window
 from ._threads import resolve_num_threads, single_threaded_blas
 from ._validation import (as_float_array, cast_operand, check_activation, check_data_format,
@@ -641,12 +641,13 @@ def _backprop_filter(x, w_shape, dy, strides, padding, data_format, dilations, g
                         dilations, (win.pad_top, win.pad_left), groups, module, n_threads)
 
 
-def relu_backward(grad_output, features_or_output):
+def relu_backward(grad_output, features_or_output, *, backend=None, num_threads=None):
     """Gradient of :func:`fastconv.relu`: ``grad_output`` where the value is > 0, else 0.
 
     ``features_or_output`` may be the ReLU's input or its output: both are
     positive at the same places.  At exactly 0 the gradient is 0 (TensorFlow
     and PyTorch agree); a NaN value gives 0, as in TensorFlow's ``ReluGrad``.
+    A passed gradient keeps its bits (-0.0, NaN); a blocked one is +0.
 
     Parameters
     ----------
@@ -654,6 +655,8 @@ def relu_backward(grad_output, features_or_output):
         float32 or float64.
     features_or_output : array_like
         The same shape; any real dtype.
+    backend, num_threads
+        As for :func:`fastconv.conv2d`.
 
     Returns
     -------
@@ -666,8 +669,15 @@ def relu_backward(grad_output, features_or_output):
     if f.shape != dy.shape:
         raise ValueError(f"features_or_output has shape {f.shape}; expected grad_output's "
                          f"shape {dy.shape}.")
-    out = np.zeros(dy.shape, dtype=dy.dtype)
-    np.copyto(out, dy, where=f > 0)
+    n_threads = resolve_num_threads(num_threads)
+    _, module = _backends.resolve(backend)
+    if f.dtype != dy.dtype:   # 1 where the value is > 0 (a cast could round a tiny one to 0)
+        f = np.greater(f, 0).astype(dy.dtype)
+    out = _new_output(dy.shape, dy.dtype)
+    if out.size:
+        own = _driver(module, "relu_backward") or _reference.relu_backward
+        own(np.ascontiguousarray(f).reshape(-1), np.ascontiguousarray(dy).reshape(-1),
+            out.reshape(-1), n_threads)
     return out
 
 

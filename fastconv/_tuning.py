@@ -163,10 +163,10 @@ INTERRUPT_COPY_COST = 16
 DIRECT_SINGLE_THREAD_WORK = 1 << 20
 
 # --------------------------------------------------------------- relu, pooling, im2col (compiled)
-#: elements per ReLU task: large enough to hide the scheduling cost, small enough to
+#: elements per ReLU (and ReLU-gradient) task: large enough to hide the scheduling cost, small enough to
 #: balance two threads on tensors of a megabyte.
 RELU_CHUNK = 32768
-#: elements below which a ReLU runs on one thread without entering a parallel region
+#: elements below which a ReLU or its gradient runs on one thread without entering a parallel region
 #: (as :data:`DIRECT_SINGLE_THREAD_WORK`): a ReLU of this size takes tens of microseconds
 #: on one core, about what waking a second thread costs -- and far less than waiting for
 #: one whose core is busy.  The result is the same.
@@ -179,9 +179,13 @@ RELU_INTERRUPT_ELEMENTS = 1 << 23
 POOL_SINGLE_THREAD_WORK = 1 << 20
 #: compares a dynamically scheduled chunk of pooled output rows holds at least.
 POOL_CHUNK_WORK = 1 << 16
-#: elements written below which im2col, col2im and the max-pool scatter (backward) run on
-#: one thread: copies of this size take tens of microseconds, less than waking a team.
+#: elements written below which im2col and col2im run on one thread: copies of this size
+#: take tens of microseconds, less than waking a team.
 IM2COL_SINGLE_THREAD_ELEMENTS = 1 << 18
+#: gradient elements below which the max-pool backward (zero each image's gradient, then
+#: add its entries) runs on one thread without entering a parallel region, as
+#: :data:`IM2COL_SINGLE_THREAD_ELEMENTS`.  The result is the same.
+POOL_BACKWARD_SINGLE_THREAD_ELEMENTS = 1 << 18
 #: an out-of-place ReLU writing at least this many bytes uses non-temporal stores: such
 #: an output would not stay in the last-level cache anyway, and streaming it skips the
 #: read-for-ownership of every line.

@@ -123,11 +123,14 @@ def max_pool2d_backward(const floating[::1] dy, const int64_t[::1] flat_index,
     """``out = 0``, then ``out[flat_index[i]] += dy[i]`` in index order.
 
     ``dy`` and ``out`` are cut into ``images`` equal blocks and block ``n`` of
-    ``dy`` may only send to block ``n`` of ``out`` (one image each); the
-    images run in parallel, so no two threads write the same element.  Each
-    image's entries are sent in index order, in pieces of about
-    ``interrupt_work / num_threads`` entries per image between two looks at
-    pending signals (0: all at once).
+    ``dy`` may only send to block ``n`` of ``out`` (one image each).  One task
+    per image zeroes its block and then adds its entries, in index order, while
+    the block is still in cache; the tasks are handed out dynamically over
+    ``num_threads`` OpenMP threads (one thread: no parallel region), and no two
+    threads write the same element.  The tasks run in pieces of about
+    ``interrupt_work`` elements written and read (whole images, or for images
+    larger than that, every image's entries cut at the same offsets), between
+    which a pending signal is raised (0: all at once).
 
     Raises
     ------
@@ -136,7 +139,7 @@ def max_pool2d_backward(const floating[::1] dy, const int64_t[::1] flat_index,
         its image's block (nothing is reported for the skipped entries
         otherwise: the output is then incomplete).
     """
-    cdef Py_ssize_t total = dy.shape[0], size = out.shape[0], n
+    cdef Py_ssize_t total = dy.shape[0], size = out.shape[0]
     if flat_index.shape[0] != total:
         raise ValueError(f"flat_index has {flat_index.shape[0]} entries; expected dy's "
                          f"{total}.")
@@ -146,33 +149,67 @@ def max_pool2d_backward(const floating[::1] dy, const int64_t[::1] flat_index,
     if size == 0:
         return
     cdef floating *po = &out[0]
-    cdef Py_ssize_t per_dy = total // images, per_out = size // images, bad = 0, i0, i1
+    cdef const floating *pd = &dy[0] if total else NULL
+    cdef const int64_t *pi = &flat_index[0] if total else NULL
+    cdef Py_ssize_t per_dy = total // images, per_out = size // images, bad = 0
+    cdef Py_ssize_t n0, n1, i0, i1, image_step, entry_step
+    cdef double image_work = <double> per_dy + per_out
     num_threads = _team(num_threads, images)
-    with nogil:
-        for n in prange(images, num_threads=num_threads, schedule="static"):
-            memset(po + n * per_out, 0, per_out * sizeof(floating))
-    if per_dy == 0:
-        return
-    # entries of every image per piece (the pieces cut each image's entries at the same
-    # offsets; an image's entries are still added in index order)
-    cdef Py_ssize_t step = fc_rows_per_chunk(per_dy, <double> images / num_threads,
-                                             interrupt_work, 1)
-    i0 = 0
-    while i0 < per_dy:
-        i1 = min(i0 + step, per_dy)
-        with nogil:
-            for n in prange(images, num_threads=num_threads, schedule="static"):
-                if floating is float:
-                    bad += fc_maxpool_scatter_f32(&dy[0], &flat_index[0], po + n * per_out,
-                                                  n * per_dy + i0, n * per_dy + i1,
-                                                  n * per_out, per_out)
-                else:
-                    bad += fc_maxpool_scatter_f64(&dy[0], &flat_index[0], po + n * per_out,
-                                                  n * per_dy + i0, n * per_dy + i1,
-                                                  n * per_out, per_out)
-        i0 = i1
-        if i0 < per_dy:
+    # pieces from the shape only: whole images while an image is within the budget, else
+    # every image's entries cut at the same offsets
+    image_step, entry_step = images, max(per_dy, 1)
+    if interrupt_work > 0:
+        if image_work <= interrupt_work:
+            image_step = max(<Py_ssize_t> (interrupt_work / image_work), 1)
+        else:
+            entry_step = max(<Py_ssize_t> (interrupt_work / images), 1)
+    n0 = 0
+    while n0 < images:
+        n1 = min(n0 + image_step, images)
+        i0 = 0
+        while True:
+            i1 = min(i0 + entry_step, per_dy)
+            with nogil:
+                bad += _scatter_images(pd, pi, po, n0, n1, i0, i1, per_dy, per_out,
+                                       num_threads)
+            i0 = i1
+            if i0 >= per_dy:
+                break
+            PyErr_CheckSignals()
+        n0 = n1
+        if n0 < images:
             PyErr_CheckSignals()
     if bad:
         raise ValueError(f"flat_index holds {bad} indices outside their image's block of out "
                          f"(images={images}); pass the argmax of the same input and geometry.")
+
+
+cdef Py_ssize_t _scatter_images(const floating *dy, const int64_t *index, floating *out,
+                                Py_ssize_t n0, Py_ssize_t n1, Py_ssize_t i0, Py_ssize_t i1,
+                                Py_ssize_t per_dy, Py_ssize_t per_out,
+                                int num_threads) noexcept nogil:
+    """Images ``[n0, n1)``, entries ``[i0, i1)`` of each (the block zeroed first when
+    ``i0 == 0``); the count of skipped entries."""
+    cdef Py_ssize_t n, bad = 0
+    if num_threads <= 1 or n1 - n0 <= 1:
+        for n in range(n0, n1):
+            bad += _scatter_image(dy, index, out, n, i0, i1, per_dy, per_out)
+        return bad
+    for n in prange(n0, n1, num_threads=num_threads, schedule="dynamic"):
+        bad += _scatter_image(dy, index, out, n, i0, i1, per_dy, per_out)
+    return bad
+
+
+cdef inline Py_ssize_t _scatter_image(const floating *dy, const int64_t *index, floating *out,
+                                      Py_ssize_t n, Py_ssize_t i0, Py_ssize_t i1,
+                                      Py_ssize_t per_dy, Py_ssize_t per_out) noexcept nogil:
+    if i0 == 0:
+        memset(out + n * per_out, 0, per_out * sizeof(floating))
+    if i1 <= i0:
+        return 0
+    if floating is float:
+        return fc_maxpool_scatter_f32(dy, index, out + n * per_out, n * per_dy + i0,
+                                      n * per_dy + i1, n * per_out, per_out)
+    else:
+        return fc_maxpool_scatter_f64(dy, index, out + n * per_out, n * per_dy + i0,
+                                      n * per_dy + i1, n * per_out, per_out)

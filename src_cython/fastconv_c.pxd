@@ -19,6 +19,10 @@ cdef extern from "fc_window.h" nogil:
 cdef extern from "fc_relu.h" nogil:
     void fc_relu_f32_nt(const float *x, float *y, Py_ssize_t n, int simd, int stream)
     void fc_relu_f64_nt(const double *x, double *y, Py_ssize_t n, int simd, int stream)
+    void fc_relu_grad_f32(const float *f, const float *dy, float *dx, Py_ssize_t n, int simd,
+                          int stream)
+    void fc_relu_grad_f64(const double *f, const double *dy, double *dx, Py_ssize_t n,
+                          int simd, int stream)
     void fc_bias_relu_f32(float *out, Py_ssize_t rows, Py_ssize_t O, Py_ssize_t ldo,
                           const float *bias, int relu, int simd)
     void fc_bias_relu_f64(double *out, Py_ssize_t rows, Py_ssize_t O, Py_ssize_t ldo,

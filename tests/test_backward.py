@@ -12,7 +12,7 @@ from fastconv import _backward, _backends
 from fastconv._backends import reference
 from fastconv._shapes import resolve_window
 from fastconv._validation import spatial_pair
-from cases import DTYPES, ConvCase, assert_close
+from cases import DTYPES, ConvCase, assert_close, params
 
 
 @dataclass(frozen=True)
@@ -302,6 +302,54 @@ def test_relu_backward():
     assert fastconv.relu_backward(dy.astype(np.float32), f).dtype == np.float32
     with pytest.raises(ValueError, match="features_or_output has shape"):
         fastconv.relu_backward(dy, f[:3])
+
+
+@dataclass(frozen=True)
+class ReluGradCase:
+    """One public relu_backward call: the value's and gradient's dtypes and layouts."""
+    id: str
+    value_dtype: object
+    grad_dtype: object
+    layout: str   # "contiguous", "transposed" (both), "strided" (value only)
+
+
+RELU_GRAD_CASES = [
+    ReluGradCase("f32", np.float32, np.float32, "contiguous"),
+    ReluGradCase("f64", np.float64, np.float64, "contiguous"),
+    ReluGradCase("f64_value_f32_grad", np.float64, np.float32, "contiguous"),  # tiny > 0
+    ReluGradCase("f16_value_f32_grad", np.float16, np.float32, "contiguous"),
+    ReluGradCase("int_value_f64_grad", np.int64, np.float64, "contiguous"),
+    ReluGradCase("uint8_value_f32_grad", np.uint8, np.float32, "contiguous"),
+    ReluGradCase("f32_transposed", np.float32, np.float32, "transposed"),
+    ReluGradCase("f64_strided_value", np.float64, np.float64, "strided"),
+]
+
+
+@pytest.mark.parametrize("case", params(RELU_GRAD_CASES))
+def test_relu_backward_dtypes_and_layouts_every_backend(case, backend):
+    rng = np.random.default_rng(3)
+    shape = (3, 5, 7, 11)
+    f = rng.standard_normal(shape) * 10
+    f.reshape(-1)[::13] = 1e-300
+    f.reshape(-1)[::17] = np.nan
+    f.reshape(-1)[::19] = -0.0
+    if np.dtype(case.value_dtype).kind != "f":
+        f = np.nan_to_num(f, nan=0.0)
+    if np.dtype(case.value_dtype).kind == "u":
+        f = np.abs(f) * (rng.random(shape) < 0.5)
+    f = f.astype(case.value_dtype)
+    dy = rng.standard_normal(shape).astype(case.grad_dtype)
+    dy.reshape(-1)[::23] = -0.0
+    if case.layout == "transposed":
+        f, dy = f.transpose(3, 1, 2, 0), dy.transpose(3, 1, 2, 0)
+    elif case.layout == "strided":
+        f = np.repeat(f, 2, axis=-1)[..., ::2]
+    expected = np.where(f > 0, dy, np.zeros((), dy.dtype))   # NaN > 0 is False
+    for threads in (1, 2):
+        got = fastconv.relu_backward(dy, f, backend=backend, num_threads=threads)
+        assert got.dtype == dy.dtype and got.shape == dy.shape
+        bits = np.uint32 if dy.dtype == np.float32 else np.uint64
+        np.testing.assert_array_equal(got.view(bits), expected.view(bits))
 
 
 # ----------------------------------------------------------------------------- max pool

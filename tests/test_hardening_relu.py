@@ -1,4 +1,4 @@
-"""Ctrl-C during a long ReLU of the compiled backends (next to the interrupt tests of
+"""Ctrl-C during a long ReLU (or ReLU gradient) of the compiled backends (next to the interrupt tests of
 ``test_hardening.py``, whose subprocess helper it reuses).
 
 The ReLU runs in pieces (Cython: inside the kernel; Numba: one kernel call each) of ``RELU_INTERRUPT_ELEMENTS`` elements and looks at
@@ -33,13 +33,14 @@ _RELU_INTERRUPT_PROBE = """
     n = {threads}
     x = np.ones(1 << 28, np.float32)            # 1 GiB: a few hundred ms of memory traffic
     out = np.full_like(x, -1.0)
+    call = {call}
     sent = []
     def interrupt():
         sent.append(time.perf_counter())
         os.kill(os.getpid(), signal.SIGINT)
     threading.Timer(0.03, interrupt).start()
     try:
-        fastconv.relu(x, out=out, backend="{backend}", num_threads=n)
+        call()
         print("finished")
     except KeyboardInterrupt:
         delay = time.perf_counter() - sent[0]
@@ -48,10 +49,21 @@ _RELU_INTERRUPT_PROBE = """
 """
 
 
+#: the interrupted call; the gradient writes into a preallocated array through the driver,
+#: so that the probe can see how much of it was written
+CALLS = {
+    "relu": 'lambda: fastconv.relu(x, out=out, backend="{backend}", num_threads=n)',
+    "relu_backward": ('lambda: fastconv._backends.driver("{backend}").relu_backward('
+                      'x, x, out, n)'),
+}
+
+
 @pytest.mark.parametrize("backend", [b for b in ("cython", "numba") if b in BACKENDS])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_ctrl_c_interrupts_a_long_relu(backend, threads):
-    res = _probe(_RELU_INTERRUPT_PROBE.format(threads=threads, backend=backend))
+@pytest.mark.parametrize("op", sorted(CALLS))
+def test_ctrl_c_interrupts_a_long_relu(backend, threads, op):
+    call = CALLS[op].format(backend=backend)
+    res = _probe(_RELU_INTERRUPT_PROBE.format(threads=threads, backend=backend, call=call))
     assert res.returncode == 0, res.stderr[-3000:]
     assert "interrupted after" in res.stdout, res.stdout
     written = float(res.stdout.split("written")[1].split()[0])

@@ -36,6 +36,9 @@ that lacks one gets the generic composition of its primitives above (or, for
     ``out`` (N, H, W, C) = the input gradient for ``dy`` (N, OH, OW, O).
 ``conv2d_backward_filters(x, dy, out, strides, dilations, pads, groups, num_threads)``
     ``out`` (KH, KW, C // groups, O) = the filter gradient.
+``relu_backward(value, dy, out, num_threads)``
+    flat arrays: ``out = dy`` where ``value > 0``, else +0 (a NaN ``value``
+    gives 0); ``out`` may be ``dy`` or ``value``.
 ``max_pool2d_backward(dy, flat_index, out, num_threads, images=1)``
     flat arrays: ``out`` = zeros, then ``dy[i]`` added at ``flat_index[i]``;
     ``dy`` and ``out`` are ``images`` equal blocks (one per image) and block

@@ -59,6 +59,13 @@ def relu(x, out, num_threads):
     np.maximum(x, 0, out=out)
 
 
+def relu_backward(value, dy, out, num_threads):
+    """``out = dy`` where ``value > 0``, else +0 (a NaN ``value`` gives 0)."""
+    passed = value > 0   # before out (which may be value or dy) is written
+    np.copyto(out, dy)
+    np.copyto(out, 0, where=~passed)
+
+
 def max_pool2d(x, out, ksize, strides, dilations, pads, num_threads):
     out_hw = out.shape[1:3]
     xp = _padded(x, out_hw, ksize, strides, dilations, pads, -np.inf)

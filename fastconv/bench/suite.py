@@ -462,7 +462,7 @@ def _cs231n_reference(fc, case, data):
 
 def backward_call(fc, case, data, **kw):
     """One call of the backward op of ``case`` through fastconv's public API (``kw``:
-    ``backend``, ``num_threads``; :func:`fastconv.relu_backward` takes neither)."""
+    ``backend``, ``num_threads``)."""
     x, dy = data["x"], data["dy"]
     k, s = (case.KH, case.KW), (case.SH, case.SW)
     if case.op == "conv2d_grad_input":
@@ -474,7 +474,7 @@ def backward_call(fc, case, data, **kw):
     if case.op == "max_pool2d_backward":
         return fc.max_pool2d_backward(dy, x, k, s, case.padding, **kw)
     if case.op == "relu_backward":
-        return fc.relu_backward(dy, x)
+        return fc.relu_backward(dy, x, **kw)
     raise ValueError(f"unknown backward op {case.op!r}")
 
 

@@ -45,3 +45,8 @@
 #endif
 #define FCV_BYTES (FCV_L * (int)sizeof(FC_T))
 #define FCV_SFENCE() _mm_sfence()
+#if FC_DOUBLE
+#define FCV_PASS_POS(f, g) _mm256_and_pd(_mm256_cmp_pd((f), _mm256_setzero_pd(), _CMP_GT_OQ), (g))
+#else
+#define FCV_PASS_POS(f, g) _mm256_and_ps(_mm256_cmp_ps((f), _mm256_setzero_ps(), _CMP_GT_OQ), (g))
+#endif

@@ -20,6 +20,8 @@
  *   FCV_RELU(v)              max(0, v) keeping NaN (v is the operand max returns when
  *                            either is NaN)
  *   FCI, FCI_LOAD(p)         FCV_L 32-bit lane indices; FCV_GATHER(p, i) p[i[j]] per lane
+ *   FCV_PASS_POS(f, g)       g in the lanes where f > 0, +0 elsewhere (NaN f: +0); the
+ *                            passed lanes keep g's bits exactly (-0.0, NaN payloads)
  */
 #define FC_ATTR __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
 #define FC_NREG 32
@@ -62,3 +64,8 @@
 #endif
 #define FCV_BYTES (FCV_L * (int)sizeof(FC_T))
 #define FCV_SFENCE() _mm_sfence()
+#if FC_DOUBLE
+#define FCV_PASS_POS(f, g) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask((f), _mm512_setzero_pd(), _CMP_GT_OQ), (g))
+#else
+#define FCV_PASS_POS(f, g) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask((f), _mm512_setzero_ps(), _CMP_GT_OQ), (g))
+#endif

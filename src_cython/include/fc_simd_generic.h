@@ -24,3 +24,4 @@
 #define FCV_GATHER(p, i) ((p)[i])
 #define FCV_BYTES ((int)sizeof(FC_T))
 #define FCV_SFENCE() ((void)0)
+#define FCV_PASS_POS(f, g) ((f) > 0 ? (g) : (FC_T)0)

@@ -20,3 +20,4 @@
 #undef FCI
 #undef FCI_LOAD
 #undef FCV_GATHER
+#undef FCV_PASS_POS

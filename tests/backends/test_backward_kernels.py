@@ -1,4 +1,4 @@
-"""The native backward drivers (col2im, max pool argmax, pool backward) of every
+"""The native backward drivers (col2im, max pool argmax, pool backward, ReLU backward) of every
 fast backend against the NumPy reference, bitwise, and across thread counts.
 
 Geometries cover ties, windows holding NaN, overlapping windows, SAME
@@ -14,7 +14,7 @@ from fastconv._backends import reference
 from fastconv._shapes import resolve_window
 from cases import DTYPES, FAST_BACKENDS
 
-HOOKS = ("col2im", "max_pool2d_argmax", "max_pool2d_backward")
+HOOKS = ("col2im", "max_pool2d_argmax", "max_pool2d_backward", "relu_backward")
 
 # (N, H, W, C), ksize, strides, dilations, padding
 GEOMETRIES = [
@@ -155,6 +155,85 @@ def test_pool_backward_rejects_indices_outside_their_image(fast_backend):
         _native(fast_backend, "max_pool2d_backward")(dy, flat, np.empty(8), 2, images=2)
     with pytest.raises(ValueError, match="images=3"):
         _native(fast_backend, "max_pool2d_backward")(dy, flat, np.empty(8), 2, images=3)
+
+
+def test_cython_pool_backward_in_pieces_matches_one_piece(rng):
+    """Pieces of whole images, and of entries cut at the same offsets in every image
+    (an image larger than the piece budget), give the same bits as one piece."""
+    if "cython" not in fastconv.available_backends():
+        pytest.skip("the cython backend is not built")
+    from fastconv._backends.cython import _backward as bw
+    shape, ksize, strides = (5, 9, 7, 6), (3, 2), (2, 1)
+    win = _window(shape, ksize, strides, (1, 1), "SAME")
+    N, H, W, C = shape
+    x = _tied(rng, shape, np.float64)
+    out = np.empty((N, win.OH, win.OW, C))
+    idx = np.empty(out.shape, np.int64)
+    reference.max_pool2d_argmax(x, out, idx, ksize, strides, (1, 1),
+                                (win.pad_top, win.pad_left), 1)
+    flat = (idx + (np.arange(N) * H * W * C).reshape(N, 1, 1, 1)).reshape(-1)
+    dy = rng.standard_normal(out.size)
+    expected = np.empty(x.size)
+    reference.max_pool2d_backward(dy, flat, expected, 1)
+    image_work = out.size // N + x.size // N
+    for work in (0, 2 * image_work, image_work // 3, 50, 1):   # images / entries per piece
+        for threads in (1, 2):
+            got = np.full(x.size, np.nan)
+            bw.max_pool2d_backward(dy, flat, got, N, threads, work)
+            np.testing.assert_array_equal(got, expected, err_msg=f"work={work}")
+
+
+def _relu_values(n, dtype, seed):
+    """Values and gradients with every special case: NaN, +-inf, +-0, +-denormals."""
+    rng = np.random.default_rng(seed)
+    tiny = np.finfo(dtype).smallest_subnormal
+    f = rng.standard_normal(n).astype(dtype)
+    dy = rng.standard_normal(n).astype(dtype)
+    specials = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, tiny, -tiny], dtype)
+    f[::7] = specials[(np.arange(f[::7].size) % specials.size)]
+    dy[3::11] = specials[(np.arange(dy[3::11].size) % specials.size)]
+    return f, dy
+
+
+def _relu_expected(f, dy):
+    """dy where f > 0, else +0: NumPy's compare is false for NaN."""
+    return np.where(f > 0, dy, np.zeros((), dy.dtype))
+
+
+def _bits(a):
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 7, 31, 1000, 33333])   # tails of every vector width
+def test_relu_backward_matches_reference_bitwise(fast_backend, dtype, n):
+    f, dy = _relu_values(n, dtype, seed=n)
+    expected = np.empty_like(dy)
+    reference.relu_backward(f, dy, expected, 1)
+    np.testing.assert_array_equal(_bits(expected), _bits(_relu_expected(f, dy)))
+    fn = _native(fast_backend, "relu_backward")
+    for threads in (1, 2, 3):
+        got = np.full_like(dy, 42.0)
+        fn(f, dy, got, threads)
+        np.testing.assert_array_equal(_bits(got), _bits(expected))
+    in_place = dy.copy()                 # out may be dy ...
+    fn(f, in_place, in_place, 2)
+    np.testing.assert_array_equal(_bits(in_place), _bits(expected))
+    in_place = f.copy()                  # ... or the value
+    fn(in_place, dy, in_place, 2)
+    np.testing.assert_array_equal(_bits(in_place), _bits(expected))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_backward_unaligned_views(fast_backend, dtype):
+    """Inputs and output at every offset within a vector (streaming heads and tails)."""
+    f, dy = _relu_values(4099, dtype, seed=1)
+    fn = _native(fast_backend, "relu_backward")
+    for off in range(0, 9):
+        got = np.full(4099 + off, 42.0, dtype)[off:]
+        fn(f[off:], dy[:4099 - off], got[:4099 - off], 2)
+        np.testing.assert_array_equal(_bits(got[:4099 - off]),
+                                      _bits(_relu_expected(f[off:], dy[:4099 - off])))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

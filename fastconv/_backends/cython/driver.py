@@ -190,6 +190,16 @@ def relu(x, out, num_threads):
                _tuning.RELU_INTERRUPT_ELEMENTS)
 
 
+def relu_backward(value, dy, out, num_threads):
+    """Driver: ``out = dy`` where ``value > 0``, else +0 (flat arrays; NaN ``value`` gives 0).
+
+    Chunks, the one-thread threshold, streaming and Ctrl-C pieces as :func:`relu`.
+    """
+    _relu.relu_backward(value.reshape(-1), dy.reshape(-1), out.reshape(-1), num_threads,
+                        simd_level(), _tuning.RELU_CHUNK, _tuning.STREAM_BYTES, None,
+                        _tuning.RELU_SINGLE_THREAD_ELEMENTS, _tuning.RELU_INTERRUPT_ELEMENTS)
+
+
 def max_pool2d(x, out, ksize, strides, dilations, pads, num_threads):
     """Driver: NHWC max pooling; padding is never picked, NaN propagates."""
     _pool.max_pool2d(x, out, ksize[0], ksize[1], strides[0], strides[1], dilations[0],
@@ -236,9 +246,9 @@ def _max_pool2d_argmax(x, out, argmax, ksize, strides, dilations, pads, num_thre
 def _max_pool2d_backward(dy, flat_index, out, num_threads, images=1):
     """Driver: ``out = 0``, then ``dy[i]`` added at ``flat_index[i]``, one image per task.
 
-    Below ``IM2COL_SINGLE_THREAD_ELEMENTS`` elements written one thread scatters.
+    Below ``POOL_BACKWARD_SINGLE_THREAD_ELEMENTS`` elements written one thread scatters.
     """
-    if out.size < _tuning.IM2COL_SINGLE_THREAD_ELEMENTS:
+    if out.size < _tuning.POOL_BACKWARD_SINGLE_THREAD_ELEMENTS:
         num_threads = 1
     _bw.max_pool2d_backward(dy, flat_index, out, images, num_threads, _copy_interrupt_work())
 

@@ -61,7 +61,7 @@ from ..._threads import single_threaded_blas
 from . import kernels as _k
 from . import options as _cfg
 
-__all__ = ["conv2d", "relu", "max_pool2d", "im2col", "info", "warmup", "choose_algorithm",
+__all__ = ["conv2d", "relu", "relu_backward", "max_pool2d", "im2col", "info", "warmup", "choose_algorithm",
            "col2im", "max_pool2d_argmax", "max_pool2d_backward"]
 
 # ----------------------------------------------------------------------------- threads and BLAS
@@ -329,6 +329,34 @@ def _planar_block(O):
 
 
 # ----------------------------------------------------------------------------- other ops
+@contextlib.contextmanager
+def _dynamic(n):
+    """Hand a ``prange``'s iterations out one at a time (Numba's dynamic schedule) on ``n > 1``
+    threads, so that a thread stalled by another process on its core holds up at most the
+    iteration it has taken, not a fixed share of the call.  The chunks come from the shape."""
+    if n <= 1:
+        yield
+        return
+    previous = numba.set_parallel_chunksize(1)
+    try:
+        yield
+    finally:
+        numba.set_parallel_chunksize(previous)
+
+
+def _elementwise(name, arrays, num_threads):
+    """Kernel ``name`` over flat ``arrays`` (the last is the output) in pieces of
+    ``RELU_INTERRUPT_ELEMENTS`` (Ctrl-C is seen between them), one range per block of
+    ``NUMBA_RELU_BLOCK`` elements, dynamically scheduled."""
+    size = arrays[-1].size
+    block, step = _tuning.NUMBA_RELU_BLOCK, _tuning.RELU_INTERRUPT_ELEMENTS
+    with _numba_threads(num_threads, size) as n, _dynamic(n):
+        kernel = _kernel(name, n)
+        for i in range(0, size, step):
+            piece = [a[i:i + step] for a in arrays]
+            kernel(*piece, block, -(-piece[-1].size // block))
+
+
 def relu(x, out, num_threads):
     """Driver: ``out = max(x, 0)`` elementwise on flat arrays (``out`` may be ``x``).
 
@@ -336,22 +364,32 @@ def relu(x, out, num_threads):
     """
     if out is not x:
         x = _writable(x)
-    step = _tuning.RELU_INTERRUPT_ELEMENTS
-    with _numba_threads(num_threads, x.size) as n:
-        kernel = _kernel("relu", n)
-        for i in range(0, x.size, step):
-            kernel(x[i:i + step], out[i:i + step], _tuning.NUMBA_RELU_BLOCK, n)
+    _elementwise("relu", (x, out), num_threads)
+
+
+def relu_backward(value, dy, out, num_threads):
+    """Driver: ``out = dy`` where ``value > 0``, else 0 (flat arrays; NaN ``value`` gives 0)."""
+    value = value if value is out else _writable(value)
+    dy = dy if dy is out else _writable(dy)
+    _elementwise("relu_backward", (value, dy, out), num_threads)
 
 
 def max_pool2d(x, out, ksize, strides, dilations, pads, num_threads):
-    """Driver: NHWC max pooling into ``out``; padding is never picked, NaN propagates."""
+    """Driver: NHWC max pooling into ``out``; padding is never picked, NaN propagates.
+
+    Each band of rows is cut into ranges of about ``POOL_CHUNK_WORK`` compares (from the
+    shape), dynamically scheduled.
+    """
     KH, KW = (int(k) for k in ksize)
     SH, SW, DH, DW, top, left = _geometry(strides, dilations, pads)
     x = _writable(x)
     row_work = out.shape[2] * out.shape[3] * min(KH, x.shape[1]) * min(KW, x.shape[2])
-    with _numba_threads(num_threads, out.size * KH * KW) as n:
+    per_chunk = max(1, _tuning.POOL_CHUNK_WORK // max(row_work, 1))
+    with _numba_threads(num_threads, out.size * KH * KW) as n, _dynamic(n):
         for xp, op, t, _ in _row_bands(x, out, row_work, KH, SH, DH, top):
-            _kernel("max_pool2d", n)(xp, op, KH, KW, SH, SW, DH, DW, t, left, n)
+            rows = op.shape[0] * op.shape[1]
+            _kernel("max_pool2d", n)(xp, op, KH, KW, SH, SW, DH, DW, t, left,
+                                     max(1, -(-rows // per_chunk)))
 
 
 def im2col(x, out, ksize, strides, dilations, pads, num_threads):
@@ -419,7 +457,7 @@ def max_pool2d_backward(dy, flat_index, out, num_threads, images=1):
     dy, flat_index = _writable(dy), _writable(flat_index)
     per_dy, per_out = dy.shape[0] // images, out.shape[0] // images
     bad = 0
-    with _numba_threads(num_threads, dy.size + out.size) as n:
+    with _numba_threads(num_threads, dy.size + out.size) as n, _dynamic(n):
         # pieces of whole images (an image's indices, shifted to the piece's block of out)
         image_work = (per_dy + per_out) * _tuning.INTERRUPT_COPY_COST
         for n0, n1, _, _ in _pieces(images, 1, image_work):
@@ -436,7 +474,8 @@ def max_pool2d_backward(dy, flat_index, out, num_threads, images=1):
 
 # ----------------------------------------------------------------------------- warmup and info
 _KERNELS = ("conv2d_im2col", "conv2d_direct_o", "build_planes", "conv2d_planar", "relu",
-            "max_pool2d", "im2col", "col2im", "max_pool2d_argmax", "max_pool2d_backward")
+            "relu_backward", "max_pool2d", "im2col", "col2im", "max_pool2d_argmax",
+            "max_pool2d_backward")
 
 
 def warmup(dtypes=(np.float32, np.float64)):
@@ -487,6 +526,7 @@ def _warmup_calls(dtype):
         conv2d(x, w, None, out, (1, 1), (1, 1), (0, 0), groups, True, 1, algorithm)
     flat = x.reshape(-1)
     relu(flat, np.empty_like(flat), 1)
+    relu_backward(flat, flat, np.empty_like(flat), 1)
     max_pool2d(x, np.empty((1, 2, 2, 8), dtype=dtype), (2, 2), (2, 2), (1, 1), (0, 0), 1)
     im2col(x, np.empty((1, 2, 2, 3, 3, 8), dtype=dtype), (3, 3), (1, 1), (1, 1), (0, 0), 1)
     col2im(np.ones((1, 2, 2, 3, 3, 8), dtype=dtype), np.zeros_like(x), (3, 3), (1, 1),

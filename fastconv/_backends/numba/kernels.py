@@ -581,7 +581,8 @@ def relu(x, out, block, n_chunks):
     """``out[i] = 0 if x[i] < 0 else x[i]`` over flat arrays (NaN kept, -inf -> 0).
 
     ``out`` may be ``x``.  Work is cut in blocks of ``block`` elements, split
-    into ``n_chunks`` contiguous ranges.
+    into ``n_chunks`` contiguous ranges (the caller passes one range per block
+    and a dynamic schedule, so no thread waits for a stalled one).
     """
     size = x.shape[0]
     zero = np.zeros(1, dtype=x.dtype)[0]
@@ -593,6 +594,23 @@ def relu(x, out, block, n_chunks):
         for i in range(np.uint64(i0), np.uint64(i1)):
             v = x[i]
             out[i] = zero if v < 0 else v
+
+
+@jit(parallel=True)
+def relu_backward(value, dy, out, block, n_chunks):
+    """``out[i] = dy[i] if value[i] > 0 else 0`` over flat arrays (NaN ``value`` -> 0).
+
+    ``out`` may be ``dy`` or ``value``.  Blocks and ranges as :func:`relu`.
+    """
+    size = dy.shape[0]
+    zero = np.zeros(1, dtype=dy.dtype)[0]
+    n_blocks = (size + block - 1) // block
+    for chunk in prange(n_chunks):
+        b0, b1 = _chunk_bounds(n_blocks, n_chunks, chunk)
+        i0 = b0 * block
+        i1 = min(size, b1 * block)
+        for i in range(np.uint64(i0), np.uint64(i1)):
+            out[i] = dy[i] if value[i] > 0 else zero
 
 
 # --------------------------------------------------------------------------- max pool
@@ -767,6 +785,6 @@ def max_pool2d_backward(dy, flat_index, out, images):
 # --------------------------------------------------------------------------- serial twins
 #: the parallel kernels, each with a serial twin ``<name>_serial`` (:func:`.options.serial_twin`)
 PARALLEL_KERNELS = ("conv2d_direct_o", "build_planes", "conv2d_planar", "conv2d_im2col",
-                    "im2col", "relu", "max_pool2d", "col2im", "max_pool2d_argmax",
-                    "max_pool2d_backward")
+                    "im2col", "relu", "relu_backward", "max_pool2d", "col2im",
+                    "max_pool2d_argmax", "max_pool2d_backward")
 SERIAL = {name: serial_twin(globals()[name]) for name in PARALLEL_KERNELS}
