@@ -38,6 +38,8 @@ import os
 import sys
 import threading
 
+from . import _tuning
+
 ENV_VAR = "FASTCONV_NUM_THREADS"
 #: threads per available core at most (a little oversubscription is harmless)
 THREADS_PER_CORE = 4
@@ -76,6 +78,18 @@ def _environ_reader():
 
 #: ``environ_value(name)``: the environment variable ``name``, or '' when unset
 environ_value = _environ_reader()
+
+
+def shorten_openmp_spins():
+    """Make idle OpenMP threads sleep soon (``GOMP_SPINCOUNT``, :mod:`fastconv._tuning`).
+
+    Called before fastconv's compiled kernels (or Numba's ``omp`` layer) load the
+    GNU OpenMP runtime, which reads its environment once, when it loads.  Left
+    alone when the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``, and
+    without effect when the runtime was loaded before.  Results do not change.
+    """
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = str(_tuning.OPENMP_SPIN_COUNT)
 
 
 def available_cores():

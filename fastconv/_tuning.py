@@ -163,8 +163,8 @@ INTERRUPT_COPY_COST = 16
 DIRECT_SINGLE_THREAD_WORK = 1 << 20
 
 # --------------------------------------------------------------- relu, pooling, im2col (compiled)
-#: elements per ReLU (and ReLU-gradient) task: large enough to hide the scheduling cost, small enough to
-#: balance two threads on tensors of a megabyte.
+#: elements per ReLU (and ReLU-gradient) task: large enough to hide the scheduling cost,
+#: small enough to balance two threads on tensors of a megabyte.
 RELU_CHUNK = 32768
 #: elements below which a ReLU or its gradient runs on one thread without entering a parallel region
 #: (as :data:`DIRECT_SINGLE_THREAD_WORK`): a ReLU of this size takes tens of microseconds
@@ -190,6 +190,15 @@ POOL_BACKWARD_SINGLE_THREAD_ELEMENTS = 1 << 18
 #: an output would not stay in the last-level cache anyway, and streaming it skips the
 #: read-for-ownership of every line.
 STREAM_BYTES = L3_BYTES // 2
+
+# --------------------------------------------------------------- OpenMP runtime
+#: how long an idle OpenMP thread spins before it sleeps (GNU OpenMP's ``GOMP_SPINCOUNT``,
+#: pause-loop iterations; set when fastconv loads its OpenMP kernels unless the user set
+#: ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``).  The runtime's default (300000, some
+#: milliseconds) lets a thread waiting at the end of a parallel region, or idle after one,
+#: burn the core that the thread it waits for -- or the caller itself -- needs on a busy
+#: machine; a short spin still catches back-to-back regions on a quiet one.
+OPENMP_SPIN_COUNT = 1000
 
 # --------------------------------------------------------------- Numba backend
 #: output channels per group below which "auto" prefers the planar direct kernel; a

@@ -40,8 +40,8 @@ def relu(const floating[::1] x,   # IN
         raise ValueError(f"out has {out.shape[0]} elements; expected x's {x.shape[0]}.")
     if x.shape[0] == 0:
         return
-    _run(<const floating *> NULL, &x[0], &out[0], x.shape[0], num_threads, simd_level, chunk, stream_bytes,
-         stream, single_thread_elements, interrupt_elements)
+    _run(<const floating *> NULL, &x[0], &out[0], x.shape[0], num_threads, simd_level, chunk,
+         stream_bytes, stream, single_thread_elements, interrupt_elements)
 
 
 def relu_backward(const floating[::1] value,   # IN  the ReLU's input or output

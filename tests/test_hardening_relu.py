@@ -1,5 +1,5 @@
-"""Ctrl-C during a long ReLU (or ReLU gradient) of the compiled backends (next to the interrupt tests of
-``test_hardening.py``, whose subprocess helper it reuses).
+"""Ctrl-C during a long ReLU (or ReLU gradient) of the compiled backends (next to the
+interrupt tests of ``test_hardening.py``, whose subprocess helper it reuses).
 
 The ReLU runs in pieces (Cython: inside the kernel; Numba: one kernel call each) of ``RELU_INTERRUPT_ELEMENTS`` elements and looks at
 pending signals between them, so SIGINT raises ``KeyboardInterrupt`` about a

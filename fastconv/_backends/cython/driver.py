@@ -25,8 +25,11 @@ not built".
 import os
 
 from ... import _tuning
-from ..._threads import blas_controller, environ_value, single_threaded_blas
-from . import _build_info, _im2col, _im2col_gemm, _pool, _relu  # ImportError when not built
+from ..._threads import (blas_controller, environ_value, shorten_openmp_spins,
+                         single_threaded_blas)
+
+shorten_openmp_spins()   # before the compiled kernels load the OpenMP runtime
+from . import _build_info, _im2col, _im2col_gemm, _pool, _relu  # noqa: E402; ImportError: not built
 
 try:
     from . import _backward as _bw

@@ -57,12 +57,14 @@ import numba
 import numpy as np
 
 from ... import _tuning
-from ..._threads import single_threaded_blas
+from ..._threads import shorten_openmp_spins, single_threaded_blas
 from . import kernels as _k
 from . import options as _cfg
 
-__all__ = ["conv2d", "relu", "relu_backward", "max_pool2d", "im2col", "info", "warmup", "choose_algorithm",
-           "col2im", "max_pool2d_argmax", "max_pool2d_backward"]
+__all__ = ["conv2d", "relu", "relu_backward", "max_pool2d", "im2col", "info", "warmup",
+           "choose_algorithm", "col2im", "max_pool2d_argmax", "max_pool2d_backward"]
+
+shorten_openmp_spins()   # before Numba's omp layer loads the OpenMP runtime
 
 # ----------------------------------------------------------------------------- threads and BLAS
 _workqueue_lock = threading.Lock()
