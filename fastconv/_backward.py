@@ -43,7 +43,7 @@ import threading
 
 import numpy as np
 
-from . import _backends
+from . import _backends, _tuning
 from ._backends import reference as _reference
 from ._ops import conv_geometry, conv_operands
 from ._shapes import check_pool_windows, nhwc_dims, resolve_window
@@ -227,7 +227,58 @@ def _ordered_map(func, jobs, n_threads):
         yield pending.popleft().result()
 
 
+def _ordered_sum(func, jobs, n_threads):
+    """``func(job)`` summed over ``jobs`` in their order (None when there are none).
+
+    The products run as :func:`_ordered_map` runs them; the sum is taken in job
+    order whatever finishes first, so it does not depend on ``n_threads``.
+    """
+    total = None
+    for part in _ordered_map(func, jobs, n_threads):
+        if total is None:
+            total = part
+        else:
+            total += part
+    return total
+
+
 # ============================================================================ filter gradient
+def native_filter_grad_kind(C, O, groups):
+    """The native filter-gradient kernel for these channels, or None (the GEMM composition).
+
+    ``'depthwise'`` when ``groups == C == O`` (one channel per group, and more
+    than one group); ``'dense'`` when ``groups == 1`` and ``C`` is at most
+    :data:`fastconv._tuning.FILTER_GRAD_DENSE_MAX_CHANNELS` (an im2col GEMM
+    with so short an inner dimension is far from BLAS speed).
+    """
+    if groups > 1 and groups == C == O:
+        return "depthwise"
+    if groups == 1 and C <= _tuning.FILTER_GRAD_DENSE_MAX_CHANNELS:
+        return "dense"
+    return None
+
+
+def native_filter_grad_pieces(kind, x_shape, dy_shape, ksize):
+    """``(piece_rows, pieces, work)`` of a native filter gradient, from the shapes only.
+
+    The ``N * OH`` output rows are cut into pieces of ``piece_rows`` rows, of
+    about :data:`fastconv._tuning.FILTER_GRAD_PIECE_WORK` multiply-adds each
+    and at most :data:`fastconv._tuning.FILTER_GRAD_MAX_PIECES` of them; each
+    piece's partial sums are kept and the pieces are added in order, so the
+    result does not depend on the thread count.  ``work`` is the call's
+    multiply-adds.
+    """
+    N, _, _, C = x_shape
+    _, OH, OW, O = dy_shape
+    Cg = 1 if kind == "depthwise" else C
+    rows = N * OH
+    row_work = OW * ksize[0] * ksize[1] * Cg * O
+    piece_rows = max(1, -(-_tuning.FILTER_GRAD_PIECE_WORK // max(row_work, 1)))
+    piece_rows = max(piece_rows, -(-rows // _tuning.FILTER_GRAD_MAX_PIECES))
+    pieces = -(-rows // piece_rows) if rows else 0
+    return piece_rows, pieces, rows * row_work
+
+
 def _group_matmul_t(a, b, G):
     """``a^T @ b`` per group: a (P, T, G, Cg), b (P, G, Og) -> (G, T*Cg, Og)."""
     P, T, _, Cg = a.shape
@@ -276,14 +327,9 @@ def filter_grad(x, dy, ksize, strides, dilations, pads, groups, module, n_thread
         b = dy[n0:n1, oh0:oh1].reshape(P, G, Og)
         return _group_matmul_t(cols.reshape(P, T, G, Cg), b, G)
 
-    total = None
     with _blas_guard(pieces, N * OH * OW * T * Cg * O):
         jobs = ((cols, piece) for piece in pieces for cols in [unfold(piece)] if cols is not None)
-        for part in _ordered_map(product, jobs, n_threads if len(pieces) > 1 else 1):
-            if total is None:
-                total = part
-            else:
-                total += part
+        total = _ordered_sum(product, jobs, n_threads if len(pieces) > 1 else 1)
     if total is None:
         return np.zeros((KH, KW, Cg, O), dtype=x.dtype)
     # (G, T*Cg, Og) -> (KH, KW, Cg, G*Og)
@@ -322,13 +368,8 @@ def _filter_grad_one_channel(x, dy, ksize, strides, dilations, pads, n_threads):
                 taps[kh, kw] = rows[:, :, c0:c0 + (OW - 1) * SW + 1:SW]
         return taps.reshape(KH * KW, -1) @ dy[n0:n1, oh0:oh1].reshape(-1, O)
 
-    total = None
     with _blas_guard(pieces, N * OH * OW * KH * KW * O):
-        for part in _ordered_map(product, pieces, n_threads if len(pieces) > 1 else 1):
-            if total is None:
-                total = part
-            else:
-                total += part
+        total = _ordered_sum(product, pieces, n_threads if len(pieces) > 1 else 1)
     if total is None:
         return np.zeros((KH, KW, 1, O), dtype=x.dtype)
     return total.reshape(KH, KW, 1, O)
@@ -430,6 +471,15 @@ def filters_grad(x, dy, ksize, strides, dilations, pads, groups, module, n_threa
     if own is not None:
         out = np.empty((*ksize, x.shape[3] // groups, dy.shape[3]), dtype=x.dtype)
         own(x, dy, out, strides, dilations, pads, groups, n_threads)
+        return out
+    kind = None if composed else native_filter_grad_kind(x.shape[3], dy.shape[3], groups)
+    native = _driver(module, "conv2d_filter_grad_native") if kind else None
+    if native is not None:
+        out = np.empty((*ksize, x.shape[3] // groups, dy.shape[3]), dtype=x.dtype)
+        piece_rows, pieces, work = native_filter_grad_pieces(kind, x.shape, dy.shape, ksize)
+        if work < _tuning.FILTER_GRAD_SINGLE_THREAD_WORK:
+            n_threads = 1
+        native(kind, x, dy, out, strides, dilations, pads, piece_rows, pieces, n_threads)
         return out
     return filter_grad(x, dy, ksize, strides, dilations, pads, groups, module, n_threads)
 

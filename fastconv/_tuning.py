@@ -187,6 +187,23 @@ IM2COL_SINGLE_THREAD_ELEMENTS = 1 << 18
 #: read-for-ownership of every line.
 STREAM_BYTES = L3_BYTES // 2
 
+# --------------------------------------------------------------- filter gradients (both backends)
+#: input channels up to which a dense (``groups == 1``) filter gradient runs the native
+#: kernel (vectors across output channels, each input value broadcast) instead of
+#: ``im2col(x)^T @ dy``: with so few channels the GEMM's inner dimension (KH*KW*C_in)
+#: is too short for BLAS.  Depthwise filter gradients (``groups == C_in == C_out``)
+#: always run natively.
+FILTER_GRAD_DENSE_MAX_CHANNELS = 4
+#: multiply-adds per piece of output rows of a native filter gradient: the rows are
+#: cut into pieces of this much work (fixed by the shapes, never by the thread count),
+#: each piece's partial sums are kept, and the pieces are added in order.
+FILTER_GRAD_PIECE_WORK = 1 << 20
+#: at most this many pieces (fewer, larger pieces beyond): bounds the partial sums kept.
+FILTER_GRAD_MAX_PIECES = 64
+#: multiply-adds below which a native filter gradient runs on one thread (as
+#: :data:`DIRECT_SINGLE_THREAD_WORK`).  The result is the same.
+FILTER_GRAD_SINGLE_THREAD_WORK = 1 << 20
+
 # --------------------------------------------------------------- Numba backend
 #: output channels per group below which "auto" prefers the planar direct kernel; a
 #: GEMM this narrow is far from BLAS speed.
