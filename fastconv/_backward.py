@@ -243,17 +243,17 @@ def _ordered_sum(func, jobs, n_threads):
 
 
 # ============================================================================ filter gradient
-def native_filter_grad_kind(C, O, groups):
+def native_filter_grad_kind(C, O, groups, ksize):
     """The native filter-gradient kernel for these channels, or None (the GEMM composition).
 
     ``'depthwise'`` when ``groups == C == O`` (one channel per group, and more
-    than one group); ``'dense'`` when ``groups == 1`` and ``C`` is at most
-    :data:`fastconv._tuning.FILTER_GRAD_DENSE_MAX_CHANNELS` (an im2col GEMM
+    than one group); ``'dense'`` when ``groups == 1`` and ``KH * KW * C`` is at
+    most :data:`fastconv._tuning.FILTER_GRAD_DENSE_MAX_TAPS` (an im2col GEMM
     with so short an inner dimension is far from BLAS speed).
     """
     if groups > 1 and groups == C == O:
         return "depthwise"
-    if groups == 1 and C <= _tuning.FILTER_GRAD_DENSE_MAX_CHANNELS:
+    if groups == 1 and ksize[0] * ksize[1] * C <= _tuning.FILTER_GRAD_DENSE_MAX_TAPS:
         return "dense"
     return None
 
@@ -472,7 +472,8 @@ def filters_grad(x, dy, ksize, strides, dilations, pads, groups, module, n_threa
         out = np.empty((*ksize, x.shape[3] // groups, dy.shape[3]), dtype=x.dtype)
         own(x, dy, out, strides, dilations, pads, groups, n_threads)
         return out
-    kind = None if composed else native_filter_grad_kind(x.shape[3], dy.shape[3], groups)
+    kind = None if composed else native_filter_grad_kind(x.shape[3], dy.shape[3], groups,
+                                                                ksize)
     native = _driver(module, "conv2d_filter_grad_native") if kind else None
     if native is not None:
         out = np.empty((*ksize, x.shape[3] // groups, dy.shape[3]), dtype=x.dtype)
@@ -552,10 +553,8 @@ def conv2d_backward(input, filters, grad_output, strides=1, padding="VALID", dat
     nhwc = nhwc_dims(x.shape, data_format)
     strides, dilations, win = conv_geometry(nhwc, w.shape, strides, padding, data_format, dilations,
                                             groups)
-    N, H, W, C = nhwc
-    KH, KW, Cg, O = w.shape
     dy = cast_operand(grad_output, "grad_output", x.dtype)
-    _check_grad_output(dy, (N, win.OH, win.OW, O), data_format)
+    _check_grad_output(dy, (nhwc[0], win.OH, win.OW, w.shape[3]), data_format)
     relu = check_activation(activation)
     if relu:
         if output is None:
@@ -570,23 +569,39 @@ def conv2d_backward(input, filters, grad_output, strides=1, padding="VALID", dat
                          "pass activation='relu' or drop output.")
     n_threads = resolve_num_threads(num_threads)
     _, module = _backends.resolve(backend)
-    dz = _to_nhwc(dy, data_format)
-    if relu:
-        dz = np.where(_to_nhwc(y, data_format) > 0, dz, np.zeros((), dz.dtype))
-    pads = (win.pad_top, win.pad_left)
+    grad_input, grad_filters, grad_bias = conv2d_backward_nhwc(
+        _to_nhwc(x, data_format), w, _to_nhwc(dy, data_format),
+        _to_nhwc(y, data_format) if relu else None, strides, dilations,
+        (win.pad_top, win.pad_left), groups, wanted, module, n_threads)
+    if grad_input is not None:
+        grad_input = _from_nhwc(grad_input, data_format)
+    return grad_input, grad_filters, grad_bias
+
+
+def conv2d_backward_nhwc(x, w, dy, relu_output, strides, dilations, pads, groups, wanted,
+                         module, n_threads):
+    """``(dx, dw, db)`` of checked NHWC arrays (None for a gradient not in ``wanted``).
+
+    The core of :func:`conv2d_backward` once operands, geometry, backend
+    ``module`` and thread count are settled; ``relu_output`` (NHWC, or None) is
+    the forward output of a fused ReLU, whose positive entries pass the gradient.
+    """
+    dz = dy
+    if relu_output is not None:
+        dz = np.where(relu_output > 0, dz, np.zeros((), dz.dtype))
+    O = w.shape[3]
     grad_input = grad_filters = grad_bias = None
     if "bias" in wanted:
         grad_bias = dz.reshape(-1, O).sum(axis=0)
     if "filters" in wanted:
-        grad_filters = filters_grad(_to_nhwc(x, data_format), dz, (KH, KW), strides, dilations,
-                                    pads, groups, module, n_threads)
+        grad_filters = filters_grad(x, dz, w.shape[:2], strides, dilations, pads, groups,
+                                    module, n_threads)
     if "input" in wanted:
-        dx = np.empty((N, H, W, C), dtype=x.dtype)
-        if dx.size and dz.size:
-            input_grad(dz, w, dx, strides, dilations, pads, groups, module, n_threads)
+        grad_input = np.empty(x.shape, dtype=x.dtype)
+        if grad_input.size and dz.size:
+            input_grad(dz, w, grad_input, strides, dilations, pads, groups, module, n_threads)
         else:
-            dx[...] = 0
-        grad_input = _from_nhwc(dx, data_format)
+            grad_input[...] = 0
     return grad_input, grad_filters, grad_bias
 
 

@@ -188,12 +188,13 @@ IM2COL_SINGLE_THREAD_ELEMENTS = 1 << 18
 STREAM_BYTES = L3_BYTES // 2
 
 # --------------------------------------------------------------- filter gradients (both backends)
-#: input channels up to which a dense (``groups == 1``) filter gradient runs the native
-#: kernel (vectors across output channels, each input value broadcast) instead of
-#: ``im2col(x)^T @ dy``: with so few channels the GEMM's inner dimension (KH*KW*C_in)
-#: is too short for BLAS.  Depthwise filter gradients (``groups == C_in == C_out``)
+#: filter taps per output channel (KH*KW*C_in) up to which a dense (``groups == 1``)
+#: filter gradient runs the native kernel (vectors across output channels, each input
+#: value broadcast) instead of ``im2col(x)^T @ dy``: a GEMM with so short an inner
+#: dimension is far from BLAS speed, while a longer one (a 7x7 stem on RGB: 147) is
+#: served better by BLAS.  Depthwise filter gradients (``groups == C_in == C_out``)
 #: always run natively.
-FILTER_GRAD_DENSE_MAX_CHANNELS = 4
+FILTER_GRAD_DENSE_MAX_TAPS = 64
 #: multiply-adds per piece of output rows of a native filter gradient: the rows are
 #: cut into pieces of this much work (fixed by the shapes, never by the thread count),
 #: each piece's partial sums are kept, and the pieces are added in order.

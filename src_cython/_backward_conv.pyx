@@ -72,8 +72,13 @@ cdef void _items(const fc_grad_args *a, fc_grad_fn fn, Py_ssize_t i0, Py_ssize_t
 cdef void _reduce(const floating *part, floating *out, Py_ssize_t pieces, Py_ssize_t size,
                   int num_threads) noexcept nogil:
     cdef Py_ssize_t b, blocks = (size + REDUCE_BLOCK - 1) // REDUCE_BLOCK
-    cdef int nt = num_threads if blocks > 1 else 1
-    for b in prange(blocks, num_threads=nt, schedule="static"):
+    if num_threads <= 1 or blocks <= 1:   # no parallel region for a small sum
+        if floating is float:
+            fc_grad_reduce_f32(part, out, pieces, size, 0, size)
+        else:
+            fc_grad_reduce_f64(part, out, pieces, size, 0, size)
+        return
+    for b in prange(blocks, num_threads=num_threads, schedule="static"):
         if floating is float:
             fc_grad_reduce_f32(part, out, pieces, size, b * REDUCE_BLOCK,
                                min((b + 1) * REDUCE_BLOCK, size))

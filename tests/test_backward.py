@@ -453,7 +453,8 @@ NATIVE_CASES = [
          dilations=[1, 2], groups=33),
     Conv("dense-c1-o64-valid", 2, 12, 12, 1, 3, 3, 64),
     Conv("dense-c3-o16-same", 2, 10, 11, 3, 3, 3, 16, padding="SAME"),
-    Conv("dense-c3-o37-k7-s2-same", 1, 15, 14, 3, 7, 7, 37, strides=2, padding="SAME"),
+    Conv("dense-c1-o37-k7-s2-same", 1, 15, 14, 1, 7, 7, 37, strides=2, padding="SAME"),
+    Conv("dense-c3-o24-k3-s2-same", 2, 15, 14, 3, 3, 3, 24, strides=2, padding="SAME"),
     Conv("dense-c2-o5-dil2-s2", 2, 11, 10, 2, 3, 3, 5, strides=2, dilations=2),
     Conv("dense-c4-o33-nchw-explicit", 1, 7, 9, 4, 3, 3, 33, data_format="NCHW",
          padding=[[0, 0], [0, 0], [2, 0], [1, 3]]),
@@ -464,11 +465,13 @@ NATIVE_CASES = [
 
 def test_native_cases_take_the_native_path():
     for case in NATIVE_CASES:
-        kind = _backward.native_filter_grad_kind(case.C, case.O, case.groups)
+        kind = _backward.native_filter_grad_kind(case.C, case.O, case.groups,
+                                                 (case.KH, case.KW))
         assert kind == ("depthwise" if case.groups > 1 else "dense"), case.id
-    assert _backward.native_filter_grad_kind(16, 16, 1) is None
-    assert _backward.native_filter_grad_kind(8, 16, 8) is None     # channel multiplier 2
-    assert _backward.native_filter_grad_kind(8, 8, 2) is None
+    assert _backward.native_filter_grad_kind(16, 16, 1, (3, 3)) is None
+    assert _backward.native_filter_grad_kind(3, 64, 1, (7, 7)) is None   # 147 taps: GEMM
+    assert _backward.native_filter_grad_kind(8, 16, 8, (3, 3)) is None   # channel multiplier 2
+    assert _backward.native_filter_grad_kind(8, 8, 2, (3, 3)) is None
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -31,7 +31,11 @@ import functools
 import numpy as np
 
 import fastconv
+from .. import _backends
+from .._backward import _scatter, conv2d_backward_nhwc, max_pool2d_argmax_window
+from .._ops import conv2d_nhwc, conv_geometry
 from .._shapes import resolve_window
+from .._threads import resolve_num_threads
 from .._validation import real_array as _array
 
 __all__ = ["conv_forward_fast", "conv_backward_fast", "conv_forward_strides",
@@ -134,32 +138,55 @@ def _padding(H, W, HH, WW, stride, pad):
     return explicit
 
 
+@functools.lru_cache(maxsize=256)
+def _geometry(x_shape, w_shape, stride, pad):
+    """``(strides, dilations, window)`` of an NCHW ``x_shape`` and HWIO ``w_shape``, checked once.
+
+    A gradient check calls a layer thousands of times on the same shapes:
+    the geometry is settled once per shape, not per call.
+    """
+    N, C, H, W = x_shape
+    HH, WW = w_shape[:2]
+    return conv_geometry((N, H, W, C), w_shape, stride, _padding(H, W, HH, WW, stride, pad),
+                         "NCHW", 1, 1)
+
+
+def _nhwc(a):
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def _nchw(a):
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+
 def _conv(x, w_hwio, b, stride, pad, activation):
-    H, W = x.shape[2:]
-    HH, WW = w_hwio.shape[:2]
-    out = fastconv.conv2d(x, w_hwio, strides=stride, padding=_padding(H, W, HH, WW, stride, pad),
-                          data_format="NCHW", bias=b, activation=activation)
-    return np.ascontiguousarray(out)
+    # the operands were checked and converted by _conv_setup: run fastconv.conv2d's core
+    strides, dilations, win = _geometry(x.shape, w_hwio.shape, stride, pad)
+    N, F = x.shape[0], w_hwio.shape[3]
+    out = np.empty((N, win.OH, win.OW, F), dtype=x.dtype)
+    if out.size:
+        conv2d_nhwc(_nhwc(x), w_hwio, b, out, strides, dilations, win, 1,
+                    activation == "relu", _backends.resolve(None)[1],
+                    resolve_num_threads(None))
+    return _nchw(out)
 
 
 def _conv_backward(dout, cache, relu_output=None):
     xc, w, bc, conv_param, w_hwio = cache
     stride, pad = _conv_params(conv_param)
-    N, C, H, W = xc.shape
-    F, _, HH, WW = w.shape
-    shape = (N, F, 1 + (H + 2 * pad - HH) // stride, 1 + (W + 2 * pad - WW) // stride)
+    strides, dilations, win = _geometry(xc.shape, w_hwio.shape, stride, pad)
+    shape = (xc.shape[0], w.shape[0], win.OH, win.OW)
     d = _check_dout(dout, shape)
     dtype = _compute_dtype(xc, d)
     if dtype != xc.dtype:
         xc, w_hwio = xc.astype(dtype), w_hwio.astype(dtype)
-    kwargs = {}
-    if relu_output is not None:
-        kwargs = dict(activation="relu", output=relu_output)
-    dx, dw, db = fastconv.conv2d_backward(
-        xc, w_hwio, d, strides=stride, padding=_padding(H, W, HH, WW, stride, pad),
-        data_format="NCHW", **kwargs)
-    return (np.ascontiguousarray(dx), np.ascontiguousarray(dw.transpose(3, 2, 0, 1)),
-            np.ascontiguousarray(db))
+    # fastconv.conv2d_backward's core, on the operands _conv_setup checked
+    dx, dw, db = conv2d_backward_nhwc(
+        _nhwc(xc), w_hwio, _nhwc(d.astype(dtype, copy=False)),
+        None if relu_output is None else _nhwc(relu_output), strides, dilations,
+        (win.pad_top, win.pad_left), 1, ("input", "filters", "bias"),
+        _backends.resolve(None)[1], resolve_num_threads(None))
+    return _nchw(dx), np.ascontiguousarray(dw.transpose(3, 2, 0, 1)), db
 
 
 def conv_backward_fast(dout, cache):
@@ -218,9 +245,17 @@ def max_pool_forward_fast(x, pool_param):
         raise ValueError(f"the {ph}x{pw} pooling window does not fit the {H}x{W} input "
                          f"(x has shape {x.shape}).")
     dtype = _compute_dtype(x)
-    out, argmax = fastconv.max_pool2d_with_argmax(x.astype(dtype, copy=False), (ph, pw), stride,
-                                                  "VALID", data_format="NCHW")
-    return np.ascontiguousarray(out), (x.shape, dtype, dict(pool_param), argmax)
+    # fastconv.max_pool2d_with_argmax's core: NHWC output and per-image NHWC flat indices
+    out, argmax = max_pool2d_argmax_window(x.astype(dtype, copy=False), "NCHW", (ph, pw),
+                                           (stride, stride), (1, 1),
+                                           _pool_window(H, W, ph, pw, stride))
+    return _nchw(out), (x.shape, dtype, dict(pool_param), argmax)
+
+
+@functools.lru_cache(maxsize=256)
+def _pool_window(H, W, ph, pw, stride):
+    """The VALID window of a ``ph x pw`` pool at ``stride`` on ``H x W``, resolved once."""
+    return resolve_window(H, W, ph, pw, stride, stride, 1, 1, "VALID")
 
 
 def max_pool_backward_fast(dout, cache):
@@ -240,13 +275,16 @@ def max_pool_backward_fast(dout, cache):
     dx : ndarray (N, C, H, W)
     """
     shape, dtype, pool_param, argmax = cache
-    ph, pw, stride = _pool_params(pool_param)
-    d = _check_dout(dout, argmax.shape)
+    N, C, H, W = shape
+    _, OH, OW, _ = argmax.shape
+    d = _check_dout(dout, (N, C, OH, OW))
     dtype = _compute_dtype(np.empty(0, dtype), d)
-    like = np.broadcast_to(np.zeros((), dtype), shape)   # the input's shape only
-    dx = fastconv.max_pool2d_backward(d.astype(dtype, copy=False), like, (ph, pw), stride,
-                                      "VALID", data_format="NCHW", argmax=argmax)
-    return np.ascontiguousarray(dx)
+    # fastconv.max_pool2d_backward's core: the NHWC gradient scattered to the first maxima
+    size = H * W * C
+    flat = argmax + (np.arange(N, dtype=np.int64) * size).reshape(N, 1, 1, 1)
+    dx = _scatter(_backends.resolve(None)[1], _nhwc(d.astype(dtype, copy=False)), flat,
+                  N * size, resolve_num_threads(None))
+    return _nchw(dx.reshape(N, H, W, C))
 
 
 # ============================================================================ relu

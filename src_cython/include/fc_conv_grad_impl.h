@@ -18,29 +18,30 @@
 #define FC_GRAD_UNROLL _Pragma("GCC unroll 4")
 
 /* acc[j] (+ bcc[j]) += xv(j) * dy[j], over `cnt` output columns; xv, x stepping xs and dy
- * stepping ds per column; even columns go to acc, odd ones to bcc.  FULL: every lane of
- * the NV vectors is an output channel; otherwise only the first `no` lanes are. */
-#define FC_GRAD_BODY(XV, XSTEP, FULL)                                                  \
+ * stepping ds per column; even columns go to acc, odd ones to bcc.  FULL > 0: the block is
+ * FULL vectors (a constant, so that the accumulators stay in registers), loaded and stored
+ * with LD / ST (whole vectors, or the first `last` lanes of a block of one vector);
+ * FULL == 0: nv vectors whose last holds `last` lanes. */
+#define FC_GRAD_BODY(XV, XSTEP, FULL, LD, ST)                                          \
     do {                                                                              \
         FCV acc[NV], bcc[NV];                                                         \
         FC_GRAD_UNROLL for (int j = 0; j < NV; j++) { acc[j] = FCV_ZERO(); bcc[j] = FCV_ZERO(); } \
         ptrdiff_t k = 0;                                                              \
         if (FULL) {                                                                   \
             for (; k + 1 < cnt; k += 2) {                                             \
-                FC_GRAD_UNROLL for (int j = 0; j < NV; j++)                           \
-                    acc[j] = FCV_FMA(XV(xp, j), FCV_LOAD(dp + j * FCV_L), acc[j]);    \
-                FC_GRAD_UNROLL for (int j = 0; j < NV; j++)                           \
-                    bcc[j] = FCV_FMA(XV(xp + (XSTEP), j), FCV_LOAD(dp + ds + j * FCV_L), bcc[j]); \
+                FC_GRAD_UNROLL for (int j = 0; j < (FULL); j++)                       \
+                    acc[j] = FCV_FMA(XV(xp, j, LD), LD(dp + j * FCV_L), acc[j]);      \
+                FC_GRAD_UNROLL for (int j = 0; j < (FULL); j++)                       \
+                    bcc[j] = FCV_FMA(XV(xp + (XSTEP), j, LD), LD(dp + ds + j * FCV_L), bcc[j]); \
                 xp += 2 * (XSTEP);                                                    \
                 dp += 2 * ds;                                                         \
             }                                                                         \
             if (k < cnt) {                                                            \
-                FC_GRAD_UNROLL for (int j = 0; j < NV; j++)                           \
-                    acc[j] = FCV_FMA(XV(xp, j), FCV_LOAD(dp + j * FCV_L), acc[j]);    \
+                FC_GRAD_UNROLL for (int j = 0; j < (FULL); j++)                       \
+                    acc[j] = FCV_FMA(XV(xp, j, LD), LD(dp + j * FCV_L), acc[j]);      \
             }                                                                         \
-            FC_GRAD_UNROLL for (int j = 0; j < NV; j++)                               \
-                FCV_STORE(pt + j * FCV_L,                                             \
-                          FCV_ADD(FCV_LOAD(pt + j * FCV_L), FCV_ADD(acc[j], bcc[j]))); \
+            FC_GRAD_UNROLL for (int j = 0; j < (FULL); j++)                           \
+                ST(pt + j * FCV_L, FCV_ADD(LD(pt + j * FCV_L), FCV_ADD(acc[j], bcc[j]))); \
         } else {                                                                      \
             for (; k + 1 < cnt; k += 2) {                                             \
                 for (int j = 0; j < nv; j++) {                                        \
@@ -66,6 +67,21 @@
         }                                                                             \
     } while (0)
 
+#define FC_LD_FULL(p) FCV_LOAD(p)
+#define FC_ST_FULL(p, v) FCV_STORE((p), (v))
+#define FC_LD_LAST(p) FCV_LOADN((p), last)
+#define FC_ST_LAST(p, v) FCV_STOREN((p), (v), last)
+/* full: whole vectors in the block (1..NV), -1 for a block of one partial vector, 0 otherwise */
+#define FC_GRAD_DISPATCH(XV, XSTEP)                                                    \
+    switch (full) {                                                                   \
+    case 4: FC_GRAD_BODY(XV, XSTEP, 4, FC_LD_FULL, FC_ST_FULL); break;                \
+    case 3: FC_GRAD_BODY(XV, XSTEP, 3, FC_LD_FULL, FC_ST_FULL); break;                \
+    case 2: FC_GRAD_BODY(XV, XSTEP, 2, FC_LD_FULL, FC_ST_FULL); break;                \
+    case 1: FC_GRAD_BODY(XV, XSTEP, 1, FC_LD_FULL, FC_ST_FULL); break;                \
+    case -1: FC_GRAD_BODY(XV, XSTEP, 1, FC_LD_LAST, FC_ST_LAST); break;               \
+    default: FC_GRAD_BODY(XV, XSTEP, 0, FC_LD_FULL, FC_ST_FULL); break;               \
+    }
+
 /* Depthwise (C == O, one channel per group): x's channel is the output channel. */
 static FC_ATTR void FN(fc_grad_dw)(const fc_grad_args *a, ptrdiff_t item) {
     const FC_T *x = (const FC_T *)a->x, *dy = (const FC_T *)a->dy;
@@ -74,7 +90,8 @@ static FC_ATTR void FN(fc_grad_dw)(const fc_grad_args *a, ptrdiff_t item) {
     const ptrdiff_t piece = item / a->blocks, blk = item % a->blocks;
     const ptrdiff_t o0 = blk * NV * FCV_L;
     const ptrdiff_t no = C - o0 < NV * FCV_L ? C - o0 : NV * FCV_L;
-    const int full = no == NV * FCV_L;
+    /* whole vectors in the block (0: a partial last vector) */
+    const int full = no % FCV_L == 0 ? (int)(no / FCV_L) : no < FCV_L ? -1 : 0;
     const int nv = (int)((no + FCV_L - 1) / FCV_L), last = (int)(no - (ptrdiff_t)(nv - 1) * FCV_L);
     const ptrdiff_t r0 = piece * a->piece_rows;
     const ptrdiff_t r1 = r0 + a->piece_rows < a->rows ? r0 + a->piece_rows : a->rows;
@@ -83,7 +100,7 @@ static FC_ATTR void FN(fc_grad_dw)(const fc_grad_args *a, ptrdiff_t item) {
     (void)nv; (void)last;
     for (int t = 0; t < T; t++)
         for (ptrdiff_t i = 0; i < no; i++) part[t * C + o0 + i] = 0;
-#define XV(p, j) FCV_LOAD((p) + (j) * FCV_L)
+#define XV(p, j, LD) LD((p) + (j) * FCV_L)
 #define XVN(p, j, m) FCV_LOADN((p) + (j) * FCV_L, (m))
     for (ptrdiff_t r = r0; r < r1; r++) {
         const ptrdiff_t n = r / OH, oh = r % OH;
@@ -100,8 +117,7 @@ static FC_ATTR void FN(fc_grad_dw)(const fc_grad_args *a, ptrdiff_t item) {
                 const FC_T *xp = xrow + (lo * a->SW + (ptrdiff_t)kw * a->DW - a->left) * C;
                 const FC_T *dp = drow + lo * C;
                 FC_T *pt = part + (ptrdiff_t)(kh * KW + kw) * C + o0;
-                if (full) FC_GRAD_BODY(XV, xs, 1);
-                else FC_GRAD_BODY(XV, xs, 0);
+                FC_GRAD_DISPATCH(XV, xs);
             }
         }
     }
@@ -118,7 +134,8 @@ static FC_ATTR void FN(fc_grad_dense)(const fc_grad_args *a, ptrdiff_t item) {
     const ptrdiff_t piece = item / a->blocks, blk = item % a->blocks;
     const ptrdiff_t o0 = blk * NV * FCV_L;
     const ptrdiff_t no = O - o0 < NV * FCV_L ? O - o0 : NV * FCV_L;
-    const int full = no == NV * FCV_L;
+    /* whole vectors in the block (0: a partial last vector) */
+    const int full = no % FCV_L == 0 ? (int)(no / FCV_L) : no < FCV_L ? -1 : 0;
     const int nv = (int)((no + FCV_L - 1) / FCV_L), last = (int)(no - (ptrdiff_t)(nv - 1) * FCV_L);
     const ptrdiff_t r0 = piece * a->piece_rows;
     const ptrdiff_t r1 = r0 + a->piece_rows < a->rows ? r0 + a->piece_rows : a->rows;
@@ -127,7 +144,7 @@ static FC_ATTR void FN(fc_grad_dense)(const fc_grad_args *a, ptrdiff_t item) {
     (void)nv; (void)last;
     for (ptrdiff_t t = 0; t < (ptrdiff_t)T * C; t++)
         for (ptrdiff_t i = 0; i < no; i++) part[t * O + o0 + i] = 0;
-#define XV(p, j) FCV_SET1(*(p))
+#define XV(p, j, LD) FCV_SET1(*(p))
 #define XVN(p, j, m) FCV_SET1(*(p))
     for (ptrdiff_t r = r0; r < r1; r++) {
         const ptrdiff_t n = r / OH, oh = r % OH;
@@ -145,8 +162,7 @@ static FC_ATTR void FN(fc_grad_dense)(const fc_grad_args *a, ptrdiff_t item) {
                     const FC_T *xp = xrow + (lo * a->SW + (ptrdiff_t)kw * a->DW - a->left) * C + c;
                     const FC_T *dp = drow + lo * O;
                     FC_T *pt = part + ((ptrdiff_t)(kh * KW + kw) * C + c) * O + o0;
-                    if (full) FC_GRAD_BODY(XV, xs, 1);
-                    else FC_GRAD_BODY(XV, xs, 0);
+                    FC_GRAD_DISPATCH(XV, xs);
                 }
             }
         }
@@ -156,6 +172,11 @@ static FC_ATTR void FN(fc_grad_dense)(const fc_grad_args *a, ptrdiff_t item) {
 }
 
 #undef FC_GRAD_BODY
+#undef FC_GRAD_DISPATCH
+#undef FC_LD_FULL
+#undef FC_ST_FULL
+#undef FC_LD_LAST
+#undef FC_ST_LAST
 #undef FC_GRAD_UNROLL
 #undef NV
 #undef FN
