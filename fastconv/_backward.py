@@ -20,7 +20,13 @@ it provides a gradient driver itself, as the NumPy reference does):
   in their fixed order, so the result is bitwise identical for any
   ``num_threads``.  A one-channel input (a first layer on grey images) is
   unfolded transposed instead, one strided copy per filter tap, so that the
-  product reads ``dy`` once with a long inner dimension.
+  product reads ``dy`` once with a long inner dimension.  Depthwise
+  convolutions (``groups == C_in == C_out``) and dense ones with few filter
+  taps per output (:func:`native_filter_grad_kind`) run instead the backend's
+  native kernel when it has one (``conv2d_filter_grad_native``): a direct
+  accumulation over the output pixels, vectorized across channels, in pieces
+  of output rows fixed by the shapes (:func:`native_filter_grad_pieces`) and
+  summed in piece order -- again bitwise identical for any ``num_threads``.
 * **Input gradient** -- either ``col2im(dy @ w^T)`` (the adjoint of the
   unfolding) or, equivalently, a *forward* convolution, on the backend's fast
   kernel, of ``dy`` with zeros inserted between its pixels (stride > 1) and
@@ -500,8 +506,9 @@ def conv2d_backward(input, filters, grad_output, strides=1, padding="VALID", dat
         grad_bias[o] = sum_{n, oh, ow} dz[n, oh, ow, o]
 
     with ``g = o // (C_out / groups)``; padding positions receive nothing.
-    The filter gradient is ``im2col(x)^T @ dz`` per group (GEMM), summed over
-    fixed pieces of the output in a fixed order; the input gradient is a
+    The filter gradient is ``im2col(x)^T @ dz`` per group (GEMM), or a native
+    direct kernel for depthwise and few-tap convolutions, summed over fixed
+    pieces of the output in a fixed order; the input gradient is a
     forward convolution of ``dz`` with the rotated filters, or ``col2im(dz @
     w^T)`` (see :func:`fastconv._backward.input_grad_method`).  Results are
     bitwise identical for any ``num_threads``.
