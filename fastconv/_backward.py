@@ -20,7 +20,13 @@ it provides a gradient driver itself, as the NumPy reference does):
   in their fixed order, so the result is bitwise identical for any
   ``num_threads``.  A one-channel input (a first layer on grey images) is
   unfolded transposed instead, one strided copy per filter tap, so that the
-  product reads ``dy`` once with a long inner dimension.
+  product reads ``dy`` once with a long inner dimension.  Depthwise
+  convolutions (``groups == C_in == C_out``) and dense ones with few filter
+  taps per output (:func:`native_filter_grad_kind`) run instead the backend's
+  native kernel when it has one (``conv2d_filter_grad_native``): a direct
+  accumulation over the output pixels, vectorized across channels, in pieces
+  of output rows fixed by the shapes (:func:`native_filter_grad_pieces`) and
+  summed in piece order -- again bitwise identical for any ``num_threads``.
 * **Input gradient** -- either ``col2im(dy @ w^T)`` (the adjoint of the
   unfolding) or, equivalently, a *forward* convolution, on the backend's fast
   kernel, of ``dy`` with zeros inserted between its pixels (stride > 1) and
@@ -43,7 +49,7 @@ import threading
 
 import numpy as np
 
-from . import _backends
+from . import _backends, _tuning
 from ._backends import reference as _reference
 from ._ops import _new_output, conv_geometry, conv_operands
 from ._shapes import check_pool_windows, nhwc_dims, resolve_window
@@ -227,7 +233,58 @@ def _ordered_map(func, jobs, n_threads):
         yield pending.popleft().result()
 
 
+def _ordered_sum(func, jobs, n_threads):
+    """``func(job)`` summed over ``jobs`` in their order (None when there are none).
+
+    The products run as :func:`_ordered_map` runs them; the sum is taken in job
+    order whatever finishes first, so it does not depend on ``n_threads``.
+    """
+    total = None
+    for part in _ordered_map(func, jobs, n_threads):
+        if total is None:
+            total = part
+        else:
+            total += part
+    return total
+
+
 # ============================================================================ filter gradient
+def native_filter_grad_kind(C, O, groups, ksize):
+    """The native filter-gradient kernel for these channels, or None (the GEMM composition).
+
+    ``'depthwise'`` when ``groups == C == O`` (one channel per group, and more
+    than one group); ``'dense'`` when ``groups == 1`` and ``KH * KW * C`` is at
+    most :data:`fastconv._tuning.FILTER_GRAD_DENSE_MAX_TAPS` (an im2col GEMM
+    with so short an inner dimension is far from BLAS speed).
+    """
+    if groups > 1 and groups == C == O:
+        return "depthwise"
+    if groups == 1 and ksize[0] * ksize[1] * C <= _tuning.FILTER_GRAD_DENSE_MAX_TAPS:
+        return "dense"
+    return None
+
+
+def native_filter_grad_pieces(kind, x_shape, dy_shape, ksize):
+    """``(piece_rows, pieces, work)`` of a native filter gradient, from the shapes only.
+
+    The ``N * OH`` output rows are cut into pieces of ``piece_rows`` rows, of
+    about :data:`fastconv._tuning.FILTER_GRAD_PIECE_WORK` multiply-adds each
+    and at most :data:`fastconv._tuning.FILTER_GRAD_MAX_PIECES` of them; each
+    piece's partial sums are kept and the pieces are added in order, so the
+    result does not depend on the thread count.  ``work`` is the call's
+    multiply-adds.
+    """
+    N, _, _, C = x_shape
+    _, OH, OW, O = dy_shape
+    Cg = 1 if kind == "depthwise" else C
+    rows = N * OH
+    row_work = OW * ksize[0] * ksize[1] * Cg * O
+    piece_rows = max(1, -(-_tuning.FILTER_GRAD_PIECE_WORK // max(row_work, 1)))
+    piece_rows = max(piece_rows, -(-rows // _tuning.FILTER_GRAD_MAX_PIECES))
+    pieces = -(-rows // piece_rows) if rows else 0
+    return piece_rows, pieces, rows * row_work
+
+
 def _group_matmul_t(a, b, G):
     """``a^T @ b`` per group: a (P, T, G, Cg), b (P, G, Og) -> (G, T*Cg, Og)."""
     P, T, _, Cg = a.shape
@@ -276,14 +333,9 @@ def filter_grad(x, dy, ksize, strides, dilations, pads, groups, module, n_thread
         b = dy[n0:n1, oh0:oh1].reshape(P, G, Og)
         return _group_matmul_t(cols.reshape(P, T, G, Cg), b, G)
 
-    total = None
     with _blas_guard(pieces, N * OH * OW * T * Cg * O):
         jobs = ((cols, piece) for piece in pieces for cols in [unfold(piece)] if cols is not None)
-        for part in _ordered_map(product, jobs, n_threads if len(pieces) > 1 else 1):
-            if total is None:
-                total = part
-            else:
-                total += part
+        total = _ordered_sum(product, jobs, n_threads if len(pieces) > 1 else 1)
     if total is None:
         return np.zeros((KH, KW, Cg, O), dtype=x.dtype)
     # (G, T*Cg, Og) -> (KH, KW, Cg, G*Og)
@@ -322,13 +374,8 @@ def _filter_grad_one_channel(x, dy, ksize, strides, dilations, pads, n_threads):
                 taps[kh, kw] = rows[:, :, c0:c0 + (OW - 1) * SW + 1:SW]
         return taps.reshape(KH * KW, -1) @ dy[n0:n1, oh0:oh1].reshape(-1, O)
 
-    total = None
     with _blas_guard(pieces, N * OH * OW * KH * KW * O):
-        for part in _ordered_map(product, pieces, n_threads if len(pieces) > 1 else 1):
-            if total is None:
-                total = part
-            else:
-                total += part
+        total = _ordered_sum(product, pieces, n_threads if len(pieces) > 1 else 1)
     if total is None:
         return np.zeros((KH, KW, 1, O), dtype=x.dtype)
     return total.reshape(KH, KW, 1, O)
@@ -431,6 +478,16 @@ def filters_grad(x, dy, ksize, strides, dilations, pads, groups, module, n_threa
         out = np.empty((*ksize, x.shape[3] // groups, dy.shape[3]), dtype=x.dtype)
         own(x, dy, out, strides, dilations, pads, groups, n_threads)
         return out
+    kind = None if composed else native_filter_grad_kind(x.shape[3], dy.shape[3], groups,
+                                                                ksize)
+    native = _driver(module, "conv2d_filter_grad_native") if kind else None
+    if native is not None:
+        out = np.empty((*ksize, x.shape[3] // groups, dy.shape[3]), dtype=x.dtype)
+        piece_rows, pieces, work = native_filter_grad_pieces(kind, x.shape, dy.shape, ksize)
+        if work < _tuning.FILTER_GRAD_SINGLE_THREAD_WORK:
+            n_threads = 1
+        native(kind, x, dy, out, strides, dilations, pads, piece_rows, pieces, n_threads)
+        return out
     return filter_grad(x, dy, ksize, strides, dilations, pads, groups, module, n_threads)
 
 
@@ -449,8 +506,9 @@ def conv2d_backward(input, filters, grad_output, strides=1, padding="VALID", dat
         grad_bias[o] = sum_{n, oh, ow} dz[n, oh, ow, o]
 
     with ``g = o // (C_out / groups)``; padding positions receive nothing.
-    The filter gradient is ``im2col(x)^T @ dz`` per group (GEMM), summed over
-    fixed pieces of the output in a fixed order; the input gradient is a
+    The filter gradient is ``im2col(x)^T @ dz`` per group (GEMM), or a native
+    direct kernel for depthwise and few-tap convolutions, summed over fixed
+    pieces of the output in a fixed order; the input gradient is a
     forward convolution of ``dz`` with the rotated filters, or ``col2im(dz @
     w^T)`` (see :func:`fastconv._backward.input_grad_method`).  Results are
     bitwise identical for any ``num_threads``.
@@ -502,10 +560,8 @@ def conv2d_backward(input, filters, grad_output, strides=1, padding="VALID", dat
     nhwc = nhwc_dims(x.shape, data_format)
     strides, dilations, win = conv_geometry(nhwc, w.shape, strides, padding, data_format, dilations,
                                             groups)
-    N, H, W, C = nhwc
-    KH, KW, Cg, O = w.shape
     dy = cast_operand(grad_output, "grad_output", x.dtype)
-    _check_grad_output(dy, (N, win.OH, win.OW, O), data_format)
+    _check_grad_output(dy, (nhwc[0], win.OH, win.OW, w.shape[3]), data_format)
     relu = check_activation(activation)
     if relu:
         if output is None:
@@ -520,23 +576,39 @@ def conv2d_backward(input, filters, grad_output, strides=1, padding="VALID", dat
                          "pass activation='relu' or drop output.")
     n_threads = resolve_num_threads(num_threads)
     _, module = _backends.resolve(backend)
-    dz = _to_nhwc(dy, data_format)
-    if relu:
-        dz = np.where(_to_nhwc(y, data_format) > 0, dz, np.zeros((), dz.dtype))
-    pads = (win.pad_top, win.pad_left)
+    grad_input, grad_filters, grad_bias = conv2d_backward_nhwc(
+        _to_nhwc(x, data_format), w, _to_nhwc(dy, data_format),
+        _to_nhwc(y, data_format) if relu else None, strides, dilations,
+        (win.pad_top, win.pad_left), groups, wanted, module, n_threads)
+    if grad_input is not None:
+        grad_input = _from_nhwc(grad_input, data_format)
+    return grad_input, grad_filters, grad_bias
+
+
+def conv2d_backward_nhwc(x, w, dy, relu_output, strides, dilations, pads, groups, wanted,
+                         module, n_threads):
+    """``(dx, dw, db)`` of checked NHWC arrays (None for a gradient not in ``wanted``).
+
+    The core of :func:`conv2d_backward` once operands, geometry, backend
+    ``module`` and thread count are settled; ``relu_output`` (NHWC, or None) is
+    the forward output of a fused ReLU, whose positive entries pass the gradient.
+    """
+    dz = dy
+    if relu_output is not None:
+        dz = np.where(relu_output > 0, dz, np.zeros((), dz.dtype))
+    O = w.shape[3]
     grad_input = grad_filters = grad_bias = None
     if "bias" in wanted:
         grad_bias = dz.reshape(-1, O).sum(axis=0)
     if "filters" in wanted:
-        grad_filters = filters_grad(_to_nhwc(x, data_format), dz, (KH, KW), strides, dilations,
-                                    pads, groups, module, n_threads)
+        grad_filters = filters_grad(x, dz, w.shape[:2], strides, dilations, pads, groups,
+                                    module, n_threads)
     if "input" in wanted:
-        dx = np.empty((N, H, W, C), dtype=x.dtype)
-        if dx.size and dz.size:
-            input_grad(dz, w, dx, strides, dilations, pads, groups, module, n_threads)
+        grad_input = np.empty(x.shape, dtype=x.dtype)
+        if grad_input.size and dz.size:
+            input_grad(dz, w, grad_input, strides, dilations, pads, groups, module, n_threads)
         else:
-            dx[...] = 0
-        grad_input = _from_nhwc(dx, data_format)
+            grad_input[...] = 0
     return grad_input, grad_filters, grad_bias
 
 

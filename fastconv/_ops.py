@@ -235,17 +235,29 @@ def conv2d(input, filters, strides=1, padding="VALID", data_format="NHWC", dilat
     result, target = _prepare_out(out, (N, win.OH, win.OW, O), x.dtype, data_format,
                                   inputs=(x, w, b))
     if target.size:
-        cropped = crop_far_taps(_to_nhwc(x, data_format), w, w.shape[:2], (SH, SW), (DH, DW),
-                                win)
-        if cropped is None:   # no tap ever reads the input: the bias alone
-            target[...] = 0 if b is None else b
-            if relu_fused:
-                np.maximum(target, 0, out=target)
-        else:
-            xc, wc, _, pads = cropped
-            module.conv2d(xc, wc, b, target, (SH, SW), (DH, DW), pads, groups, relu_fused,
-                          n_threads, algorithm)
+        conv2d_nhwc(_to_nhwc(x, data_format), w, b, target, (SH, SW), (DH, DW), win, groups,
+                    relu_fused, module, n_threads, algorithm)
     return _finish(result, target, data_format)
+
+
+def conv2d_nhwc(x, w, b, target, strides, dilations, win, groups, relu, module, n_threads,
+                algorithm="auto"):
+    """Fill ``target`` (N, OH, OW, O) with the convolution of checked NHWC ``x`` and HWIO ``w``.
+
+    The core of :func:`conv2d` once its operands, geometry (``win``, a
+    :func:`conv_geometry` window), backend ``module`` and thread count are
+    settled: far taps that never read the input are cropped, and a convolution
+    whose taps all miss the input gives the bias alone.
+    """
+    cropped = crop_far_taps(x, w, w.shape[:2], strides, dilations, win)
+    if cropped is None:   # no tap ever reads the input: the bias alone
+        target[...] = 0 if b is None else b
+        if relu:
+            np.maximum(target, 0, out=target)
+    else:
+        xc, wc, _, pads = cropped
+        module.conv2d(xc, wc, b, target, strides, dilations, pads, groups, relu, n_threads,
+                      algorithm)
 
 
 def relu(features, *, out=None, backend=None, num_threads=None):

@@ -200,6 +200,24 @@ STREAM_BYTES = L3_BYTES // 2
 #: machine; a short spin still catches back-to-back regions on a quiet one.
 OPENMP_SPIN_COUNT = 1000
 
+# --------------------------------------------------------------- filter gradients (both backends)
+#: filter taps per output channel (KH*KW*C_in) up to which a dense (``groups == 1``)
+#: filter gradient runs the native kernel (vectors across output channels, each input
+#: value broadcast) instead of ``im2col(x)^T @ dy``: a GEMM with so short an inner
+#: dimension is far from BLAS speed, while a longer one (a 7x7 stem on RGB: 147) is
+#: served better by BLAS.  Depthwise filter gradients (``groups == C_in == C_out``)
+#: always run natively.
+FILTER_GRAD_DENSE_MAX_TAPS = 64
+#: multiply-adds per piece of output rows of a native filter gradient: the rows are
+#: cut into pieces of this much work (fixed by the shapes, never by the thread count),
+#: each piece's partial sums are kept, and the pieces are added in order.
+FILTER_GRAD_PIECE_WORK = 1 << 20
+#: at most this many pieces (fewer, larger pieces beyond): bounds the partial sums kept.
+FILTER_GRAD_MAX_PIECES = 64
+#: multiply-adds below which a native filter gradient runs on one thread (as
+#: :data:`DIRECT_SINGLE_THREAD_WORK`).  The result is the same.
+FILTER_GRAD_SINGLE_THREAD_WORK = 1 << 20
+
 # --------------------------------------------------------------- Numba backend
 #: output channels per group below which "auto" prefers the planar direct kernel; a
 #: GEMM this narrow is far from BLAS speed.

@@ -8,7 +8,7 @@ import pytest
 import fastconv
 import fastconv.functional as F
 import fastconv.nn as nn
-from fastconv import _backward, _backends
+from fastconv import _backward, _backends, _tuning
 from fastconv._backends import reference
 from fastconv._shapes import resolve_window
 from fastconv._validation import spatial_pair
@@ -482,6 +482,100 @@ def test_results_are_bitwise_identical_for_any_thread_count(backend, rng, monkey
         for runs in (pools, folds):
             for other in runs[1:]:
                 np.testing.assert_array_equal(runs[0], other)
+
+
+# ----------------------------------------------------------------------------- native filter gradients
+#: geometries the native filter-gradient kernels serve: depthwise (groups == C == O) and
+#: dense with few input channels; channel counts off the vector widths (8/16 float32,
+#: 4/8 float64 lanes, blocks of 4 vectors), borders, strides, dilations, both layouts
+NATIVE_CASES = [
+    Conv("dw-c13-same", 2, 9, 10, 13, 3, 3, 13, padding="SAME", groups=13),
+    Conv("dw-c37-s2-same-n1", 1, 11, 11, 37, 3, 3, 37, strides=2, padding="SAME", groups=37),
+    Conv("dw-c70-dil2-valid", 2, 12, 12, 70, 3, 3, 70, dilations=2, groups=70),
+    Conv("dw-c8-k5-explicit-pad", 1, 8, 9, 8, 5, 5, 8, groups=8,
+         padding=[[0, 0], [3, 1], [0, 4], [0, 0]]),
+    Conv("dw-c19-s2x1-nchw", 2, 9, 8, 19, 3, 3, 19, strides=[1, 1, 2, 1], padding="SAME",
+         groups=19, data_format="NCHW"),
+    Conv("dw-c3-k7-s3-same", 3, 13, 12, 3, 7, 7, 3, strides=3, padding="SAME", groups=3),
+    Conv("dw-c33-k2x3-dil-1x2-stride-2x3", 2, 10, 13, 33, 2, 3, 33, strides=[2, 3],
+         dilations=[1, 2], groups=33),
+    Conv("dense-c1-o64-valid", 2, 12, 12, 1, 3, 3, 64),
+    Conv("dense-c3-o16-same", 2, 10, 11, 3, 3, 3, 16, padding="SAME"),
+    Conv("dense-c1-o37-k7-s2-same", 1, 15, 14, 1, 7, 7, 37, strides=2, padding="SAME"),
+    Conv("dense-c3-o24-k3-s2-same", 2, 15, 14, 3, 3, 3, 24, strides=2, padding="SAME"),
+    Conv("dense-c2-o5-dil2-s2", 2, 11, 10, 2, 3, 3, 5, strides=2, dilations=2),
+    Conv("dense-c4-o33-nchw-explicit", 1, 7, 9, 4, 3, 3, 33, data_format="NCHW",
+         padding=[[0, 0], [0, 0], [2, 0], [1, 3]]),
+    Conv("dense-c1-o1-n1-same", 1, 9, 8, 1, 3, 3, 1, padding="SAME"),
+    Conv("dense-c3-o19-k1x3-s1x2", 2, 6, 11, 3, 1, 3, 19, strides=[1, 2]),
+]
+
+
+def test_native_cases_take_the_native_path():
+    for case in NATIVE_CASES:
+        kind = _backward.native_filter_grad_kind(case.C, case.O, case.groups,
+                                                 (case.KH, case.KW))
+        assert kind == ("depthwise" if case.groups > 1 else "dense"), case.id
+    assert _backward.native_filter_grad_kind(16, 16, 1, (3, 3)) is None
+    assert _backward.native_filter_grad_kind(3, 64, 1, (7, 7)) is None   # 147 taps: GEMM
+    assert _backward.native_filter_grad_kind(8, 16, 8, (3, 3)) is None   # channel multiplier 2
+    assert _backward.native_filter_grad_kind(8, 8, 2, (3, 3)) is None
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", params(NATIVE_CASES))
+def test_native_filter_and_input_gradients_match_reference(backend, case, dtype, rng,
+                                                           monkeypatch):
+    """Both gradients of depthwise and few-channel convolutions, in several pieces of rows."""
+    monkeypatch.setattr(fastconv._tuning, "FILTER_GRAD_PIECE_WORK", 700)
+    x, w = case.data(rng, dtype)
+    dy = _grad_out(case, rng, x, w, dtype)
+    dx, dw, _ = case.backward(x, w, dy, backend=backend, need=("input", "filters"))
+    jx, jw, _ = _judge(case, x, w, dy)
+    assert dw.dtype == dx.dtype == dtype
+    assert_close(_nchw_to_nhwc(dx, case), jx, dtype, case.scale())
+    assert_close(dw, jw, dtype, case.scale() * np.sqrt(dy.size / case.O))
+
+
+@pytest.mark.parametrize("case", params(NATIVE_CASES))
+def test_native_filter_gradient_matches_the_gemm_composition(backend, case, rng):
+    x, w = case.data(rng, np.float64)
+    dy = _grad_out(case, rng, x, w, np.float64)
+    xn, w, dyn, s, d, p = _nhwc_problem(case, x, w, dy)
+    module = _backends.resolve(backend)[1]
+    ksize = (case.KH, case.KW)
+    native = _backward.filters_grad(xn, dyn, ksize, s, d, p, case.groups, module, 2)
+    composed = _backward.filters_grad(xn, dyn, ksize, s, d, p, case.groups, module, 2,
+                                      composed=True)
+    assert_close(native, composed, np.float64, case.scale() * np.sqrt(dy.size))
+
+
+def test_native_pieces_cover_the_rows_and_depend_on_shapes_only(monkeypatch):
+    monkeypatch.setattr(fastconv._tuning, "FILTER_GRAD_MAX_PIECES", 5)
+    for kind, x_shape, dy_shape, k in [("depthwise", (8, 56, 56, 128), (8, 56, 56, 128), (3, 3)),
+                                       ("dense", (1, 5, 5, 1), (1, 3, 3, 4), (3, 3)),
+                                       ("dense", (256, 28, 28, 1), (256, 26, 26, 64), (3, 3))]:
+        rows, pieces, work = _backward.native_filter_grad_pieces(kind, x_shape, dy_shape, k)
+        N, OH = dy_shape[:2]
+        assert 1 <= pieces <= 5 and (pieces - 1) * rows < N * OH <= pieces * rows
+        cg = 1 if kind == "depthwise" else x_shape[3]
+        assert work == N * OH * dy_shape[2] * k[0] * k[1] * cg * dy_shape[3]
+
+
+def test_native_filter_gradients_are_bitwise_identical_for_any_thread_count(backend, rng,
+                                                                            monkeypatch):
+    monkeypatch.setattr(fastconv._tuning, "FILTER_GRAD_PIECE_WORK", 2000)
+    monkeypatch.setattr(fastconv._tuning, "FILTER_GRAD_SINGLE_THREAD_WORK", 0)
+    for dtype in DTYPES:
+        for case in (NATIVE_CASES[0], NATIVE_CASES[2], NATIVE_CASES[7], NATIVE_CASES[9]):
+            x, w = case.data(rng, dtype)
+            dy = _grad_out(case, rng, x, w, dtype)
+            runs = [case.backward(x, w, dy, backend=backend, num_threads=n,
+                                  need=("input", "filters")) for n in (1, 2, 3)]
+            for other in runs[1:]:
+                for a, b in zip(runs[0], other):
+                    if a is not None:
+                        np.testing.assert_array_equal(a, b)
 
 
 # ----------------------------------------------------------------------------- tf/torch names

@@ -31,7 +31,11 @@ import functools
 import numpy as np
 
 import fastconv
+from .. import _backends
+from .._backward import _scatter, conv2d_backward_nhwc, max_pool2d_argmax_window
+from .._ops import conv2d_nhwc, conv_geometry
 from .._shapes import resolve_window
+from .._threads import resolve_num_threads
 from .._validation import real_array as _array
 
 __all__ = ["conv_forward_fast", "conv_backward_fast", "conv_forward_strides",
@@ -134,32 +138,65 @@ def _padding(H, W, HH, WW, stride, pad):
     return explicit
 
 
+@functools.lru_cache(maxsize=256)
+def _geometry(x_shape, w_shape, stride, pad):
+    """``(strides, dilations, window)`` of an NCHW ``x_shape`` and HWIO ``w_shape``, checked once.
+
+    A gradient check calls a layer thousands of times on the same shapes:
+    the geometry is settled once per shape, not per call.
+    """
+    N, C, H, W = x_shape
+    HH, WW = w_shape[:2]
+    return conv_geometry((N, H, W, C), w_shape, stride, _padding(H, W, HH, WW, stride, pad),
+                         "NCHW", 1, 1)
+
+
+def _nhwc(a):
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def _nchw(a):
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+
 def _conv(x, w_hwio, b, stride, pad, activation):
-    H, W = x.shape[2:]
-    HH, WW = w_hwio.shape[:2]
-    out = fastconv.conv2d(x, w_hwio, strides=stride, padding=_padding(H, W, HH, WW, stride, pad),
-                          data_format="NCHW", bias=b, activation=activation)
-    return np.ascontiguousarray(out)
+    return _nchw(_conv_nhwc(x, w_hwio, b, stride, pad, activation))
 
 
-def _conv_backward(dout, cache, relu_output=None):
+def _conv_nhwc(x, w_hwio, b, stride, pad, activation):
+    """The layer's output in NHWC (the sandwiches keep it so between their stages)."""
+    # the operands were checked and converted by _conv_setup: run fastconv.conv2d's core
+    strides, dilations, win = _geometry(x.shape, w_hwio.shape, stride, pad)
+    N, F = x.shape[0], w_hwio.shape[3]
+    out = np.empty((N, win.OH, win.OW, F), dtype=x.dtype)
+    if out.size:
+        conv2d_nhwc(_nhwc(x), w_hwio, b, out, strides, dilations, win, 1,
+                    activation == "relu", _backends.resolve(None)[1],
+                    resolve_num_threads(None))
+    return out
+
+
+def _conv_backward(dout, cache, relu_output=None, dout_nhwc=None):
+    """``(dx, dw, db)``; ``relu_output`` is the fused ReLU's NHWC output (or None);
+    ``dout_nhwc``, when given, is the already checked NHWC upstream gradient."""
     xc, w, bc, conv_param, w_hwio = cache
     stride, pad = _conv_params(conv_param)
-    N, C, H, W = xc.shape
-    F, _, HH, WW = w.shape
-    shape = (N, F, 1 + (H + 2 * pad - HH) // stride, 1 + (W + 2 * pad - WW) // stride)
-    d = _check_dout(dout, shape)
-    dtype = _compute_dtype(xc, d)
+    strides, dilations, win = _geometry(xc.shape, w_hwio.shape, stride, pad)
+    if dout_nhwc is None:
+        d = _check_dout(dout, (xc.shape[0], w.shape[0], win.OH, win.OW))
+        dtype = _compute_dtype(xc, d)
+        dout_nhwc = _nhwc(d.astype(dtype, copy=False))
+    else:
+        dtype = _compute_dtype(xc, dout_nhwc)
+        dout_nhwc = dout_nhwc.astype(dtype, copy=False)
     if dtype != xc.dtype:
         xc, w_hwio = xc.astype(dtype), w_hwio.astype(dtype)
-    kwargs = {}
-    if relu_output is not None:
-        kwargs = dict(activation="relu", output=relu_output)
-    dx, dw, db = fastconv.conv2d_backward(
-        xc, w_hwio, d, strides=stride, padding=_padding(H, W, HH, WW, stride, pad),
-        data_format="NCHW", **kwargs)
-    return (np.ascontiguousarray(dx), np.ascontiguousarray(dw.transpose(3, 2, 0, 1)),
-            np.ascontiguousarray(db))
+    # fastconv.conv2d_backward's core, on the operands _conv_setup checked
+    dx, dw, db = conv2d_backward_nhwc(
+        _nhwc(xc), w_hwio, dout_nhwc, relu_output, strides, dilations,
+        (win.pad_top, win.pad_left), 1, ("input", "filters", "bias"),
+        _backends.resolve(None)[1], resolve_num_threads(None))
+    return _nchw(dx), np.ascontiguousarray(dw.transpose(3, 2, 0, 1)), db
 
 
 def conv_backward_fast(dout, cache):
@@ -211,16 +248,32 @@ def max_pool_forward_fast(x, pool_param):
         For :func:`max_pool_backward_fast`: the position of each window's
         first maximum (not ``x``, so later edits of ``x`` do not affect it).
     """
-    x = _array(x, "x", 4)
+    out, cache = _max_pool_forward(_array(x, "x", 4), pool_param, "NCHW")
+    return _nchw(out), cache
+
+
+def _max_pool_forward(x, pool_param, data_format):
+    """NHWC pooled output and the cache, for ``x`` in ``data_format`` (the cache in NCHW terms)."""
     ph, pw, stride = _pool_params(pool_param)
-    N, C, H, W = x.shape
+    if data_format == "NCHW":
+        N, C, H, W = x.shape
+    else:
+        N, H, W, C = x.shape
     if H < ph or W < pw:
         raise ValueError(f"the {ph}x{pw} pooling window does not fit the {H}x{W} input "
-                         f"(x has shape {x.shape}).")
+                         f"(x has shape {(N, C, H, W)}).")
     dtype = _compute_dtype(x)
-    out, argmax = fastconv.max_pool2d_with_argmax(x.astype(dtype, copy=False), (ph, pw), stride,
-                                                  "VALID", data_format="NCHW")
-    return np.ascontiguousarray(out), (x.shape, dtype, dict(pool_param), argmax)
+    # fastconv.max_pool2d_with_argmax's core: NHWC output and per-image NHWC flat indices
+    out, argmax = max_pool2d_argmax_window(x.astype(dtype, copy=False), data_format, (ph, pw),
+                                           (stride, stride), (1, 1),
+                                           _pool_window(H, W, ph, pw, stride))
+    return out, ((N, C, H, W), dtype, dict(pool_param), argmax)
+
+
+@functools.lru_cache(maxsize=256)
+def _pool_window(H, W, ph, pw, stride):
+    """The VALID window of a ``ph x pw`` pool at ``stride`` on ``H x W``, resolved once."""
+    return resolve_window(H, W, ph, pw, stride, stride, 1, 1, "VALID")
 
 
 def max_pool_backward_fast(dout, cache):
@@ -239,14 +292,22 @@ def max_pool_backward_fast(dout, cache):
     -------
     dx : ndarray (N, C, H, W)
     """
+    return _nchw(_max_pool_backward_nhwc(dout, cache))
+
+
+def _max_pool_backward_nhwc(dout, cache):
+    """The input gradient in NHWC, for an NCHW ``dout``."""
     shape, dtype, pool_param, argmax = cache
-    ph, pw, stride = _pool_params(pool_param)
-    d = _check_dout(dout, argmax.shape)
+    N, C, H, W = shape
+    _, OH, OW, _ = argmax.shape
+    d = _check_dout(dout, (N, C, OH, OW))
     dtype = _compute_dtype(np.empty(0, dtype), d)
-    like = np.broadcast_to(np.zeros((), dtype), shape)   # the input's shape only
-    dx = fastconv.max_pool2d_backward(d.astype(dtype, copy=False), like, (ph, pw), stride,
-                                      "VALID", data_format="NCHW", argmax=argmax)
-    return np.ascontiguousarray(dx)
+    # fastconv.max_pool2d_backward's core: the NHWC gradient scattered to the first maxima
+    size = H * W * C
+    flat = argmax + (np.arange(N, dtype=np.int64) * size).reshape(N, 1, 1, 1)
+    dx = _scatter(_backends.resolve(None)[1], _nhwc(d.astype(dtype, copy=False)), flat,
+                  N * size, resolve_num_threads(None))
+    return dx.reshape(N, H, W, C)
 
 
 # ============================================================================ relu
@@ -277,15 +338,16 @@ def conv_relu_forward(x, w, b, conv_param):
         ``(conv_cache, relu_cache)`` for :func:`conv_relu_backward`.
     """
     a, conv_cache = _conv_forward_relu(x, w, b, conv_param)
-    return a, (conv_cache, a.copy())
+    return _nchw(a), (conv_cache, a)
 
 
 def _conv_forward_relu(x, w, b, conv_param):
-    # conv_forward_fast's checks and cache, with the ReLU fused into the convolution
+    # conv_forward_fast's checks and cache, with the ReLU fused into the convolution;
+    # the output stays NHWC (the ReLU mask of the backward, the pool's input)
     conv_cache = _conv_setup(x, w, b, conv_param)
     xc, _, bc, _, w_hwio = conv_cache
     stride, pad = _conv_params(conv_param)
-    return _conv(xc, w_hwio, bc, stride, pad, "relu"), conv_cache
+    return _conv_nhwc(xc, w_hwio, bc, stride, pad, "relu"), conv_cache
 
 
 def _conv_setup(x, w, b, conv_param):
@@ -334,12 +396,12 @@ def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
         ``(conv_cache, relu_cache, pool_cache)`` for :func:`conv_relu_pool_backward`.
     """
     a, conv_cache = _conv_forward_relu(x, w, b, conv_param)
-    out, pool_cache = max_pool_forward_fast(a, pool_param)
-    return out, (conv_cache, a, pool_cache)
+    out, pool_cache = _max_pool_forward(a, pool_param, "NHWC")
+    return _nchw(out), (conv_cache, a, pool_cache)
 
 
 def conv_relu_pool_backward(dout, cache):
     """Backward of :func:`conv_relu_pool_forward`: ``(dx, dw, db)``."""
     conv_cache, relu_cache, pool_cache = cache
-    da = max_pool_backward_fast(dout, pool_cache)
-    return _conv_backward(da, conv_cache, relu_output=relu_cache)
+    da = _max_pool_backward_nhwc(dout, pool_cache)
+    return _conv_backward(None, conv_cache, relu_output=relu_cache, dout_nhwc=da)

@@ -13,6 +13,8 @@ this package, built from ``src_cython/``:
 ``_backward``
     col2im, max pooling with the argmax, and the pool backward (scatter-add
     per image): the optional backward drivers (absent when not built).
+``_backward_conv``
+    native filter gradients (depthwise, and dense with few input channels).
 
 Every kernel receives the SIMD level to use (:func:`simd_level`): the best
 one this CPU supports, which the environment variable ``FASTCONV_SIMD``
@@ -23,6 +25,9 @@ are present; otherwise the ImportError makes the registry report "extension
 not built".
 """
 import os
+import threading
+
+import numpy as np
 
 from ... import _tuning
 from ..._threads import (blas_controller, environ_value, shorten_openmp_spins,
@@ -35,6 +40,11 @@ try:
     from . import _backward as _bw
 except ImportError:  # built before the backward kernels: the registry's fallbacks serve
     _bw = None
+
+try:
+    from . import _backward_conv as _bwc
+except ImportError:  # built before the native filter gradients: the GEMM composition serves
+    _bwc = None
 
 try:
     from . import _conv_direct
@@ -255,6 +265,34 @@ def _max_pool2d_backward(dy, flat_index, out, num_threads, images=1):
         num_threads = 1
     _bw.max_pool2d_backward(dy, flat_index, out, images, num_threads, _copy_interrupt_work())
 
+
+def _conv2d_filter_grad_native(kind, x, dy, out, strides, dilations, pads, piece_rows, pieces,
+                               num_threads):
+    """Driver: ``out`` (KH, KW, Cg, O) = the filter gradient of ``kind`` (``'depthwise'``, ``'dense'``).
+
+    ``piece_rows`` and ``pieces`` are :func:`fastconv._backward.native_filter_grad_pieces`'s;
+    the pieces' partial sums go to a scratch buffer kept per Python thread.
+    """
+    KH, KW = out.shape[:2]
+    part = _part_buffer(pieces * _bwc.part_size(kind, x.shape[3], dy.shape[3], KH, KW), x.dtype)
+    _bwc.conv2d_filter_grad(kind, x, dy, out, part, strides[0], strides[1], dilations[0],
+                            dilations[1], pads[0], pads[1], piece_rows, num_threads,
+                            simd_level(), _tuning.INTERRUPT_WORK)
+
+
+_scratch = threading.local()
+
+
+def _part_buffer(size, dtype):
+    """A flat scratch array of at least ``size`` elements of ``dtype``, kept per Python thread."""
+    buf = getattr(_scratch, "part", None)
+    if buf is None or buf.dtype != dtype or buf.size < size:
+        buf = _scratch.part = np.empty(max(size, 1), dtype=dtype)
+    return buf
+
+
+if _bwc is not None:
+    conv2d_filter_grad_native = _conv2d_filter_grad_native
 
 if _bw is not None:
     col2im = _col2im

@@ -474,10 +474,39 @@ def max_pool2d_backward(dy, flat_index, out, num_threads, images=1):
                          f"(images={images}); pass the argmax of the same input and geometry.")
 
 
+def conv2d_filter_grad_native(kind, x, dy, out, strides, dilations, pads, piece_rows, pieces,
+                              num_threads):
+    """Driver: ``out`` (KH, KW, Cg, O) = the filter gradient of ``kind`` (``'depthwise'``, ``'dense'``).
+
+    ``piece_rows`` and ``pieces`` are :func:`fastconv._backward.native_filter_grad_pieces`'s:
+    each piece's partial sums are computed whole by one thread, then the pieces are
+    added in order.  The pieces run in groups of about ``INTERRUPT_WORK`` multiply-adds,
+    between which Ctrl-C is noticed.
+    """
+    SH, SW, DH, DW, top, left = _geometry(strides, dilations, pads)
+    KH, KW, Cg, O = (int(v) for v in out.shape)
+    x, dy = _writable(x), _writable(dy)
+    part = _workspace((max(int(pieces), 1), KH, KW, Cg, O), out.dtype)[:int(pieces)]
+    piece_work = int(piece_rows) * dy.shape[2] * KH * KW * Cg * O
+    step = max(1, _tuning.INTERRUPT_WORK // max(piece_work, 1))
+    with _numba_threads(num_threads, piece_work * pieces) as n:
+        for p0 in range(0, int(pieces), step):
+            p1 = min(p0 + step, int(pieces))
+            _kernel("conv2d_filter_grad", n)(x, dy, part[p0:p1], KH, KW, SH, SW, DH, DW, top,
+                                             left, p0 * int(piece_rows), int(piece_rows),
+                                             kind == "depthwise")
+    if pieces == 0:
+        out[...] = 0
+        return
+    out[...] = part[0]
+    for p in range(1, int(pieces)):
+        out += part[p]
+
+
 # ----------------------------------------------------------------------------- warmup and info
 _KERNELS = ("conv2d_im2col", "conv2d_direct_o", "build_planes", "conv2d_planar", "relu",
             "relu_backward", "max_pool2d", "im2col", "col2im", "max_pool2d_argmax",
-            "max_pool2d_backward")
+            "max_pool2d_backward", "conv2d_filter_grad")
 
 
 def warmup(dtypes=(np.float32, np.float64)):
@@ -538,6 +567,10 @@ def _warmup_calls(dtype):
     max_pool2d_argmax(x, pooled, where, (2, 2), (2, 2), (1, 1), (0, 0), 1)
     max_pool2d_backward(pooled.reshape(-1), where.reshape(-1), np.empty(x.size, dtype=dtype),
                         1, images=1)
+    dy = np.ones((1, 2, 2, 8), dtype=dtype)
+    for kind, cg in (("depthwise", 1), ("dense", 8)):
+        conv2d_filter_grad_native(kind, x, dy, np.empty((3, 3, cg, 8), dtype=dtype), (1, 1),
+                                  (1, 1), (0, 0), 1, 2, 1)
 
 
 def _cache_dir():

@@ -782,9 +782,51 @@ def max_pool2d_backward(dy, flat_index, out, images):
     return bad
 
 
+@jit(parallel=True)
+def conv2d_filter_grad(x, dy, part, KH, KW, SH, SW, DH, DW, top, left, r0, piece_rows,
+                       depthwise):
+    """Partial filter gradients of the pieces of output rows ``[r0 + p*piece_rows, ...)``.
+
+    ``part[p, kh, kw, c, o]`` = the sum over the piece's output pixels of
+    ``x[n, ih, iw, c] * dy[n, oh, ow, o]`` (dense, ``groups == 1``) or, when
+    ``depthwise``, ``part[p, kh, kw, 0, c]`` of ``x[..., c] * dy[..., c]``.  The
+    innermost loop runs over the output channels (contiguous), pixels in row
+    order: each piece's sums have one fixed order, whatever thread runs it.
+    """
+    N, H, W, C = x.shape
+    OH, OW, O = dy.shape[1], dy.shape[2], dy.shape[3]
+    rows = N * OH
+    Cx = 1 if depthwise else C
+    for p in prange(part.shape[0]):
+        acc = part[p]
+        acc[...] = 0
+        a = r0 + p * piece_rows
+        b = min(a + piece_rows, rows)
+        for r in range(a, b):
+            n = r // OH
+            oh = r - n * OH
+            for kh in range(KH):
+                ih = oh * SH + kh * DH - top
+                if ih < 0 or ih >= H:
+                    continue
+                for kw in range(KW):
+                    off = kw * DW - left
+                    lo, hi = _col_range(OW, W, SW, off)
+                    for ow in range(lo, hi):
+                        iw = ow * SW + off
+                        if depthwise:
+                            for o in range(O):
+                                acc[kh, kw, 0, o] += x[n, ih, iw, o] * dy[n, oh, ow, o]
+                        else:
+                            for c in range(Cx):
+                                v = x[n, ih, iw, c]
+                                for o in range(O):
+                                    acc[kh, kw, c, o] += v * dy[n, oh, ow, o]
+
+
 # --------------------------------------------------------------------------- serial twins
 #: the parallel kernels, each with a serial twin ``<name>_serial`` (:func:`.options.serial_twin`)
 PARALLEL_KERNELS = ("conv2d_direct_o", "build_planes", "conv2d_planar", "conv2d_im2col",
                     "im2col", "relu", "relu_backward", "max_pool2d", "col2im",
-                    "max_pool2d_argmax", "max_pool2d_backward")
+                    "max_pool2d_argmax", "max_pool2d_backward", "conv2d_filter_grad")
 SERIAL = {name: serial_twin(globals()[name]) for name in PARALLEL_KERNELS}
