@@ -595,7 +595,7 @@ def conv2d_backward_nhwc(x, w, dy, relu_output, strides, dilations, pads, groups
     """
     dz = dy
     if relu_output is not None:
-        dz = np.where(relu_output > 0, dz, np.zeros((), dz.dtype))
+        dz = _relu_pass(relu_output, dy, module, n_threads)
     O = w.shape[3]
     grad_input = grad_filters = grad_bias = None
     if "bias" in wanted:
@@ -743,12 +743,17 @@ def relu_backward(grad_output, features_or_output, *, backend=None, num_threads=
                          f"shape {dy.shape}.")
     n_threads = resolve_num_threads(num_threads)
     _, module = _backends.resolve(backend)
-    if f.dtype != dy.dtype:   # 1 where the value is > 0 (a cast could round a tiny one to 0)
-        f = np.greater(f, 0).astype(dy.dtype)
+    return _relu_pass(f, dy, module, n_threads)
+
+
+def _relu_pass(value, dy, module, n_threads):
+    """``dy`` where ``value`` > 0, else +0: a new array, by the backend's kernel."""
+    if value.dtype != dy.dtype:   # 1 where the value is > 0 (a cast could round a tiny one to 0)
+        value = np.greater(value, 0).astype(dy.dtype)
     out = _new_output(dy.shape, dy.dtype)
     if out.size:
         own = _driver(module, "relu_backward") or _reference.relu_backward
-        own(np.ascontiguousarray(f).reshape(-1), np.ascontiguousarray(dy).reshape(-1),
+        own(np.ascontiguousarray(value).reshape(-1), np.ascontiguousarray(dy).reshape(-1),
             out.reshape(-1), n_threads)
     return out
 
