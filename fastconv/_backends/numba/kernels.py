@@ -183,45 +183,45 @@ def build_planes(x, planes, SH, SW, top, left, Wq, n_chunks):
     ``planes[n, c, ph, pw, i*Wq + j] = x[n, i*SH + ph - top, j*SW + pw - left, c]``
     (0 outside the input).  In phase plane ``(ph, pw)`` a strided convolution
     becomes a stride-1 one, and with the plane stored flat with row width
-    ``Wq`` every kernel tap is a constant shift of the flat index.
+    ``Wq`` every kernel tap is a constant shift of the flat index.  The work
+    units are plane rows ``(n, i)``, each filled for every channel and phase
+    in turn, so the input rows it reads stay in L1 while their channels are
+    scattered (a unit per channel would read the whole image once per channel).
     """
     N, H, W, C = x.shape
     L = planes.shape[4]
     Hq = L // Wq
-    units = N * C * SH * SW
+    units = N * Hq
     x3 = x.reshape(N, H, W * C)
+    ustep = np.uint64(SW * C)
     for chunk in prange(n_chunks):
         u0, u1 = _chunk_bounds(units, n_chunks, chunk)
         for u in range(u0, u1):
-            n = u // (C * SH * SW)
-            rest = u - n * (C * SH * SW)
-            c = rest // (SH * SW)
-            rest = rest - c * (SH * SW)
-            ph = rest // SW
-            pw = rest - ph * SW
-            lo, hi = _col_range(Wq, W, SW, pw - left)
-            for i in range(Hq):
+            n = u // Hq
+            i = u - n * Hq
+            ub = np.uint64(i * Wq)
+            for ph in range(SH):
                 r = i * SH + ph - top
-                ub = np.uint64(i * Wq)
-                if r < 0 or r >= H:
-                    for j in range(np.uint64(Wq)):
-                        planes[n, c, ph, pw, ub + j] = 0
-                    continue
-                for j in range(lo):
-                    planes[n, c, ph, pw, i * Wq + j] = 0
-                ulo = np.uint64(lo)
-                if hi > lo:
-                    # unsigned offsets: no negative-index wraparound in the copy loop
-                    usrc = np.uint64((lo * SW + pw - left) * C + c)
-                    ustep = np.uint64(SW * C)
-                    if ustep == 1:
-                        for j in range(np.uint64(hi - lo)):
-                            planes[n, c, ph, pw, ub + ulo + j] = x3[n, r, usrc + j]
-                    else:
-                        for j in range(np.uint64(hi - lo)):
-                            planes[n, c, ph, pw, ub + ulo + j] = x3[n, r, usrc + j * ustep]
-                for j in range(hi, Wq):
-                    planes[n, c, ph, pw, i * Wq + j] = 0
+                inside = r >= 0 and r < H
+                for pw in range(SW):
+                    lo, hi = _col_range(Wq, W, SW, pw - left)
+                    if not inside:
+                        lo, hi = Wq, Wq
+                    ulo = np.uint64(lo)
+                    for c in range(C):
+                        for j in range(lo):
+                            planes[n, c, ph, pw, i * Wq + j] = 0
+                        if hi > lo:
+                            # unsigned offsets: no negative-index wraparound in the copy loop
+                            usrc = np.uint64((lo * SW + pw - left) * C + c)
+                            if ustep == 1:
+                                for j in range(np.uint64(hi - lo)):
+                                    planes[n, c, ph, pw, ub + ulo + j] = x3[n, r, usrc + j]
+                            else:
+                                for j in range(np.uint64(hi - lo)):
+                                    planes[n, c, ph, pw, ub + ulo + j] = x3[n, r, usrc + j * ustep]
+                        for j in range(hi, Wq):
+                            planes[n, c, ph, pw, i * Wq + j] = 0
 
 
 @jit()
