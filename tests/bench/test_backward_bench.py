@@ -128,24 +128,27 @@ def test_cs231n_reference_is_the_layer_by_definition():
 @pytest.mark.parametrize("name", CS231N_ROWS)
 def test_cs231n_rows_run_the_adapter_on_each_backend(monkeypatch, backend, name):
     """fastconv's engine calls fastconv.compat.cs231n (which takes no backend argument) and
-    its convolutions run on the engine's backend; the result matches the reference."""
+    its convolutions' backward runs on the engine's backend; the result matches the
+    reference."""
     from fastconv import _backends
     from fastconv.bench.peers.fastconv_backends import FastconvEngine
+    from fastconv.compat import cs231n
     case = suite.CASES[name]
     data = runner.make_data(case)
     engine = FastconvEngine(backend)
     engine.setup(1)
     default = _backends.get_backend()
     prepared = engine.prepare(case, data)
-    seen, real = [], fastconv.conv2d_backward
+    seen, real = [], cs231n.conv2d_backward_nhwc
+    want = _backends.resolve(backend)[1]
 
-    def spy(*args, **kwargs):
-        seen.append(_backends.resolve(kwargs.get("backend"))[0])
+    def spy(*args, **kwargs):   # (x, w, dy, relu_output, strides, dilations, pads, groups,
+        seen.append(args[9] is want)   # wanted, module, n_threads)
         return real(*args, **kwargs)
-    monkeypatch.setattr(fastconv, "conv2d_backward", spy)
+    monkeypatch.setattr(cs231n, "conv2d_backward_nhwc", spy)
     prepared()
     prepared()
-    assert seen == [backend, backend]
+    assert seen == [True, True]
     ok, detail = runner.check_result(prepared.result(), runner.reference(case, data))
     assert ok, detail
     assert _backends.get_backend() == default  # the process default is left alone
