@@ -125,6 +125,11 @@ DIRECT_CHUNK_MIN_PIXELS = 48
 #: (one pixel per row) instead of one pixel at a time.
 DIRECT_BORDER_ROWS = 6
 
+#: output bytes from which the direct kernels write with non-temporal (streaming) stores,
+#: when the output is vector-aligned: an output this large leaves the cache before it is
+#: read again, and streaming it skips the read-for-ownership of every line.
+DIRECT_STREAM_BYTES = L3_BYTES // 2
+
 #: "auto" (compiled backend) picks im2col + GEMM when ``groups == 1``, the output has at
 #: most ``pixels`` pixels (N*OH*OW) and the filters at least ``filter`` elements
 #: (KH*KW*C_in*C_out), for any ``(pixels, filter)`` pair; the direct kernel otherwise.
