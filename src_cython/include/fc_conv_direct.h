@@ -5,11 +5,14 @@
  * with every position outside the input reading as zero.
  *
  * Three kernels, each instantiated for float32/float64 at three SIMD levels
- * (AVX-512, AVX2+FMA, portable C) from the template fc_conv_direct_impl.h:
+ * (AVX-512, AVX2+FMA, portable C) from one template, fc_conv_direct_impl.h,
+ * written against the SIMD vocabulary of fc_simd_<isa>.h with the register tile of
+ * each ISA as a parameter (see "Register tiles" below):
  *
  *   FC_KIND_GENERAL   register-blocked tile of UR output pixels x NV vectors of
  *                     output channels (6 x 4 zmm = 24 accumulators for 64 float32
- *                     channels on AVX-512), inner loop kh -> kw -> c: one broadcast
+ *                     channels on AVX-512; 3 x 4 ymm = 12 on AVX2, twice per 64
+ *                     channels before the next pixels), inner loop kh -> kw -> c: one broadcast
  *                     input value per pixel, NV weight vectors, UR*NV FMAs.  This is
  *                     the loop nest of oneDNN's jit_avx512_common_conv_kernel and of
  *                     Zhang et al., "High Performance Zero-Memory Overhead Direct
@@ -24,6 +27,10 @@
  *   FC_KIND_WIDTH     C == O == 1 and SW == 1 (single-channel filter): vectors run
  *                     ACROSS the output width, each tap broadcast against unaligned
  *                     row loads, as OpenCV's filter2D does.
+ *
+ * Outputs too large for the cache (fc_conv_args.stream, set by the caller when every
+ * full output vector is aligned) are written with non-temporal stores and a fence at
+ * the end of each work item.
  *
  * Borders never cost a branch in the hot loop: per output row the valid kh range is
  * computed once, and each row is split into an interior (all kw valid, full tiles) and
