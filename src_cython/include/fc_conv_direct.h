@@ -159,13 +159,18 @@ static inline void fc_ftz_leave(unsigned int saved) {
  *   AVX-512 (32 zmm): general 6 px x 4 vectors (24 accumulators; 8 x 3, 12 x 2 and
  *     12 x 1 for narrower blocks), blocks of 4 vectors (64 float32 channels);
  *     depthwise 4 px x up to 4 vectors.
- *   AVX2 + FMA (16 ymm): general 3 px x 4 vectors (12 accumulators, 3 broadcasts
- *     held, weights read by the FMAs), 4 x 3, 6 x 2 and 12 x 1 for narrower blocks;
- *     blocks of 8 vectors (64 float32 channels), each tile's pixels finished for the
- *     whole block before the next; depthwise 6 px x 2 vectors (12 accumulators).
+ *   AVX2 + FMA (16 ymm): blocks of 8 vectors (64 float32 channels), each tile's
+ *     pixels finished for the whole block before the next pixels.  Unrolled 3x3
+ *     windows of 1 or 3 input channels: 3 px x 4 vectors (12 accumulators, 3
+ *     broadcasts held), 4 x 3, 6 x 2, 12 x 1 for narrower blocks.  Other windows
+ *     (a loop over the input channels, where 16 registers leave GCC no room for the
+ *     3 x 4 tile): 6 px x 2 vectors (12 accumulators), 12 x 1.  Depthwise 6 px x 2
+ *     vectors (12 accumulators).
  *   portable C: 4 px x up to 8 scalars. */
 #define FC_TILE_UR_AVX512(nv) ((nv) == 4 ? 6 : (nv) == 3 ? 8 : 12)
-#define FC_TILE_UR_AVX2(nv) ((nv) >= 4 ? 3 : (nv) == 3 ? 4 : (nv) == 2 ? 6 : 12)
+#define FC_TILE_UR_AVX2(nv) ((nv) == 1 ? 12 : 6)
+#define FC_SPEC_UR_AVX2(nv) ((nv) >= 4 ? 3 : (nv) == 3 ? 4 : (nv) == 2 ? 6 : 12)
+#define FC_SUB_NV_AVX2(ur) ((ur) <= 3 ? 4 : (ur) == 4 ? 3 : (ur) <= 6 ? 2 : 1)
 
 /* ---- portable C, float32 and float64 ---- */
 /* (GCC cannot see that the runtime-sized tile loops only read what they wrote) */
@@ -181,6 +186,8 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #define FC_NVMAX FC_GEN_NVMAX
 #define FC_TILE_NV FC_GEN_NVMAX
 #define FC_UR_FULL(nv) 4
+#define FC_UR_SPEC(nv) 4
+#define FC_SUB_NV(ur) FC_GEN_NVMAX
 #define FC_URMAX 4
 #define FC_DW_UR 4
 #include "fc_conv_direct_impl.h"
@@ -192,6 +199,8 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #define FC_NVMAX FC_GEN_NVMAX
 #define FC_TILE_NV FC_GEN_NVMAX
 #define FC_UR_FULL(nv) 4
+#define FC_UR_SPEC(nv) 4
+#define FC_SUB_NV(ur) FC_GEN_NVMAX
 #define FC_URMAX 4
 #define FC_DW_UR 4
 #include "fc_conv_direct_impl.h"
@@ -208,6 +217,8 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #define FC_NVMAX 4
 #define FC_TILE_NV 4
 #define FC_UR_FULL(nv) FC_TILE_UR_AVX512(nv)
+#define FC_UR_SPEC(nv) FC_TILE_UR_AVX512(nv)
+#define FC_SUB_NV(ur) 4
 #define FC_URMAX 12
 #define FC_TILE_CASES FC_CASES12(1) FC_CASES12(2) FC_CASES8(3) FC_CASES6(4)
 #define FC_DW_UR 4
@@ -220,6 +231,8 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #define FC_NVMAX 4
 #define FC_TILE_NV 4
 #define FC_UR_FULL(nv) FC_TILE_UR_AVX512(nv)
+#define FC_UR_SPEC(nv) FC_TILE_UR_AVX512(nv)
+#define FC_SUB_NV(ur) 4
 #define FC_URMAX 12
 #define FC_TILE_CASES FC_CASES12(1) FC_CASES12(2) FC_CASES8(3) FC_CASES6(4)
 #define FC_DW_UR 4
@@ -227,8 +240,8 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #include "fc_conv_direct_impl.h"
 /* ---- AVX2 + FMA ---- */
 #define FC_AVX2_TILE_CASES                                                              \
-    FC_CASES12(1) FC_CASES6(2) FC_CASES4(3) FC_CASES3(4) FC_CASES3(5) FC_CASES3(6)      \
-    FC_CASES3(7) FC_CASES3(8)
+    FC_CASES12(1) FC_CASES6(2) FC_CASES6(3) FC_CASES6(4) FC_CASES6(5) FC_CASES6(6)      \
+    FC_CASES6(7) FC_CASES6(8)
 #define FC_SUFFIX _f32_avx2
 #define FC_DOUBLE 0
 #define FC_T float
@@ -236,6 +249,8 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #define FC_NVMAX 4
 #define FC_TILE_NV 4
 #define FC_UR_FULL(nv) FC_TILE_UR_AVX2(nv)
+#define FC_UR_SPEC(nv) FC_SPEC_UR_AVX2(nv)
+#define FC_SUB_NV(ur) FC_SUB_NV_AVX2(ur)
 #define FC_URMAX 12
 #define FC_TILE_CASES FC_AVX2_TILE_CASES
 #define FC_DW_UR 6
@@ -248,6 +263,8 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #define FC_NVMAX 4
 #define FC_TILE_NV 4
 #define FC_UR_FULL(nv) FC_TILE_UR_AVX2(nv)
+#define FC_UR_SPEC(nv) FC_SPEC_UR_AVX2(nv)
+#define FC_SUB_NV(ur) FC_SUB_NV_AVX2(ur)
 #define FC_URMAX 12
 #define FC_TILE_CASES FC_AVX2_TILE_CASES
 #define FC_DW_UR 6

@@ -14,6 +14,10 @@
  *                                FC_TILE_NV vectors at a time, before the next pixels
  *   FC_UR_FULL(nv), FC_URMAX     pixels per tile of nv (<= FC_TILE_NV) vectors, and
  *                                the largest pixel count of any tile
+ *   FC_UR_SPEC(nv)               the same for the unrolled 3x3 windows of 1 or 3
+ *                                input channels
+ *   FC_SUB_NV(ur)                vectors per register tile of ur pixels: a block of
+ *                                more vectors runs as several tiles (<= FC_TILE_NV)
  *   FC_TILE_CASES                FC_CASE(ur, block vectors) for every tile shape of the
  *                                general kernel, each compiled with constant sizes
  *   FC_DW_UR, FC_DW_CASES        pixels per depthwise tile, and its FC_CASE list
@@ -127,28 +131,31 @@ static __attribute__((noinline)) FC_ATTR void FN(fc_tile_any)(
      * compiler unrolls their 9 or 27 steps (same reduction order as the loop).
      * Sub-tiles of a block: FC_TILE_NV whole vectors each, the last one the rest
      * (with the tail lanes). */
-#define FC_NSUB(NV) (((NV) + FC_TILE_NV - 1) / FC_TILE_NV)
-#define FC_LAST_NV(NV) ((NV) - (FC_NSUB(NV) - 1) * FC_TILE_NV)
+#define FC_SNV(U, NV) (FC_SUB_NV(U) < (NV) ? FC_SUB_NV(U) : (NV))
+#define FC_NSUB(U, NV) (((NV) + FC_SNV(U, NV) - 1) / FC_SNV(U, NV))
+#define FC_LAST_NV(U, NV) ((NV) - (FC_NSUB(U, NV) - 1) * FC_SNV(U, NV))
 #define FC_STRIP(U, NV, NKH, NKW, CG)                                                    \
     do for (ptrdiff_t t_ = 0; t_ < ntiles; t_++) {                                       \
-        for (int s_ = 0; s_ < FC_NSUB(NV) - 1; s_++) {                                   \
-            const ptrdiff_t v0_ = (ptrdiff_t)s_ * FC_TILE_NV * FCV_L;                    \
+        for (int s_ = 0; s_ < FC_NSUB(U, NV) - 1; s_++) {                                \
+            const ptrdiff_t v0_ = (ptrdiff_t)s_ * FC_SNV(U, NV) * FCV_L;                 \
             FN(fc_tile)(xp + t_ * xs_t, xs_p, xs_kh, xs_kw, wp + v0_, ws_c, ws_kw, ws_kh, \
                         NKH, NKW, CG, bias == NULL ? NULL : bias + v0_,                  \
                         op + t_ * os_t + v0_, os_p, FCV_L, relu, first, stream, U,       \
-                        FC_TILE_NV);                                                     \
+                        FC_SNV(U, NV));                                                  \
         }                                                                                \
-        const ptrdiff_t vl_ = (ptrdiff_t)(FC_NSUB(NV) - 1) * FC_TILE_NV * FCV_L;         \
+        const ptrdiff_t vl_ = (ptrdiff_t)(FC_NSUB(U, NV) - 1) * FC_SNV(U, NV) * FCV_L;   \
         FN(fc_tile)(xp + t_ * xs_t, xs_p, xs_kh, xs_kw, wp + vl_, ws_c, ws_kw, ws_kh,     \
                     NKH, NKW, CG, bias == NULL ? NULL : bias + vl_, op + t_ * os_t + vl_, \
-                    os_p, tail, relu, first, stream, U, FC_LAST_NV(NV));                 \
+                    os_p, tail, relu, first, stream, U, FC_LAST_NV(U, NV));              \
     } while (0)
     switch (nv * 16 + ur) {
 #define FC_CASE(U, NV)                                                                   \
     case (NV) * 16 + (U):                                                                \
-        if (nkh == 3 && nkw == 3 && Cg == 1)                                             \
+        if ((U) <= FC_UR_SPEC((NV) < FC_TILE_NV ? (NV) : FC_TILE_NV) &&                  \
+            nkh == 3 && nkw == 3 && Cg == 1)                                             \
             FC_STRIP(U, NV, 3, 3, 1);                                                    \
-        else if (nkh == 3 && nkw == 3 && Cg == 3)                                        \
+        else if ((U) <= FC_UR_SPEC((NV) < FC_TILE_NV ? (NV) : FC_TILE_NV) &&             \
+                 nkh == 3 && nkw == 3 && Cg == 3)                                        \
             FC_STRIP(U, NV, 3, 3, 3);                                                    \
         else                                                                             \
             FC_STRIP(U, NV, nkh, nkw, Cg);                                               \
@@ -156,6 +163,7 @@ static __attribute__((noinline)) FC_ATTR void FN(fc_tile_any)(
         FC_TILE_CASES
 #undef FC_CASE
 #undef FC_STRIP
+#undef FC_SNV
 #undef FC_NSUB
 #undef FC_LAST_NV
     default:
@@ -184,7 +192,10 @@ static FC_ATTR void FN(fc_rows_general_part)(const fc_conv_args *a, ptrdiff_t n,
     const int ob = (Og - b * OB) < OB ? (Og - b * OB) : OB;
     const int nv = (ob + FCV_L - 1) / FCV_L;
     const int tail = ob - (nv - 1) * FCV_L;
-    const int ur = FC_UR_FULL(nv < FC_TILE_NV ? nv : FC_TILE_NV);
+    /* the unrolled 3x3 windows of 1 or 3 input channels take their own tile shape */
+    const int spec = KH == 3 && KW == 3 && (cc == 1 || cc == 3);
+    const int ur = spec ? FC_UR_SPEC(nv < FC_TILE_NV ? nv : FC_TILE_NV)
+                        : FC_UR_FULL(nv < FC_TILE_NV ? nv : FC_TILE_NV);
     const int stream = a->stream;
 
     const FC_T *w = (const FC_T *)a->w;
@@ -596,6 +607,8 @@ static void FN(fc_conv_item)(const fc_conv_args *a, ptrdiff_t item)
 #undef FC_NVMAX
 #undef FC_TILE_NV
 #undef FC_UR_FULL
+#undef FC_UR_SPEC
+#undef FC_SUB_NV
 #undef FC_URMAX
 #undef FC_TILE_CASES
 #undef FC_DW_UR
