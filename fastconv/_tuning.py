@@ -126,9 +126,11 @@ DIRECT_CHUNK_MIN_PIXELS = 48
 DIRECT_BORDER_ROWS = 6
 
 #: output bytes from which the direct kernels write with non-temporal (streaming) stores,
-#: when the output is vector-aligned: an output this large leaves the cache before it is
-#: read again, and streaming it skips the read-for-ownership of every line.
-DIRECT_STREAM_BYTES = L3_BYTES // 2
+#: when the output is vector-aligned: streaming skips the read-for-ownership of every
+#: line, but the output then comes back from memory, not from the last-level cache, when
+#: the next operation reads it.  A quarter of the (shared) L3: the output of a 1 MiB-per-
+#: image layer batch is already past what the cache keeps beside its input.
+DIRECT_STREAM_BYTES = L3_BYTES // 4
 
 #: "auto" (compiled backend) picks im2col + GEMM when ``groups == 1``, the output has at
 #: most ``pixels`` pixels (N*OH*OW) and the filters at least ``filter`` elements
