@@ -225,7 +225,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     if a.kind == FC_KIND_DEPTHWISE:
         a.OB = fc_conv_dw_block_channels(level, a.is_double)
     else:
-        a.OB = fc_conv_block_channels(level, a.is_double)
+        a.OB = fc_conv_block_channels(level, a.is_double, KH, KW, Cg)
     lanes = fc_conv_vector_lanes(level, a.is_double)
     a.packed = 0
     a.nb = 1

@@ -65,7 +65,7 @@ cdef extern from "fc_conv_direct.h" nogil:
     Py_ssize_t fc_conv_direct_items(const fc_conv_args *a)
     void fc_conv_direct_item(const fc_conv_args *a, Py_ssize_t item)
     fc_conv_item_fn fc_conv_direct_kernel(const fc_conv_args *a)
-    int fc_conv_block_channels(int level, int is_double)
+    int fc_conv_block_channels(int level, int is_double, int KH, int KW, int Cg)
     int fc_conv_dw_block_channels(int level, int is_double)
     int fc_conv_vector_lanes(int level, int is_double)
     void fc_pack_filters(const void *w, void *packed, size_t size, int KH, int KW, int Cg,

@@ -159,17 +159,18 @@ static inline void fc_ftz_leave(unsigned int saved) {
  *   AVX-512 (32 zmm): general 6 px x 4 vectors (24 accumulators; 8 x 3, 12 x 2 and
  *     12 x 1 for narrower blocks), blocks of 4 vectors (64 float32 channels);
  *     depthwise 4 px x up to 4 vectors.
- *   AVX2 + FMA (16 ymm): blocks of 8 vectors (64 float32 channels), each tile's
- *     pixels finished for the whole block before the next pixels.  Unrolled 3x3
- *     windows of 1 or 3 input channels: 3 px x 4 vectors (12 accumulators, 3
- *     broadcasts held), 4 x 3, 6 x 2, 12 x 1 for narrower blocks.  Other windows
- *     (a loop over the input channels, where 16 registers leave GCC no room for the
- *     3 x 4 tile): 6 px x 2 vectors (12 accumulators), 12 x 1.  Depthwise 6 px x 2
- *     vectors (12 accumulators).
+ *   AVX2 + FMA (16 ymm): 3 px x 4 vectors (12 accumulators, 3 broadcasts held),
+ *     4 x 3, 6 x 2, 12 x 1 for narrower blocks.  The unrolled 3x3 windows of 1 or 3
+ *     input channels take blocks of 8 vectors (64 float32 channels), each tile's
+ *     pixels finished for the whole block (two 3 x 4 tiles) before the next pixels.
+ *     Other windows take blocks of 2 vectors (6 x 2 tiles), one block after the
+ *     other over a work item's rows: their filters are larger than L1, and a pixel
+ *     burst over all 64 channels would read every filter from L2 (and GCC spills
+ *     the 3 x 4 tile in a loop over the input channels).  Depthwise 6 px x 2 vectors
+ *     (12 accumulators).
  *   portable C: 4 px x up to 8 scalars. */
 #define FC_TILE_UR_AVX512(nv) ((nv) == 4 ? 6 : (nv) == 3 ? 8 : 12)
-#define FC_TILE_UR_AVX2(nv) ((nv) == 1 ? 12 : 6)
-#define FC_SPEC_UR_AVX2(nv) ((nv) >= 4 ? 3 : (nv) == 3 ? 4 : (nv) == 2 ? 6 : 12)
+#define FC_TILE_UR_AVX2(nv) ((nv) >= 4 ? 3 : (nv) == 3 ? 4 : (nv) == 2 ? 6 : 12)
 #define FC_SUB_NV_AVX2(ur) ((ur) <= 3 ? 4 : (ur) == 4 ? 3 : (ur) <= 6 ? 2 : 1)
 
 /* ---- portable C, float32 and float64 ---- */
@@ -240,8 +241,8 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #include "fc_conv_direct_impl.h"
 /* ---- AVX2 + FMA ---- */
 #define FC_AVX2_TILE_CASES                                                              \
-    FC_CASES12(1) FC_CASES6(2) FC_CASES6(3) FC_CASES6(4) FC_CASES6(5) FC_CASES6(6)      \
-    FC_CASES6(7) FC_CASES6(8)
+    FC_CASES12(1) FC_CASES6(2) FC_CASES4(3) FC_CASES3(4) FC_CASES3(5) FC_CASES3(6)      \
+    FC_CASES3(7) FC_CASES3(8)
 #define FC_SUFFIX _f32_avx2
 #define FC_DOUBLE 0
 #define FC_T float
@@ -249,7 +250,7 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #define FC_NVMAX 4
 #define FC_TILE_NV 4
 #define FC_UR_FULL(nv) FC_TILE_UR_AVX2(nv)
-#define FC_UR_SPEC(nv) FC_SPEC_UR_AVX2(nv)
+#define FC_UR_SPEC(nv) FC_TILE_UR_AVX2(nv)
 #define FC_SUB_NV(ur) FC_SUB_NV_AVX2(ur)
 #define FC_URMAX 12
 #define FC_TILE_CASES FC_AVX2_TILE_CASES
@@ -263,7 +264,7 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #define FC_NVMAX 4
 #define FC_TILE_NV 4
 #define FC_UR_FULL(nv) FC_TILE_UR_AVX2(nv)
-#define FC_UR_SPEC(nv) FC_SPEC_UR_AVX2(nv)
+#define FC_UR_SPEC(nv) FC_TILE_UR_AVX2(nv)
 #define FC_SUB_NV(ur) FC_SUB_NV_AVX2(ur)
 #define FC_URMAX 12
 #define FC_TILE_CASES FC_AVX2_TILE_CASES
@@ -292,14 +293,19 @@ static inline void fc_pack_filters(const void *w, void *packed, size_t size, int
         }
 }
 
-/* Output channels per block of the general kernel at a level (AVX-512: 4 vectors,
- * AVX2: 8 vectors, run as register tiles of 4), and of the depthwise kernel. */
-static inline int fc_conv_block_channels(int level, int is_double) {
+/* Output channels per block of the general kernel at a level for a KH x KW window of
+ * Cg input channels (AVX-512: 4 vectors; AVX2: 8 vectors, run as register tiles of 4,
+ * for the unrolled 3x3 windows of 1 or 3 channels, else 2), and of the depthwise
+ * kernel. */
+static inline int fc_conv_block_channels(int level, int is_double, int KH, int KW, int Cg) {
 #if FC_HAVE_X86
     if (level >= 2) return is_double ? 32 : 64;
-    if (level == 1) return is_double ? 32 : 64;
+    if (level == 1) {
+        if (KH == 3 && KW == 3 && (Cg == 1 || Cg == 3)) return is_double ? 32 : 64;
+        return is_double ? 8 : 16;
+    }
 #endif
-    (void)level; (void)is_double;
+    (void)level; (void)is_double; (void)KH; (void)KW; (void)Cg;
     return FC_GEN_NVMAX;
 }
 

@@ -192,7 +192,7 @@ static FC_ATTR void FN(fc_rows_general_part)(const fc_conv_args *a, ptrdiff_t n,
     const int ob = (Og - b * OB) < OB ? (Og - b * OB) : OB;
     const int nv = (ob + FCV_L - 1) / FCV_L;
     const int tail = ob - (nv - 1) * FCV_L;
-    /* the unrolled 3x3 windows of 1 or 3 input channels take their own tile shape */
+    /* the unrolled 3x3 windows of 1 or 3 input channels may take their own tile shape */
     const int spec = KH == 3 && KW == 3 && (cc == 1 || cc == 3);
     const int ur = spec ? FC_UR_SPEC(nv < FC_TILE_NV ? nv : FC_TILE_NV)
                         : FC_UR_FULL(nv < FC_TILE_NV ? nv : FC_TILE_NV);
