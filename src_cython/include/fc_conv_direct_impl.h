@@ -36,16 +36,27 @@
 #define FC_CASES8(NV) FC_CASES6(NV) FC_CASE(7, NV) FC_CASE(8, NV)
 #define FC_CASES12(NV) FC_CASES8(NV) FC_CASE(9, NV) FC_CASE(10, NV) FC_CASE(11, NV) FC_CASE(12, NV)
 
+/* A value the compiler must treat as unknown from here on: the bias vectors are then
+ * loaded at each tile's store, instead of being hoisted out of the strip loop, where
+ * they would hold registers through every tile's FMA loop (and force a spill). */
+#if defined(__GNUC__)
+#define FC_OPAQUE(p) __asm__("" : "+r"(p))
+#else
+#define FC_OPAQUE(p) ((void)0)
+#endif
+
 /* Bias, ReLU and store of one tile of ur pixels x nv vectors (last vector: tail lanes);
  * full vectors are streamed (non-temporal) when `stream` is set, which the caller does
  * only when every full vector of the output is FCV_BYTES-aligned. */
 #define FC_STORE_TILE(acc, ur, nv)                                                        \
     do {                                                                                  \
         FCV bv_[FC_NVMAX];                                                                \
+        const FC_T *bp_ = bias;                                                           \
+        FC_OPAQUE(bp_);   /* loaded here, not hoisted out of a strip's tile loop */       \
         FC_UNROLL for (int v_ = 0; v_ < (nv); v_++)                                      \
             bv_[v_] = bias == NULL ? FCV_ZERO()                                           \
-                      : (v_ == (nv) - 1 ? FCV_LOADN(bias + v_ * FCV_L, tail)              \
-                                        : FCV_LOAD(bias + v_ * FCV_L));                   \
+                      : (v_ == (nv) - 1 ? FCV_LOADN(bp_ + v_ * FCV_L, tail)               \
+                                        : FCV_LOAD(bp_ + v_ * FCV_L));                    \
         FC_UNROLL for (int p_ = 0; p_ < (ur); p_++) {                                    \
             FC_T *o_ = op + p_ * os_p;                                                    \
             FC_UNROLL for (int v_ = 0; v_ < (nv); v_++) {                                \
@@ -619,6 +630,7 @@ static void FN(fc_conv_item)(const fc_conv_args *a, ptrdiff_t item)
 #undef FC_CASES8
 #undef FC_CASES12
 #undef FC_STORE_TILE
+#undef FC_OPAQUE
 #undef FC_SIMD_HEADER
 #undef FC_SUFFIX
 #undef FC_T
