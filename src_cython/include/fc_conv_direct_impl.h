@@ -36,9 +36,10 @@
 #define FC_CASES8(NV) FC_CASES6(NV) FC_CASE(7, NV) FC_CASE(8, NV)
 #define FC_CASES12(NV) FC_CASES8(NV) FC_CASE(9, NV) FC_CASE(10, NV) FC_CASE(11, NV) FC_CASE(12, NV)
 
-/* A value the compiler must treat as unknown from here on: the bias vectors are then
- * loaded at each tile's store, instead of being hoisted out of the strip loop, where
- * they would hold registers through every tile's FMA loop (and force a spill). */
+/* A value the compiler must treat as unknown from here on: the bias vectors and the
+ * tail mask are then made at each tile's store, instead of being hoisted out of the
+ * strip loop, where they would hold registers through every tile's FMA loop (and
+ * force an accumulator spill in a 12-accumulator AVX2 tile). */
 #if defined(__GNUC__)
 #define FC_OPAQUE(p) __asm__("" : "+r"(p))
 #else
@@ -52,17 +53,19 @@
     do {                                                                                  \
         FCV bv_[FC_NVMAX];                                                                \
         const FC_T *bp_ = bias;                                                           \
-        FC_OPAQUE(bp_);   /* loaded here, not hoisted out of a strip's tile loop */       \
+        int tl_ = tail;   /* the bias and the tail mask are made here, not hoisted */      \
+        FC_OPAQUE(bp_);   /* out of a strip's tile loop (where they would hold       */    \
+        FC_OPAQUE(tl_);   /* registers through every tile's FMA loop)                */    \
         FC_UNROLL for (int v_ = 0; v_ < (nv); v_++)                                      \
             bv_[v_] = bias == NULL ? FCV_ZERO()                                           \
-                      : (v_ == (nv) - 1 ? FCV_LOADN(bp_ + v_ * FCV_L, tail)               \
+                      : (v_ == (nv) - 1 ? FCV_LOADN(bp_ + v_ * FCV_L, tl_)                \
                                         : FCV_LOAD(bp_ + v_ * FCV_L));                    \
         FC_UNROLL for (int p_ = 0; p_ < (ur); p_++) {                                    \
             FC_T *o_ = op + p_ * os_p;                                                    \
             FC_UNROLL for (int v_ = 0; v_ < (nv); v_++) {                                \
                 FCV r_ = FCV_ADD(acc[p_][v_], bv_[v_]);                                   \
                 if (relu) r_ = FCV_RELU(r_);                                              \
-                if (v_ == (nv) - 1 && tail != FCV_L) FCV_STOREN(o_ + v_ * FCV_L, r_, tail); \
+                if (v_ == (nv) - 1 && tl_ != FCV_L) FCV_STOREN(o_ + v_ * FCV_L, r_, tl_);   \
                 else if (stream) FCV_STREAM(o_ + v_ * FCV_L, r_);                         \
                 else FCV_STORE(o_ + v_ * FCV_L, r_);                                      \
             }                                                                             \
