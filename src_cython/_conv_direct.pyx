@@ -279,8 +279,13 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     a.out = <void *>&out[0, 0, 0, 0]
     # non-temporal stores for outputs too large to stay in cache, when every full vector
     # of the output is aligned (a vector-aligned out, whole vectors per pixel) and each
-    # element is written once (no channel chunks re-reading partial sums)
-    a.stream = (level > 0 and a.kind != FC_KIND_WIDTH and a.CC == Cg and O % lanes == 0
+    # element is written once (no channel chunks re-reading partial sums); depthwise and
+    # the unrolled 3x3 windows of 1 or 3 input channels only (the other windows' tiles
+    # store plainly, see fc_conv_direct_impl.h)
+    a.stream = (level > 0 and a.CC == Cg and O % lanes == 0
+                and (a.kind == FC_KIND_DEPTHWISE
+                     or (a.kind == FC_KIND_GENERAL and KH == 3 and KW == 3
+                         and (Cg == 1 or Cg == 3)))
                 and <double>N * OH * OW * O * sizeof(floating) >= stream_bytes
                 and (<uintptr_t>a.out) % (lanes * sizeof(floating)) == 0)
     # one thread, no parallel region, for calls of little work (same result)

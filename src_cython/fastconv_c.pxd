@@ -73,8 +73,6 @@ cdef extern from "fc_conv_direct.h" nogil:
     int fc_conv_size_bytes()
     int fc_flag_get(const int *flag)
     void fc_flag_set(int *flag)
-    unsigned int fc_ftz_enter()
-    void fc_ftz_leave(unsigned int saved)
 
 from libc.stdint cimport int64_t
 

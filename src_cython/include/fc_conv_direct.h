@@ -30,7 +30,8 @@
  *
  * Outputs too large for the cache (fc_conv_args.stream, set by the caller when every
  * full output vector is aligned) are written with non-temporal stores and a fence at
- * the end of each work item.
+ * the end of each work item: by the depthwise kernel and by the general kernel's
+ * unrolled 3x3 windows of 1 or 3 input channels (every other window stores plainly).
  *
  * Borders never cost a branch in the hot loop: per output row the valid kh range is
  * computed once, and each row is split into an interior (all kw valid, full tiles) and
@@ -130,26 +131,6 @@ static inline void fc_interior(int pad, int S, int D, int K, ptrdiff_t size,
     *b = hi;
 }
 
-/* Flush denormals to zero (FTZ) and treat denormal inputs as zero (DAZ) in the
- * calling thread; returns the previous MXCSR to restore with fc_ftz_leave. */
-static inline unsigned int fc_ftz_enter(void) {
-#if FC_HAVE_X86
-    unsigned int saved = _mm_getcsr();
-    _mm_setcsr(saved | 0x8040u);
-    return saved;
-#else
-    return 0;
-#endif
-}
-
-static inline void fc_ftz_leave(unsigned int saved) {
-#if FC_HAVE_X86
-    _mm_setcsr(saved);
-#else
-    (void)saved;
-#endif
-}
-
 #define FC_GEN_NVMAX 8  /* "vectors" of one scalar in the portable kernel */
 #define FC_CAT_(a, b) a##b
 #define FC_CAT(a, b) FC_CAT_(a, b)
@@ -166,8 +147,10 @@ static inline void fc_ftz_leave(unsigned int saved) {
  *     Other windows take blocks of 2 vectors (6 x 2 tiles), one block after the
  *     other over a work item's rows: their filters are larger than L1, and a pixel
  *     burst over all 64 channels would read every filter from L2 (and GCC spills
- *     the 3 x 4 tile in a loop over the input channels).  Depthwise 6 px x 2 vectors
- *     (12 accumulators).
+ *     the 3 x 4 tile in a loop over the input channels).  These narrow blocks run by
+ *     a function of their own with only their tile shapes (fc_tile_any_plain, plain
+ *     stores), where the 6 x 2 tile keeps its 12 accumulators and 6 pixel offsets in
+ *     registers.  Depthwise 6 px x 2 vectors (12 accumulators).
  *   portable C: 4 px x up to 8 scalars. */
 #define FC_TILE_UR_AVX512(nv) ((nv) == 4 ? 6 : (nv) == 3 ? 8 : 12)
 #define FC_TILE_UR_AVX2(nv) ((nv) >= 4 ? 3 : (nv) == 3 ? 4 : (nv) == 2 ? 6 : 12)
@@ -191,6 +174,7 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #define FC_SUB_NV(ur) FC_GEN_NVMAX
 #define FC_URMAX 4
 #define FC_DW_UR 4
+#define FC_PLAIN_NV FC_GEN_NVMAX
 #include "fc_conv_direct_impl.h"
 #define FC_SUFFIX _f64_gen
 #define FC_DOUBLE 1
@@ -204,6 +188,7 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #define FC_SUB_NV(ur) FC_GEN_NVMAX
 #define FC_URMAX 4
 #define FC_DW_UR 4
+#define FC_PLAIN_NV FC_GEN_NVMAX
 #include "fc_conv_direct_impl.h"
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
@@ -224,6 +209,8 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #define FC_TILE_CASES FC_CASES12(1) FC_CASES12(2) FC_CASES8(3) FC_CASES6(4)
 #define FC_DW_UR 4
 #define FC_DW_CASES FC_CASES4(1) FC_CASES4(2) FC_CASES4(3) FC_CASES4(4)
+#define FC_PLAIN_NV 4
+#define FC_PLAIN_CASES FC_TILE_CASES
 #include "fc_conv_direct_impl.h"
 #define FC_SUFFIX _f64_avx512
 #define FC_DOUBLE 1
@@ -238,6 +225,8 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #define FC_TILE_CASES FC_CASES12(1) FC_CASES12(2) FC_CASES8(3) FC_CASES6(4)
 #define FC_DW_UR 4
 #define FC_DW_CASES FC_CASES4(1) FC_CASES4(2) FC_CASES4(3) FC_CASES4(4)
+#define FC_PLAIN_NV 4
+#define FC_PLAIN_CASES FC_TILE_CASES
 #include "fc_conv_direct_impl.h"
 /* ---- AVX2 + FMA ---- */
 #define FC_AVX2_TILE_CASES                                                              \
@@ -256,6 +245,8 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #define FC_TILE_CASES FC_AVX2_TILE_CASES
 #define FC_DW_UR 6
 #define FC_DW_CASES FC_CASES6(1) FC_CASES6(2)
+#define FC_PLAIN_NV 2
+#define FC_PLAIN_CASES FC_CASES12(1) FC_CASES6(2)
 #include "fc_conv_direct_impl.h"
 #define FC_SUFFIX _f64_avx2
 #define FC_DOUBLE 1
@@ -270,6 +261,8 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #define FC_TILE_CASES FC_AVX2_TILE_CASES
 #define FC_DW_UR 6
 #define FC_DW_CASES FC_CASES6(1) FC_CASES6(2)
+#define FC_PLAIN_NV 2
+#define FC_PLAIN_CASES FC_CASES12(1) FC_CASES6(2)
 #include "fc_conv_direct_impl.h"
 #endif
 

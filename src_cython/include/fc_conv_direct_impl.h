@@ -21,6 +21,9 @@
  *   FC_TILE_CASES                FC_CASE(ur, block vectors) for every tile shape of the
  *                                general kernel, each compiled with constant sizes
  *   FC_DW_UR, FC_DW_CASES        pixels per depthwise tile, and its FC_CASE list
+ *   FC_PLAIN_NV, FC_PLAIN_CASES  the most vectors of a block that fc_tile_any_plain
+ *                                runs (every window but the unrolled 3x3 ones), and
+ *                                its FC_CASE list
  *
  * It defines fc_conv_item<FC_SUFFIX>() and #undefs everything it was given.
  */
@@ -123,6 +126,40 @@ static inline __attribute__((always_inline)) FC_ATTR void FN(fc_tile)(
     FC_STORE_TILE(acc, ur, nv);
 }
 
+/* A strip of ntiles tiles of ur pixels x nv (<= FC_TILE_NV) vectors for every window
+ * but the unrolled 3x3 ones of 1 or 3 input channels (their own function below): tile t
+ * at xp + t * xs_t (input) and op + t * os_t (output), plain stores.  A function of its
+ * own with only these few tile shapes, so that the register allocator keeps all the
+ * accumulators and the pixel offsets of the channel loop in registers (in one function
+ * with the wide blocks' shapes, GCC spilled one accumulator of the 6 x 2 AVX2 tile and
+ * every pixel offset, halving its speed). */
+static __attribute__((noinline)) FC_ATTR void FN(fc_tile_any_plain)(
+    const FC_T *xp, ptrdiff_t xs_p, ptrdiff_t xs_kh, ptrdiff_t xs_kw,
+    const FC_T *wp, ptrdiff_t ws_c, ptrdiff_t ws_kw, ptrdiff_t ws_kh,
+    int nkh, int nkw, int Cg, const FC_T *bias, FC_T *op, ptrdiff_t os_p,
+    int tail, int relu, int first, int ur, int nv, ptrdiff_t ntiles, ptrdiff_t xs_t,
+    ptrdiff_t os_t)
+{
+#if defined(FC_LEVEL_GENERIC)
+    for (ptrdiff_t t = 0; t < ntiles; t++)
+        FN(fc_tile)(xp + t * xs_t, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, nkh, nkw, Cg,
+                    bias, op + t * os_t, os_p, tail, relu, first, 0, ur, nv);
+#else
+    switch (nv * 16 + ur) {
+#define FC_CASE(U, NV)                                                                   \
+    case (NV) * 16 + (U):                                                                \
+        for (ptrdiff_t t_ = 0; t_ < ntiles; t_++)                                        \
+            FN(fc_tile)(xp + t_ * xs_t, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, nkh,  \
+                        nkw, Cg, bias, op + t_ * os_t, os_p, tail, relu, first, 0, U, NV); \
+        break;
+        FC_PLAIN_CASES
+#undef FC_CASE
+    default:
+        break;
+    }
+#endif
+}
+
 /* A strip of ntiles tiles of ur pixels x nv vectors (the whole block), tile t at
  * xp + t * xs_t (input) and op + t * os_t (output), all run by one tile specialised
  * for constant (ur, nv) (its accumulators live in registers): one call per row strip,
@@ -210,7 +247,10 @@ static FC_ATTR void FN(fc_rows_general_part)(const fc_conv_args *a, ptrdiff_t n,
     const int spec = KH == 3 && KW == 3 && (cc == 1 || cc == 3);
     const int ur = spec ? FC_UR_SPEC(nv < FC_TILE_NV ? nv : FC_TILE_NV)
                         : FC_UR_FULL(nv < FC_TILE_NV ? nv : FC_TILE_NV);
-    const int stream = a->stream;
+    /* wide: by fc_tile_any (blocks of more than FC_PLAIN_NV vectors, and the unrolled
+     * windows); the rest by fc_tile_any_plain, with plain stores */
+    const int wide = spec || nv > FC_PLAIN_NV;
+    const int stream = wide && a->stream;
 
     const FC_T *w = (const FC_T *)a->w;
     ptrdiff_t ws_c;
@@ -233,6 +273,18 @@ static FC_ATTR void FN(fc_rows_general_part)(const fc_conv_args *a, ptrdiff_t n,
     const FC_T *bias = (a->bias == NULL || !last) ? NULL : (const FC_T *)a->bias + o0;
     const int relu = last ? a->relu : 0;
 
+    /* a strip of tiles, by fc_tile_any or fc_tile_any_plain */
+#define FC_TILES(XP, XSP, WP, NKW, OP, OSP, UR, NT, XST, OST)                             \
+    do {                                                                                  \
+        if (wide)                                                                         \
+            FN(fc_tile_any)((XP), (XSP), xs_kh, xs_kw, (WP), ws_c, ws_kw, ws_kh, nkh, (NKW), \
+                            cc, bias, (OP), (OSP), tail, relu, first, stream, (UR), nv,    \
+                            (NT), (XST), (OST));                                          \
+        else                                                                              \
+            FN(fc_tile_any_plain)((XP), (XSP), xs_kh, xs_kw, (WP), ws_c, ws_kw, ws_kh, nkh, \
+                                  (NKW), cc, bias, (OP), (OSP), tail, relu, first, (UR), nv, \
+                                  (NT), (XST), (OST));                                    \
+    } while (0)
     ptrdiff_t ow_a, ow_b;
     fc_interior(a->pl, a->SW, a->DW, KW, W, OW, &ow_a, &ow_b);
     for (ptrdiff_t oh = oh0; oh < oh1;) {
@@ -261,9 +313,8 @@ static FC_ATTR void FN(fc_rows_general_part)(const fc_conv_args *a, ptrdiff_t n,
             fc_tap_range(iw0, a->DW, KW, W, &kw_lo, &kw_hi);
             const int nkw = kw_hi - kw_lo;
             const ptrdiff_t xoff = (nkw > 0 && nkh > 0) ? (iw0 + (ptrdiff_t)kw_lo * a->DW) * C : 0;
-            FN(fc_tile_any)(xrow + xoff, nkh > 0 ? xs_row : 0, xs_kh, xs_kw, wrow + kw_lo * ws_kw,
-                            ws_c, ws_kw, ws_kh, nkh, nkw, cc, bias, oimg + oh * os_row + ow * O,
-                            os_row, tail, relu, first, stream, nrows, nv, 1, 0, 0);
+            FC_TILES(xrow + xoff, nkh > 0 ? xs_row : 0, wrow + kw_lo * ws_kw, nkw,
+                     oimg + oh * os_row + ow * O, os_row, nrows, 1, 0, 0);
         }
         for (ptrdiff_t r = oh; r < oh_end; r++) {
             const FC_T *xr = nkh > 0 ? xrow + (r - oh) * xs_row : xrow;
@@ -271,18 +322,17 @@ static FC_ATTR void FN(fc_rows_general_part)(const fc_conv_args *a, ptrdiff_t n,
             const ptrdiff_t ntiles = (ow_b - ow_a) / ur;
             ptrdiff_t ow = ow_a;
             if (ntiles > 0)   /* the row's full tiles: one strip */
-                FN(fc_tile_any)(xr + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow,
-                                ws_c, ws_kw, ws_kh, nkh, KW, cc, bias, orow + ow * O, O, tail, relu,
-                                first, stream, ur, nv, ntiles, ur * xs_p, (ptrdiff_t)ur * O);
+                FC_TILES(xr + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, wrow, KW, orow + ow * O,
+                         O, ur, ntiles, ur * xs_p, (ptrdiff_t)ur * O);
             ow += ntiles * ur;
             if (ow < ow_b)
-                FN(fc_tile_any)(xr + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow,
-                                ws_c, ws_kw, ws_kh, nkh, KW, cc, bias, orow + ow * O, O, tail, relu,
-                                first, stream, (int)(ow_b - ow), nv, 1, 0, 0);
+                FC_TILES(xr + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, wrow, KW, orow + ow * O,
+                         O, (int)(ow_b - ow), 1, 0, 0);
         }
         oh = oh_end;
     }
 }
+#undef FC_TILES
 
 /* One work item of the general kind: output rows [oh0, oh0 + RG) of image n, output
  * channel block b of group g.  With input-channel chunks of CC < Cg, each chunk of
@@ -625,6 +675,8 @@ static void FN(fc_conv_item)(const fc_conv_args *a, ptrdiff_t item)
 #undef FC_SUB_NV
 #undef FC_URMAX
 #undef FC_TILE_CASES
+#undef FC_PLAIN_CASES
+#undef FC_PLAIN_NV
 #undef FC_DW_UR
 #undef FC_DW_CASES
 #undef FC_CASES3

@@ -300,13 +300,25 @@ def _aligned_out(shape, dtype, offset_bytes=0):
 
 
 STREAM_CASES = [
-    _case(2, 6, 17, 3, 64, 3, 3, P=(1, 1, 1, 1)),                 # general, 2 tiles per block
-    _case(1, 7, 29, 3, 8, 3, 3, P=(1, 1, 1, 1)),                  # general, one vector
-    _case(1, 5, 9, 16, 136, 1, 1),                                # blocks with a tail vector
+    _case(2, 6, 17, 3, 64, 3, 3, P=(1, 1, 1, 1)),                 # unrolled 3x3, wide block
+    _case(1, 7, 29, 3, 8, 3, 3, P=(1, 1, 1, 1)),                  # unrolled 3x3, one vector
+    _case(2, 6, 11, 1, 16, 3, 3, P=(1, 1, 1, 1)),                 # unrolled 3x3, C_in 1
     _case(2, 5, 15, 40, 40, 3, 3, groups=40, P=(1, 1, 1, 1)),     # depthwise, tail block
-    _case(2, 6, 13, 100, 40, 3, 3, P=(1, 1, 1, 1)),               # O % 16 != 0
+    _case(1, 5, 9, 16, 136, 1, 1),                                # other windows: plain
+    _case(2, 6, 13, 100, 40, 3, 3, P=(1, 1, 1, 1)),               # (their own tiles)
+    _case(1, 9, 12, 3, 64, 7, 7, S=(2, 2), P=(3, 3, 3, 3)),       # stem-like 7x7
     _case(1, 6, 7, 30, 64, 3, 3, P=(1, 1, 1, 1), chunked=True),   # chunks: never streamed
 ]
+
+
+def _streamable(case):
+    """Whether the kernels may stream this case's output: depthwise, or the unrolled
+    3x3 windows of 1 or 3 input channels (fc_conv_direct_impl.h)."""
+    groups = case.get("groups", 1)
+    cg = case["C"] // groups
+    if groups == case["C"] and cg == 1 and groups > 1:
+        return True
+    return case["KH"] == 3 and case["KW"] == 3 and cg in (1, 3)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -315,8 +327,9 @@ STREAM_CASES = [
 @pytest.mark.parametrize("case", STREAM_CASES, ids=_case_id)
 def test_streaming_stores_match_plain_stores(case, offset, level, dtype):
     """With the streaming threshold at 0 an output is streamed when all its vectors are
-    aligned and each element is written once (no channel chunks), else stored plainly;
-    either way bitwise the plain-store result, which matches the reference."""
+    aligned, each element is written once (no channel chunks) and the window is one the
+    streaming tiles run, else stored plainly; either way bitwise the plain-store result,
+    which matches the reference."""
     case = dict(case)
     chunked = case.pop("chunked", False)
     # channel chunks on or off whatever this machine's caches (they change the order)
@@ -332,7 +345,7 @@ def test_streaming_stores_match_plain_stores(case, offset, level, dtype):
     vector_bytes = {0: 1, 1: 32, 2: 64}[level]
     lanes = vector_bytes // np.dtype(dtype).itemsize
     expected = (level > 0 and offset % vector_bytes == 0 and case["O"] % max(lanes, 1) == 0
-                and not chunked)
+                and not chunked and _streamable(case))
     for nt in (1, 2, 3):
         out = _aligned_out(plain.shape, dtype, offset)
         streamed = conv2d_direct(x, w, b, out, *args, nt, level, dict(tuning, stream_bytes=0))
@@ -342,3 +355,33 @@ def test_streaming_stores_match_plain_stores(case, offset, level, dtype):
     K = w.shape[0] * w.shape[1] * w.shape[2]
     tol = (1e-5 if dtype == np.float32 else 1e-12) * math.sqrt(K)
     np.testing.assert_allclose(plain, ref, rtol=tol, atol=tol)
+
+
+# Channel chunks of a 3x3 window of 3 input channels: a chunk of 2 channels leaves the
+# unrolled variants, but its block is still a wide one (64 float32 channels on AVX2 and
+# AVX-512), so it must run by the wide blocks' tiles, not the other windows' narrower
+# ones.  chunk_bytes holds the filters of exactly two input channels of one 64-channel
+# block at every SIMD level (portable C: its blocks are narrower, nothing is chunked).
+CHUNKED_WIDE_CASES = [
+    _case(2, 6, 17, 3, 64, 3, 3, P=(1, 1, 1, 1)),
+    _case(1, 7, 10, 3, 40, 3, 3),
+    _case(1, 5, 14, 3, 130, 3, 3, P=(1, 1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("case", CHUNKED_WIDE_CASES, ids=_case_id)
+def test_chunked_wide_blocks_match_reference(case, level, dtype):
+    itemsize = np.dtype(dtype).itemsize
+    block = 64 if dtype == np.float32 else 32
+    tap_bytes = 9 * block * itemsize
+    tuning = dict(DIRECT_TUNING, chunk_bytes=2 * tap_bytes + tap_bytes // 2)
+    rng = np.random.default_rng(11)
+    x, w, b, out = _make(case, dtype, rng)
+    top, _, left, _ = case.get("P", (0, 0, 0, 0))
+    got = conv2d_direct(x, w, b, out, 1, 1, 1, 1, top, left, 1, False, 2, level, tuning)
+    assert not got   # chunks: never streamed
+    ref = _reference_out(case, x, w, b, out, False)
+    tol = (1e-5 if dtype == np.float32 else 1e-12) * math.sqrt(27)
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
