@@ -125,6 +125,13 @@ DIRECT_CHUNK_MIN_PIXELS = 48
 #: (one pixel per row) instead of one pixel at a time.
 DIRECT_BORDER_ROWS = 6
 
+#: output bytes from which the direct kernels write with non-temporal (streaming) stores,
+#: when the output is vector-aligned: streaming skips the read-for-ownership of every
+#: line, but the output then comes back from memory, not from the last-level cache, when
+#: the next operation reads it.  A quarter of the shared L3: an output that large, with
+#: the input it is computed from, would take most of what the cache keeps for this core.
+DIRECT_STREAM_BYTES = L3_BYTES // 4
+
 #: "auto" (compiled backend) picks im2col + GEMM when ``groups == 1``, the output has at
 #: most ``pixels`` pixels (N*OH*OW) and the filters at least ``filter`` elements
 #: (KH*KW*C_in*C_out), for any ``(pixels, filter)`` pair; the direct kernel otherwise.

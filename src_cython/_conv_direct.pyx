@@ -33,10 +33,13 @@ from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 
+from libc.stdint cimport uintptr_t
+
 from fastconv_c cimport (FC_KIND_DEPTHWISE, FC_KIND_GENERAL, FC_KIND_WIDTH, fc_conv_args,
-                         fc_conv_block_channels, fc_conv_direct_item, fc_conv_direct_items,
-                         fc_conv_size_bytes, fc_conv_vector_lanes, fc_cpu_simd_level,
-                         fc_flag_get, fc_flag_set, fc_pack_filters)
+                         fc_conv_block_channels, fc_conv_direct_items, fc_conv_direct_kernel,
+                         fc_conv_dw_block_channels, fc_conv_item_fn, fc_conv_size_bytes,
+                         fc_conv_vector_lanes, fc_cpu_simd_level, fc_flag_get, fc_flag_set,
+                         fc_pack_filters)
 
 #: the largest kernel size, channel count per group, stride, dilation or padding the
 #: kernels take (they are C ints; every size and offset derived from them is 64-bit)
@@ -79,6 +82,7 @@ cdef int _run(const fc_conv_args *a, int num_threads, double item_work,
     independent, so the result does not depend on which thread runs which.
     """
     cdef Py_ssize_t i, n_items = fc_conv_direct_items(a)
+    cdef fc_conv_item_fn kernel = fc_conv_direct_kernel(a)   # chosen once per call
     cdef int nt = num_threads if num_threads < n_items else <int>n_items
     cdef int stop = 0
     cdef int *pstop = &stop
@@ -95,7 +99,7 @@ cdef int _run(const fc_conv_args *a, int num_threads, double item_work,
         chunk = 1
     if nt <= 1:
         for i in range(n_items):
-            fc_conv_direct_item(a, i)
+            kernel(a, i)
             done += item_work
             if done >= interrupt_work and i + 1 < n_items:
                 done = 0.0
@@ -105,7 +109,7 @@ cdef int _run(const fc_conv_args *a, int num_threads, double item_work,
     with parallel(num_threads=nt):
         for i in prange(n_items, schedule="dynamic", chunksize=chunk):
             if fc_flag_get(pstop) == 0:
-                fc_conv_direct_item(a, i)
+                kernel(a, i)
                 if threadid() == 0:
                     pdone[0] = pdone[0] + item_work
                     if pdone[0] >= interrupt_work:
@@ -165,10 +169,17 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
         2 = AVX-512, 1 = AVX2 + FMA, 0 = portable C.  Levels above what this CPU
         supports are lowered to the CPU's level (never a SIGILL).
     tuning : mapping
-        ``block_major_bytes``, ``chunk_bytes``, ``chunk_min_pixels`` and
-        ``border_rows`` (see :mod:`fastconv._tuning`): how work items are cut
-        and in which order filter blocks are walked.  They never change the
+        ``block_major_bytes``, ``chunk_bytes``, ``chunk_min_pixels``,
+        ``border_rows``, ``interrupt_work``, ``single_thread_work`` and
+        ``stream_bytes`` (see :mod:`fastconv._tuning`): how work items are cut,
+        in which order filter blocks are walked, and from which output size a
+        vector-aligned ``out`` is written with non-temporal stores.  They never change the
         result for a given machine and never depend on the thread count.
+
+    Returns
+    -------
+    bool
+        True when ``out`` was written with non-temporal (streaming) stores.
 
     Notes
     -----
@@ -189,14 +200,14 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     cdef int level = simd_level
     cdef int lanes
     if N == 0 or OH == 0 or OW == 0 or O == 0:
-        return
+        return False
     if KH == 0 or KW == 0 or Cg == 0 or H == 0 or W == 0:
         # an empty sum: only the bias (and ReLU) remain
         out_arr = np.asarray(out)
         out_arr[...] = 0 if bias is None else np.asarray(bias)
         if relu:
             np.maximum(out_arr, 0, out=out_arr)
-        return
+        return False
     if level > fc_cpu_simd_level():
         level = fc_cpu_simd_level()
     if level < 0:
@@ -211,7 +222,10 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     a.level = level
     a.is_double = floating is double
     a.kind = _kind(C, O, groups, SW)
-    a.OB = fc_conv_block_channels(level, a.is_double)
+    if a.kind == FC_KIND_DEPTHWISE:
+        a.OB = fc_conv_dw_block_channels(level, a.is_double)
+    else:
+        a.OB = fc_conv_block_channels(level, a.is_double, KH, KW, Cg)
     lanes = fc_conv_vector_lanes(level, a.is_double)
     a.packed = 0
     a.nb = 1
@@ -231,6 +245,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     cdef int border_rows = tuning["border_rows"]
     cdef double interrupt_work = tuning["interrupt_work"]
     cdef double single_thread_work = tuning["single_thread_work"]
+    cdef double stream_bytes = tuning["stream_bytes"]
     a.RG = 1
     a.CC = Cg
     cdef Py_ssize_t tap_bytes = <Py_ssize_t>KH * KW * a.OB * sizeof(floating)
@@ -262,6 +277,17 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     if bias is not None:
         a.bias = <const void *>&bias[0]
     a.out = <void *>&out[0, 0, 0, 0]
+    # non-temporal stores for outputs too large to stay in cache, when every full vector
+    # of the output is aligned (a vector-aligned out, whole vectors per pixel) and each
+    # element is written once (no channel chunks re-reading partial sums); depthwise and
+    # the unrolled 3x3 windows of 1 or 3 input channels only (the other windows' tiles
+    # store plainly, see fc_conv_direct_impl.h)
+    a.stream = (level > 0 and a.CC == Cg and O % lanes == 0
+                and (a.kind == FC_KIND_DEPTHWISE
+                     or (a.kind == FC_KIND_GENERAL and KH == 3 and KW == 3
+                         and (Cg == 1 or Cg == 3)))
+                and <double>N * OH * OW * O * sizeof(floating) >= stream_bytes
+                and (<uintptr_t>a.out) % (lanes * sizeof(floating)) == 0)
     # one thread, no parallel region, for calls of little work (same result)
     cdef Py_ssize_t n_items = fc_conv_direct_items(&a)
     cdef double work = <double>N * OH * OW * O * KH * KW * Cg
@@ -270,3 +296,4 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     cdef double item_work = work / max(n_items, 1)
     with nogil:
         _run(&a, num_threads, item_work, interrupt_work)
+    return a.stream != 0

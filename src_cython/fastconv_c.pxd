@@ -61,20 +61,22 @@ cdef extern from "fc_conv_direct.h" nogil:
         int block_major
         int RG
         int CC
+        int stream
+    ctypedef void (*fc_conv_item_fn)(const fc_conv_args *a, Py_ssize_t item) noexcept nogil
     int FC_KIND_GENERAL
     int FC_KIND_DEPTHWISE
     int FC_KIND_WIDTH
     Py_ssize_t fc_conv_direct_items(const fc_conv_args *a)
     void fc_conv_direct_item(const fc_conv_args *a, Py_ssize_t item)
-    int fc_conv_block_channels(int level, int is_double)
+    fc_conv_item_fn fc_conv_direct_kernel(const fc_conv_args *a)
+    int fc_conv_block_channels(int level, int is_double, int KH, int KW, int Cg)
+    int fc_conv_dw_block_channels(int level, int is_double)
     int fc_conv_vector_lanes(int level, int is_double)
     void fc_pack_filters(const void *w, void *packed, size_t size, int KH, int KW, int Cg,
                          Py_ssize_t O, int groups, int OB, int nb)
     int fc_conv_size_bytes()
     int fc_flag_get(const int *flag)
     void fc_flag_set(int *flag)
-    unsigned int fc_ftz_enter()
-    void fc_ftz_leave(unsigned int saved)
 
 from libc.stdint cimport int64_t
 

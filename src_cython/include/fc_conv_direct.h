@@ -5,11 +5,14 @@
  * with every position outside the input reading as zero.
  *
  * Three kernels, each instantiated for float32/float64 at three SIMD levels
- * (AVX-512, AVX2+FMA, portable C) from the template fc_conv_direct_impl.h:
+ * (AVX-512, AVX2+FMA, portable C) from one template, fc_conv_direct_impl.h,
+ * written against the SIMD vocabulary of fc_simd_<isa>.h with the register tile of
+ * each ISA as a parameter (see "Register tiles" below):
  *
  *   FC_KIND_GENERAL   register-blocked tile of UR output pixels x NV vectors of
  *                     output channels (6 x 4 zmm = 24 accumulators for 64 float32
- *                     channels on AVX-512), inner loop kh -> kw -> c: one broadcast
+ *                     channels on AVX-512; 3 x 4 ymm = 12 on AVX2, twice per 64
+ *                     channels before the next pixels), inner loop kh -> kw -> c: one broadcast
  *                     input value per pixel, NV weight vectors, UR*NV FMAs.  This is
  *                     the loop nest of oneDNN's jit_avx512_common_conv_kernel and of
  *                     Zhang et al., "High Performance Zero-Memory Overhead Direct
@@ -24,6 +27,11 @@
  *   FC_KIND_WIDTH     C == O == 1 and SW == 1 (single-channel filter): vectors run
  *                     ACROSS the output width, each tap broadcast against unaligned
  *                     row loads, as OpenCV's filter2D does.
+ *
+ * Outputs too large for the cache (fc_conv_args.stream, set by the caller when every
+ * full output vector is aligned) are written with non-temporal stores and a fence at
+ * the end of each work item: by the depthwise kernel and by the general kernel's
+ * unrolled 3x3 windows of 1 or 3 input channels (every other window stores plainly).
  *
  * Borders never cost a branch in the hot loop: per output row the valid kh range is
  * computed once, and each row is split into an interior (all kw valid, full tiles) and
@@ -73,6 +81,8 @@ typedef struct {
     int block_major;   /* general kind: items ordered (g, b, n, rows) instead of (n, rows, g, b) */
     int RG;            /* general kind: output rows per work item */
     int CC;            /* general kind: input channels per chunk (Cg: no chunking) */
+    int stream;        /* 1: full output vectors are stored non-temporally (the caller
+                          checks that every one is vector-aligned) */
 } fc_conv_args;
 
 /* Sizes and offsets are 64-bit on every 64-bit platform: an axis of 2**31 or more
@@ -121,29 +131,30 @@ static inline void fc_interior(int pad, int S, int D, int K, ptrdiff_t size,
     *b = hi;
 }
 
-/* Flush denormals to zero (FTZ) and treat denormal inputs as zero (DAZ) in the
- * calling thread; returns the previous MXCSR to restore with fc_ftz_leave. */
-static inline unsigned int fc_ftz_enter(void) {
-#if FC_HAVE_X86
-    unsigned int saved = _mm_getcsr();
-    _mm_setcsr(saved | 0x8040u);
-    return saved;
-#else
-    return 0;
-#endif
-}
-
-static inline void fc_ftz_leave(unsigned int saved) {
-#if FC_HAVE_X86
-    _mm_setcsr(saved);
-#else
-    (void)saved;
-#endif
-}
-
 #define FC_GEN_NVMAX 8  /* "vectors" of one scalar in the portable kernel */
 #define FC_CAT_(a, b) a##b
 #define FC_CAT(a, b) FC_CAT_(a, b)
+
+/* Register tiles of each ISA (the template's parameters, see fc_conv_direct_impl.h):
+ *
+ *   AVX-512 (32 zmm): general 6 px x 4 vectors (24 accumulators; 8 x 3, 12 x 2 and
+ *     12 x 1 for narrower blocks), blocks of 4 vectors (64 float32 channels);
+ *     depthwise 4 px x up to 4 vectors.
+ *   AVX2 + FMA (16 ymm): 3 px x 4 vectors (12 accumulators, 3 broadcasts held),
+ *     4 x 3, 6 x 2, 12 x 1 for narrower blocks.  The unrolled 3x3 windows of 1 or 3
+ *     input channels take blocks of 8 vectors (64 float32 channels), each tile's
+ *     pixels finished for the whole block (two 3 x 4 tiles) before the next pixels.
+ *     Other windows take blocks of 2 vectors (6 x 2 tiles), one block after the
+ *     other over a work item's rows: their filters are larger than L1, and a pixel
+ *     burst over all 64 channels would read every filter from L2 (and GCC spills
+ *     the 3 x 4 tile in a loop over the input channels).  These narrow blocks run by
+ *     a function of their own with only their tile shapes (fc_tile_any_plain, plain
+ *     stores), where the 6 x 2 tile keeps its 12 accumulators and 6 pixel offsets in
+ *     registers.  Depthwise 6 px x 2 vectors (12 accumulators).
+ *   portable C: 4 px x up to 8 scalars. */
+#define FC_TILE_UR_AVX512(nv) ((nv) == 4 ? 6 : (nv) == 3 ? 8 : 12)
+#define FC_TILE_UR_AVX2(nv) ((nv) >= 4 ? 3 : (nv) == 3 ? 4 : (nv) == 2 ? 6 : 12)
+#define FC_SUB_NV_AVX2(ur) ((ur) <= 3 ? 4 : (ur) == 4 ? 3 : (ur) <= 6 ? 2 : 1)
 
 /* ---- portable C, float32 and float64 ---- */
 /* (GCC cannot see that the runtime-sized tile loops only read what they wrote) */
@@ -155,11 +166,29 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #define FC_DOUBLE 0
 #define FC_T float
 #define FC_LEVEL_GENERIC 1
+#define FC_SIMD_HEADER "fc_simd_generic.h"
+#define FC_NVMAX FC_GEN_NVMAX
+#define FC_TILE_NV FC_GEN_NVMAX
+#define FC_UR_FULL(nv) 4
+#define FC_UR_SPEC(nv) 4
+#define FC_SUB_NV(ur) FC_GEN_NVMAX
+#define FC_URMAX 4
+#define FC_DW_UR 4
+#define FC_PLAIN_NV FC_GEN_NVMAX
 #include "fc_conv_direct_impl.h"
 #define FC_SUFFIX _f64_gen
 #define FC_DOUBLE 1
 #define FC_T double
 #define FC_LEVEL_GENERIC 1
+#define FC_SIMD_HEADER "fc_simd_generic.h"
+#define FC_NVMAX FC_GEN_NVMAX
+#define FC_TILE_NV FC_GEN_NVMAX
+#define FC_UR_FULL(nv) 4
+#define FC_UR_SPEC(nv) 4
+#define FC_SUB_NV(ur) FC_GEN_NVMAX
+#define FC_URMAX 4
+#define FC_DW_UR 4
+#define FC_PLAIN_NV FC_GEN_NVMAX
 #include "fc_conv_direct_impl.h"
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
@@ -170,23 +199,70 @@ static inline void fc_ftz_leave(unsigned int saved) {
 #define FC_SUFFIX _f32_avx512
 #define FC_DOUBLE 0
 #define FC_T float
-#define FC_LEVEL_AVX512 1
+#define FC_SIMD_HEADER "fc_simd_avx512.h"
+#define FC_NVMAX 4
+#define FC_TILE_NV 4
+#define FC_UR_FULL(nv) FC_TILE_UR_AVX512(nv)
+#define FC_UR_SPEC(nv) FC_TILE_UR_AVX512(nv)
+#define FC_SUB_NV(ur) 4
+#define FC_URMAX 12
+#define FC_TILE_CASES FC_CASES12(1) FC_CASES12(2) FC_CASES8(3) FC_CASES6(4)
+#define FC_DW_UR 4
+#define FC_DW_CASES FC_CASES4(1) FC_CASES4(2) FC_CASES4(3) FC_CASES4(4)
+#define FC_PLAIN_NV 4
+#define FC_PLAIN_CASES FC_TILE_CASES
 #include "fc_conv_direct_impl.h"
 #define FC_SUFFIX _f64_avx512
 #define FC_DOUBLE 1
 #define FC_T double
-#define FC_LEVEL_AVX512 1
+#define FC_SIMD_HEADER "fc_simd_avx512.h"
+#define FC_NVMAX 4
+#define FC_TILE_NV 4
+#define FC_UR_FULL(nv) FC_TILE_UR_AVX512(nv)
+#define FC_UR_SPEC(nv) FC_TILE_UR_AVX512(nv)
+#define FC_SUB_NV(ur) 4
+#define FC_URMAX 12
+#define FC_TILE_CASES FC_CASES12(1) FC_CASES12(2) FC_CASES8(3) FC_CASES6(4)
+#define FC_DW_UR 4
+#define FC_DW_CASES FC_CASES4(1) FC_CASES4(2) FC_CASES4(3) FC_CASES4(4)
+#define FC_PLAIN_NV 4
+#define FC_PLAIN_CASES FC_TILE_CASES
 #include "fc_conv_direct_impl.h"
 /* ---- AVX2 + FMA ---- */
+#define FC_AVX2_TILE_CASES                                                              \
+    FC_CASES12(1) FC_CASES6(2) FC_CASES4(3) FC_CASES3(4) FC_CASES3(5) FC_CASES3(6)      \
+    FC_CASES3(7) FC_CASES3(8)
 #define FC_SUFFIX _f32_avx2
 #define FC_DOUBLE 0
 #define FC_T float
-#define FC_LEVEL_AVX2 1
+#define FC_SIMD_HEADER "fc_simd_avx2.h"
+#define FC_NVMAX 4
+#define FC_TILE_NV 4
+#define FC_UR_FULL(nv) FC_TILE_UR_AVX2(nv)
+#define FC_UR_SPEC(nv) FC_TILE_UR_AVX2(nv)
+#define FC_SUB_NV(ur) FC_SUB_NV_AVX2(ur)
+#define FC_URMAX 12
+#define FC_TILE_CASES FC_AVX2_TILE_CASES
+#define FC_DW_UR 6
+#define FC_DW_CASES FC_CASES6(1) FC_CASES6(2)
+#define FC_PLAIN_NV 2
+#define FC_PLAIN_CASES FC_CASES12(1) FC_CASES6(2)
 #include "fc_conv_direct_impl.h"
 #define FC_SUFFIX _f64_avx2
 #define FC_DOUBLE 1
 #define FC_T double
-#define FC_LEVEL_AVX2 1
+#define FC_SIMD_HEADER "fc_simd_avx2.h"
+#define FC_NVMAX 4
+#define FC_TILE_NV 4
+#define FC_UR_FULL(nv) FC_TILE_UR_AVX2(nv)
+#define FC_UR_SPEC(nv) FC_TILE_UR_AVX2(nv)
+#define FC_SUB_NV(ur) FC_SUB_NV_AVX2(ur)
+#define FC_URMAX 12
+#define FC_TILE_CASES FC_AVX2_TILE_CASES
+#define FC_DW_UR 6
+#define FC_DW_CASES FC_CASES6(1) FC_CASES6(2)
+#define FC_PLAIN_NV 2
+#define FC_PLAIN_CASES FC_CASES12(1) FC_CASES6(2)
 #include "fc_conv_direct_impl.h"
 #endif
 
@@ -210,13 +286,28 @@ static inline void fc_pack_filters(const void *w, void *packed, size_t size, int
         }
 }
 
-/* Output channels per block and vector lanes of the general kernel at a level. */
-static inline int fc_conv_block_channels(int level, int is_double) {
+/* Output channels per block of the general kernel at a level for a KH x KW window of
+ * Cg input channels (AVX-512: 4 vectors; AVX2: 8 vectors, run as register tiles of 4,
+ * for the unrolled 3x3 windows of 1 or 3 channels, else 2), and of the depthwise
+ * kernel. */
+static inline int fc_conv_block_channels(int level, int is_double, int KH, int KW, int Cg) {
+#if FC_HAVE_X86
+    if (level >= 2) return is_double ? 32 : 64;
+    if (level == 1) {
+        if (KH == 3 && KW == 3 && (Cg == 1 || Cg == 3)) return is_double ? 32 : 64;
+        return is_double ? 8 : 16;
+    }
+#endif
+    (void)level; (void)is_double; (void)KH; (void)KW; (void)Cg;
+    return FC_GEN_NVMAX;
+}
+
+static inline int fc_conv_dw_block_channels(int level, int is_double) {
 #if FC_HAVE_X86
     if (level >= 2) return is_double ? 32 : 64;
     if (level == 1) return is_double ? 8 : 16;
 #endif
-    (void)level;
+    (void)level; (void)is_double;
     return FC_GEN_NVMAX;
 }
 
@@ -236,22 +327,20 @@ static inline ptrdiff_t fc_conv_direct_items(const fc_conv_args *a) {
     return (ptrdiff_t)a->N * ((a->OH + a->RG - 1) / a->RG) * a->groups * a->nb;
 }
 
+/* The work-item kernel for the args' SIMD level and dtype: chosen once per call. */
+typedef void (*fc_conv_item_fn)(const fc_conv_args *a, ptrdiff_t item);
+
+static inline fc_conv_item_fn fc_conv_direct_kernel(const fc_conv_args *a) {
+#if FC_HAVE_X86
+    if (a->level >= 2) return a->is_double ? fc_conv_item_f64_avx512 : fc_conv_item_f32_avx512;
+    if (a->level == 1) return a->is_double ? fc_conv_item_f64_avx2 : fc_conv_item_f32_avx2;
+#endif
+    return a->is_double ? fc_conv_item_f64_gen : fc_conv_item_f32_gen;
+}
+
 /* Run work item `item` (see fc_conv_direct_items) at the args' SIMD level and dtype. */
 static inline void fc_conv_direct_item(const fc_conv_args *a, ptrdiff_t item) {
-#if FC_HAVE_X86
-    if (a->level >= 2) {
-        if (a->is_double) fc_conv_item_f64_avx512(a, item);
-        else fc_conv_item_f32_avx512(a, item);
-        return;
-    }
-    if (a->level == 1) {
-        if (a->is_double) fc_conv_item_f64_avx2(a, item);
-        else fc_conv_item_f32_avx2(a, item);
-        return;
-    }
-#endif
-    if (a->is_double) fc_conv_item_f64_gen(a, item);
-    else fc_conv_item_f32_gen(a, item);
+    fc_conv_direct_kernel(a)(a, item);
 }
 
 #endif

@@ -1,138 +1,75 @@
 /* Template body of fastconv's direct convolution kernels (see fc_conv_direct.h).
  *
- * Included once per (dtype, SIMD level) with FC_SUFFIX, FC_T, FC_DOUBLE and one of
- * FC_LEVEL_GENERIC / FC_LEVEL_AVX2 / FC_LEVEL_AVX512 defined; it defines
- * fc_conv_item<FC_SUFFIX>() and #undefs everything it was given.  The vector
- * operations below are the only level-specific code: FCV_L lanes per vector,
- * FCV_LOADN / FCV_STOREN touch only the first n lanes (AVX-512 masks, AVX2
- * maskload/maskstore), FCV_RELU keeps NaN (max(0, v) with v as the second operand,
- * which max returns when either operand is NaN).
+ * Written once against the SIMD vocabulary (fc_simd_avx512.h, fc_simd_avx2.h,
+ * fc_simd_generic.h: FCV vectors of FCV_L lanes, FCV_LOAD/STORE/LOADN/STOREN/STREAM,
+ * FCV_SET1, FCV_FMA, ...) and included once per (dtype, ISA) with these defined:
+ *
+ *   FC_SUFFIX, FC_T, FC_DOUBLE   name suffix and element type
+ *   FC_SIMD_HEADER               the vocabulary header of the ISA
+ *   FC_LEVEL_GENERIC             (portable C only) no constant-shape tile switch
+ *   FC_NVMAX                     the most vectors of any tile (array bound)
+ *   FC_TILE_NV                   vectors of output channels per register tile; a
+ *                                block of output channels (fc_conv_block_channels)
+ *                                wider than that is finished for each tile's pixels,
+ *                                FC_TILE_NV vectors at a time, before the next pixels
+ *   FC_UR_FULL(nv), FC_URMAX     pixels per tile of nv (<= FC_TILE_NV) vectors, and
+ *                                the largest pixel count of any tile
+ *   FC_UR_SPEC(nv)               the same for the unrolled 3x3 windows of 1 or 3
+ *                                input channels
+ *   FC_SUB_NV(ur)                vectors per register tile of ur pixels: a block of
+ *                                more vectors runs as several tiles (<= FC_TILE_NV)
+ *   FC_TILE_CASES                FC_CASE(ur, block vectors) for every tile shape of the
+ *                                general kernel, each compiled with constant sizes
+ *   FC_DW_UR, FC_DW_CASES        pixels per depthwise tile, and its FC_CASE list
+ *   FC_PLAIN_NV, FC_PLAIN_CASES  the most vectors of a block that fc_tile_any_plain
+ *                                runs (every window but the unrolled 3x3 ones), and
+ *                                its FC_CASE list
+ *
+ * It defines fc_conv_item<FC_SUFFIX>() and #undefs everything it was given.
  */
 #define FN(name) FC_CAT(name, FC_SUFFIX)
 #define FC_UNROLL _Pragma("GCC unroll 16")
 
-#if defined(FC_LEVEL_AVX512)
-#define FC_ATTR __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
-#define FC_NVMAX 4
-#define FC_UR_FULL(nv) ((nv) == 4 ? 6 : (nv) == 3 ? 8 : 12)
-#define FC_URMAX 12
-#define FC_TILE_CASES FC_CASES12(1) FC_CASES12(2) FC_CASES8(3) FC_CASES6(4)
-#define FC_DW_CASES FC_CASES4(1) FC_CASES4(2) FC_CASES4(3) FC_CASES4(4)
-#if FC_DOUBLE
-#define FCV __m512d
-#define FCV_L 8
-#define FCV_MASK(n) ((__mmask8)((1u << (n)) - 1u))
-#define FCV_ZERO() _mm512_setzero_pd()
-#define FCV_SET1(s) _mm512_set1_pd(s)
-#define FCV_LOAD(p) _mm512_loadu_pd(p)
-#define FCV_LOADN(p, n) _mm512_maskz_loadu_pd(FCV_MASK(n), (p))
-#define FCV_STORE(p, v) _mm512_storeu_pd((p), (v))
-#define FCV_STOREN(p, v, n) _mm512_mask_storeu_pd((p), FCV_MASK(n), (v))
-#define FCV_FMA(a, b, c) _mm512_fmadd_pd((a), (b), (c))
-#define FCV_ADD(a, b) _mm512_add_pd((a), (b))
-#define FCV_RELU(v) _mm512_max_pd(_mm512_setzero_pd(), (v))
-#define FCI __m256i
-#define FCI_LOAD(p) _mm256_loadu_si256((const __m256i *)(p))
-#define FCV_GATHER(p, i) _mm512_i32gather_pd((i), (p), 8)
-#else
-#define FCV __m512
-#define FCV_L 16
-#define FCV_MASK(n) ((__mmask16)((1u << (n)) - 1u))
-#define FCV_ZERO() _mm512_setzero_ps()
-#define FCV_SET1(s) _mm512_set1_ps(s)
-#define FCV_LOAD(p) _mm512_loadu_ps(p)
-#define FCV_LOADN(p, n) _mm512_maskz_loadu_ps(FCV_MASK(n), (p))
-#define FCV_STORE(p, v) _mm512_storeu_ps((p), (v))
-#define FCV_STOREN(p, v, n) _mm512_mask_storeu_ps((p), FCV_MASK(n), (v))
-#define FCV_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
-#define FCV_ADD(a, b) _mm512_add_ps((a), (b))
-#define FCV_RELU(v) _mm512_max_ps(_mm512_setzero_ps(), (v))
-#define FCI __m512i
-#define FCI_LOAD(p) _mm512_loadu_si512((const void *)(p))
-#define FCV_GATHER(p, i) _mm512_i32gather_ps((i), (p), 4)
-#endif
+#include FC_SIMD_HEADER
 
-#elif defined(FC_LEVEL_AVX2)
-#define FC_ATTR __attribute__((target("avx2,fma")))
-#define FC_NVMAX 2
-#define FC_UR_FULL(nv) ((nv) == 2 ? 6 : 12)
-#define FC_URMAX 12
-#define FC_TILE_CASES FC_CASES12(1) FC_CASES6(2)
-#define FC_DW_CASES FC_CASES4(1) FC_CASES4(2)
-#if FC_DOUBLE
-#define FCV __m256d
-#define FCV_L 4
-#define FCV_MASK(n) _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3))
-#define FCV_ZERO() _mm256_setzero_pd()
-#define FCV_SET1(s) _mm256_set1_pd(s)
-#define FCV_LOAD(p) _mm256_loadu_pd(p)
-#define FCV_LOADN(p, n) _mm256_maskload_pd((p), FCV_MASK(n))
-#define FCV_STORE(p, v) _mm256_storeu_pd((p), (v))
-#define FCV_STOREN(p, v, n) _mm256_maskstore_pd((p), FCV_MASK(n), (v))
-#define FCV_FMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
-#define FCV_ADD(a, b) _mm256_add_pd((a), (b))
-#define FCV_RELU(v) _mm256_max_pd(_mm256_setzero_pd(), (v))
-#define FCI __m128i
-#define FCI_LOAD(p) _mm_loadu_si128((const __m128i *)(p))
-#define FCV_GATHER(p, i) _mm256_i32gather_pd((p), (i), 8)
-#else
-#define FCV __m256
-#define FCV_L 8
-#define FCV_MASK(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-#define FCV_ZERO() _mm256_setzero_ps()
-#define FCV_SET1(s) _mm256_set1_ps(s)
-#define FCV_LOAD(p) _mm256_loadu_ps(p)
-#define FCV_LOADN(p, n) _mm256_maskload_ps((p), FCV_MASK(n))
-#define FCV_STORE(p, v) _mm256_storeu_ps((p), (v))
-#define FCV_STOREN(p, v, n) _mm256_maskstore_ps((p), FCV_MASK(n), (v))
-#define FCV_FMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
-#define FCV_ADD(a, b) _mm256_add_ps((a), (b))
-#define FCV_RELU(v) _mm256_max_ps(_mm256_setzero_ps(), (v))
-#define FCI __m256i
-#define FCI_LOAD(p) _mm256_loadu_si256((const __m256i *)(p))
-#define FCV_GATHER(p, i) _mm256_i32gather_ps((p), (i), 4)
-#endif
 
-#else /* portable C: a "vector" is one scalar */
-#define FC_ATTR
-#define FC_NVMAX FC_GEN_NVMAX
-#define FC_UR_FULL(nv) 4
-#define FC_URMAX 4
-#define FCV FC_T
-#define FCV_L 1
-#define FCV_ZERO() ((FC_T)0)
-#define FCV_SET1(s) ((FC_T)(s))
-#define FCV_LOAD(p) (*(p))
-#define FCV_LOADN(p, n) ((void)(n), *(p))
-#define FCV_STORE(p, v) (*(p) = (v))
-#define FCV_STOREN(p, v, n) ((void)(n), *(p) = (v))
-#define FCV_FMA(a, b, c) ((a) * (b) + (c))
-#define FCV_ADD(a, b) ((a) + (b))
-#define FCV_RELU(v) ((v) < 0 ? (FC_T)0 : (v))
-#define FCI int
-#define FCI_LOAD(p) (*(p))
-#define FCV_GATHER(p, i) ((p)[i])
-#endif
-
-#define FC_CASES4(NV) FC_CASE(1, NV) FC_CASE(2, NV) FC_CASE(3, NV) FC_CASE(4, NV)
+#define FC_CASES3(NV) FC_CASE(1, NV) FC_CASE(2, NV) FC_CASE(3, NV)
+#define FC_CASES4(NV) FC_CASES3(NV) FC_CASE(4, NV)
 #define FC_CASES6(NV) FC_CASES4(NV) FC_CASE(5, NV) FC_CASE(6, NV)
 #define FC_CASES8(NV) FC_CASES6(NV) FC_CASE(7, NV) FC_CASE(8, NV)
 #define FC_CASES12(NV) FC_CASES8(NV) FC_CASE(9, NV) FC_CASE(10, NV) FC_CASE(11, NV) FC_CASE(12, NV)
 
-/* Bias, ReLU and store of one tile of ur pixels x nv vectors (last vector: tail lanes). */
+/* A value the compiler must treat as unknown from here on: the bias vectors and the
+ * tail mask are then made at each tile's store, instead of being hoisted out of the
+ * strip loop, where they would hold registers through every tile's FMA loop (and
+ * force an accumulator spill in a 12-accumulator AVX2 tile). */
+#if defined(__GNUC__)
+#define FC_OPAQUE(p) __asm__("" : "+r"(p))
+#else
+#define FC_OPAQUE(p) ((void)0)
+#endif
+
+/* Bias, ReLU and store of one tile of ur pixels x nv vectors (last vector: tail lanes);
+ * full vectors are streamed (non-temporal) when `stream` is set, which the caller does
+ * only when every full vector of the output is FCV_BYTES-aligned. */
 #define FC_STORE_TILE(acc, ur, nv)                                                        \
     do {                                                                                  \
         FCV bv_[FC_NVMAX];                                                                \
+        const FC_T *bp_ = bias;                                                           \
+        int tl_ = tail;   /* the bias and the tail mask are made here, not hoisted */      \
+        FC_OPAQUE(bp_);   /* out of a strip's tile loop (where they would hold       */    \
+        FC_OPAQUE(tl_);   /* registers through every tile's FMA loop)                */    \
         FC_UNROLL for (int v_ = 0; v_ < (nv); v_++)                                      \
             bv_[v_] = bias == NULL ? FCV_ZERO()                                           \
-                      : (v_ == (nv) - 1 ? FCV_LOADN(bias + v_ * FCV_L, tail)              \
-                                        : FCV_LOAD(bias + v_ * FCV_L));                   \
+                      : (v_ == (nv) - 1 ? FCV_LOADN(bp_ + v_ * FCV_L, tl_)                \
+                                        : FCV_LOAD(bp_ + v_ * FCV_L));                    \
         FC_UNROLL for (int p_ = 0; p_ < (ur); p_++) {                                    \
             FC_T *o_ = op + p_ * os_p;                                                    \
             FC_UNROLL for (int v_ = 0; v_ < (nv); v_++) {                                \
                 FCV r_ = FCV_ADD(acc[p_][v_], bv_[v_]);                                   \
                 if (relu) r_ = FCV_RELU(r_);                                              \
-                if (v_ == (nv) - 1 && tail != FCV_L) FCV_STOREN(o_ + v_ * FCV_L, r_, tail); \
+                if (v_ == (nv) - 1 && tl_ != FCV_L) FCV_STOREN(o_ + v_ * FCV_L, r_, tl_);   \
+                else if (stream) FCV_STREAM(o_ + v_ * FCV_L, r_);                         \
                 else FCV_STORE(o_ + v_ * FCV_L, r_);                                      \
             }                                                                             \
         }                                                                                 \
@@ -146,7 +83,7 @@ static inline __attribute__((always_inline)) FC_ATTR void FN(fc_tile)(
     const FC_T *xp, ptrdiff_t xs_p, ptrdiff_t xs_kh, ptrdiff_t xs_kw,
     const FC_T *wp, ptrdiff_t ws_c, ptrdiff_t ws_kw, ptrdiff_t ws_kh,
     int nkh, int nkw, int Cg, const FC_T *bias, FC_T *op, ptrdiff_t os_p,
-    int tail, int relu, int first, const int ur, const int nv)
+    int tail, int relu, int first, int stream, const int ur, const int nv)
 {
     FCV acc[FC_URMAX][FC_NVMAX];
     if (ur < 1 || ur > FC_URMAX || nv < 1 || nv > FC_NVMAX) return;
@@ -164,11 +101,22 @@ static inline __attribute__((always_inline)) FC_ATTR void FN(fc_tile)(
             const FC_T *xc = xp + kh * xs_kh + kw * xs_kw;
             const FC_T *wc = wp + kh * ws_kh + kw * ws_kw;
             for (int c = 0; c < Cg; c++) {
-                FCV wv[FC_NVMAX];
-                FC_UNROLL for (int v = 0; v < nv; v++) wv[v] = FCV_LOAD(wc + v * FCV_L);
-                FC_UNROLL for (int p = 0; p < ur; p++) {
-                    FCV xb = FCV_SET1(xc[p * xs_p]);
-                    FC_UNROLL for (int v = 0; v < nv; v++) acc[p][v] = FCV_FMA(xb, wv[v], acc[p][v]);
+                if (ur < nv) {
+                    /* few pixels, many vectors (3 x 4 on 16 registers): the ur
+                     * broadcasts stay in registers, each weight vector is used once */
+                    FCV xb[FC_URMAX];
+                    FC_UNROLL for (int p = 0; p < ur; p++) xb[p] = FCV_SET1(xc[p * xs_p]);
+                    FC_UNROLL for (int v = 0; v < nv; v++) {
+                        const FCV wv = FCV_LOAD(wc + v * FCV_L);
+                        FC_UNROLL for (int p = 0; p < ur; p++) acc[p][v] = FCV_FMA(xb[p], wv, acc[p][v]);
+                    }
+                } else {
+                    FCV wv[FC_NVMAX];
+                    FC_UNROLL for (int v = 0; v < nv; v++) wv[v] = FCV_LOAD(wc + v * FCV_L);
+                    FC_UNROLL for (int p = 0; p < ur; p++) {
+                        FCV xb = FCV_SET1(xc[p * xs_p]);
+                        FC_UNROLL for (int v = 0; v < nv; v++) acc[p][v] = FCV_FMA(xb, wv[v], acc[p][v]);
+                    }
                 }
                 xc += 1;
                 wc += ws_c;
@@ -178,10 +126,14 @@ static inline __attribute__((always_inline)) FC_ATTR void FN(fc_tile)(
     FC_STORE_TILE(acc, ur, nv);
 }
 
-/* A strip of ntiles tiles of ur pixels x nv vectors, tile t at xp + t * xs_t (input)
- * and op + t * os_t (output), all run by one tile specialised for constant (ur, nv)
- * (its accumulators live in registers): one call per row strip, not per tile. */
-static __attribute__((noinline)) FC_ATTR void FN(fc_tile_any)(
+/* A strip of ntiles tiles of ur pixels x nv (<= FC_TILE_NV) vectors for every window
+ * but the unrolled 3x3 ones of 1 or 3 input channels (their own function below): tile t
+ * at xp + t * xs_t (input) and op + t * os_t (output), plain stores.  A function of its
+ * own with only these few tile shapes, so that the register allocator keeps all the
+ * accumulators and the pixel offsets of the channel loop in registers (in one function
+ * with the wide blocks' shapes, GCC spilled one accumulator of the 6 x 2 AVX2 tile and
+ * every pixel offset, halving its speed). */
+static __attribute__((noinline)) FC_ATTR void FN(fc_tile_any_plain)(
     const FC_T *xp, ptrdiff_t xs_p, ptrdiff_t xs_kh, ptrdiff_t xs_kw,
     const FC_T *wp, ptrdiff_t ws_c, ptrdiff_t ws_kw, ptrdiff_t ws_kh,
     int nkh, int nkw, int Cg, const FC_T *bias, FC_T *op, ptrdiff_t os_p,
@@ -191,20 +143,70 @@ static __attribute__((noinline)) FC_ATTR void FN(fc_tile_any)(
 #if defined(FC_LEVEL_GENERIC)
     for (ptrdiff_t t = 0; t < ntiles; t++)
         FN(fc_tile)(xp + t * xs_t, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, nkh, nkw, Cg,
-                    bias, op + t * os_t, os_p, tail, relu, first, ur, nv);
+                    bias, op + t * os_t, os_p, tail, relu, first, 0, ur, nv);
 #else
-    /* the 3x3 windows of 1 and 3 input channels with constant trip counts: the
-     * compiler unrolls their 9 or 27 steps (same reduction order as the loop) */
-#define FC_STRIP(U, NV, NKH, NKW, CG)                                                    \
-    for (ptrdiff_t t_ = 0; t_ < ntiles; t_++)                                            \
-        FN(fc_tile)(xp + t_ * xs_t, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, NKH, NKW,  \
-                    CG, bias, op + t_ * os_t, os_p, tail, relu, first, U, NV)
     switch (nv * 16 + ur) {
 #define FC_CASE(U, NV)                                                                   \
     case (NV) * 16 + (U):                                                                \
-        if (nkh == 3 && nkw == 3 && Cg == 1)                                             \
+        for (ptrdiff_t t_ = 0; t_ < ntiles; t_++)                                        \
+            FN(fc_tile)(xp + t_ * xs_t, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, nkh,  \
+                        nkw, Cg, bias, op + t_ * os_t, os_p, tail, relu, first, 0, U, NV); \
+        break;
+        FC_PLAIN_CASES
+#undef FC_CASE
+    default:
+        break;
+    }
+#endif
+}
+
+/* A strip of ntiles tiles of ur pixels x nv vectors (the whole block), tile t at
+ * xp + t * xs_t (input) and op + t * os_t (output), all run by one tile specialised
+ * for constant (ur, nv) (its accumulators live in registers): one call per row strip,
+ * not per tile.  A block wider than a register tile (nv > FC_TILE_NV) is finished
+ * for each tile's pixels, FC_TILE_NV vectors at a time, before the next pixels: the
+ * input the tiles broadcast and the output lines they write stay in L1. */
+static __attribute__((noinline)) FC_ATTR void FN(fc_tile_any)(
+    const FC_T *xp, ptrdiff_t xs_p, ptrdiff_t xs_kh, ptrdiff_t xs_kw,
+    const FC_T *wp, ptrdiff_t ws_c, ptrdiff_t ws_kw, ptrdiff_t ws_kh,
+    int nkh, int nkw, int Cg, const FC_T *bias, FC_T *op, ptrdiff_t os_p,
+    int tail, int relu, int first, int stream, int ur, int nv, ptrdiff_t ntiles,
+    ptrdiff_t xs_t, ptrdiff_t os_t)
+{
+#if defined(FC_LEVEL_GENERIC)
+    for (ptrdiff_t t = 0; t < ntiles; t++)
+        FN(fc_tile)(xp + t * xs_t, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, nkh, nkw, Cg,
+                    bias, op + t * os_t, os_p, tail, relu, first, stream, ur, nv);
+#else
+    /* the 3x3 windows of 1 and 3 input channels with constant trip counts: the
+     * compiler unrolls their 9 or 27 steps (same reduction order as the loop).
+     * Sub-tiles of a block: FC_TILE_NV whole vectors each, the last one the rest
+     * (with the tail lanes). */
+#define FC_SNV(U, NV) (FC_SUB_NV(U) < (NV) ? FC_SUB_NV(U) : (NV))
+#define FC_NSUB(U, NV) (((NV) + FC_SNV(U, NV) - 1) / FC_SNV(U, NV))
+#define FC_LAST_NV(U, NV) ((NV) - (FC_NSUB(U, NV) - 1) * FC_SNV(U, NV))
+#define FC_STRIP(U, NV, NKH, NKW, CG)                                                    \
+    do for (ptrdiff_t t_ = 0; t_ < ntiles; t_++) {                                       \
+        for (int s_ = 0; s_ < FC_NSUB(U, NV) - 1; s_++) {                                \
+            const ptrdiff_t v0_ = (ptrdiff_t)s_ * FC_SNV(U, NV) * FCV_L;                 \
+            FN(fc_tile)(xp + t_ * xs_t, xs_p, xs_kh, xs_kw, wp + v0_, ws_c, ws_kw, ws_kh, \
+                        NKH, NKW, CG, bias == NULL ? NULL : bias + v0_,                  \
+                        op + t_ * os_t + v0_, os_p, FCV_L, relu, first, stream, U,       \
+                        FC_SNV(U, NV));                                                  \
+        }                                                                                \
+        const ptrdiff_t vl_ = (ptrdiff_t)(FC_NSUB(U, NV) - 1) * FC_SNV(U, NV) * FCV_L;   \
+        FN(fc_tile)(xp + t_ * xs_t, xs_p, xs_kh, xs_kw, wp + vl_, ws_c, ws_kw, ws_kh,     \
+                    NKH, NKW, CG, bias == NULL ? NULL : bias + vl_, op + t_ * os_t + vl_, \
+                    os_p, tail, relu, first, stream, U, FC_LAST_NV(U, NV));              \
+    } while (0)
+    switch (nv * 16 + ur) {
+#define FC_CASE(U, NV)                                                                   \
+    case (NV) * 16 + (U):                                                                \
+        if ((U) <= FC_UR_SPEC((NV) < FC_TILE_NV ? (NV) : FC_TILE_NV) &&                  \
+            nkh == 3 && nkw == 3 && Cg == 1)                                             \
             FC_STRIP(U, NV, 3, 3, 1);                                                    \
-        else if (nkh == 3 && nkw == 3 && Cg == 3)                                        \
+        else if ((U) <= FC_UR_SPEC((NV) < FC_TILE_NV ? (NV) : FC_TILE_NV) &&             \
+                 nkh == 3 && nkw == 3 && Cg == 3)                                        \
             FC_STRIP(U, NV, 3, 3, 3);                                                    \
         else                                                                             \
             FC_STRIP(U, NV, nkh, nkw, Cg);                                               \
@@ -212,6 +214,9 @@ static __attribute__((noinline)) FC_ATTR void FN(fc_tile_any)(
         FC_TILE_CASES
 #undef FC_CASE
 #undef FC_STRIP
+#undef FC_SNV
+#undef FC_NSUB
+#undef FC_LAST_NV
     default:
         break;
     }
@@ -238,7 +243,14 @@ static FC_ATTR void FN(fc_rows_general_part)(const fc_conv_args *a, ptrdiff_t n,
     const int ob = (Og - b * OB) < OB ? (Og - b * OB) : OB;
     const int nv = (ob + FCV_L - 1) / FCV_L;
     const int tail = ob - (nv - 1) * FCV_L;
-    const int ur = FC_UR_FULL(nv);
+    /* the unrolled 3x3 windows of 1 or 3 input channels may take their own tile shape */
+    const int spec = KH == 3 && KW == 3 && (cc == 1 || cc == 3);
+    const int ur = spec ? FC_UR_SPEC(nv < FC_TILE_NV ? nv : FC_TILE_NV)
+                        : FC_UR_FULL(nv < FC_TILE_NV ? nv : FC_TILE_NV);
+    /* wide: by fc_tile_any (blocks of more than FC_PLAIN_NV vectors, and the unrolled
+     * windows); the rest by fc_tile_any_plain, with plain stores */
+    const int wide = spec || nv > FC_PLAIN_NV;
+    const int stream = wide && a->stream;
 
     const FC_T *w = (const FC_T *)a->w;
     ptrdiff_t ws_c;
@@ -261,6 +273,18 @@ static FC_ATTR void FN(fc_rows_general_part)(const fc_conv_args *a, ptrdiff_t n,
     const FC_T *bias = (a->bias == NULL || !last) ? NULL : (const FC_T *)a->bias + o0;
     const int relu = last ? a->relu : 0;
 
+    /* a strip of tiles, by fc_tile_any or fc_tile_any_plain */
+#define FC_TILES(XP, XSP, WP, NKW, OP, OSP, UR, NT, XST, OST)                             \
+    do {                                                                                  \
+        if (wide)                                                                         \
+            FN(fc_tile_any)((XP), (XSP), xs_kh, xs_kw, (WP), ws_c, ws_kw, ws_kh, nkh, (NKW), \
+                            cc, bias, (OP), (OSP), tail, relu, first, stream, (UR), nv,    \
+                            (NT), (XST), (OST));                                          \
+        else                                                                              \
+            FN(fc_tile_any_plain)((XP), (XSP), xs_kh, xs_kw, (WP), ws_c, ws_kw, ws_kh, nkh, \
+                                  (NKW), cc, bias, (OP), (OSP), tail, relu, first, (UR), nv, \
+                                  (NT), (XST), (OST));                                    \
+    } while (0)
     ptrdiff_t ow_a, ow_b;
     fc_interior(a->pl, a->SW, a->DW, KW, W, OW, &ow_a, &ow_b);
     for (ptrdiff_t oh = oh0; oh < oh1;) {
@@ -289,9 +313,8 @@ static FC_ATTR void FN(fc_rows_general_part)(const fc_conv_args *a, ptrdiff_t n,
             fc_tap_range(iw0, a->DW, KW, W, &kw_lo, &kw_hi);
             const int nkw = kw_hi - kw_lo;
             const ptrdiff_t xoff = (nkw > 0 && nkh > 0) ? (iw0 + (ptrdiff_t)kw_lo * a->DW) * C : 0;
-            FN(fc_tile_any)(xrow + xoff, nkh > 0 ? xs_row : 0, xs_kh, xs_kw, wrow + kw_lo * ws_kw,
-                            ws_c, ws_kw, ws_kh, nkh, nkw, cc, bias, oimg + oh * os_row + ow * O,
-                            os_row, tail, relu, first, nrows, nv, 1, 0, 0);
+            FC_TILES(xrow + xoff, nkh > 0 ? xs_row : 0, wrow + kw_lo * ws_kw, nkw,
+                     oimg + oh * os_row + ow * O, os_row, nrows, 1, 0, 0);
         }
         for (ptrdiff_t r = oh; r < oh_end; r++) {
             const FC_T *xr = nkh > 0 ? xrow + (r - oh) * xs_row : xrow;
@@ -299,18 +322,17 @@ static FC_ATTR void FN(fc_rows_general_part)(const fc_conv_args *a, ptrdiff_t n,
             const ptrdiff_t ntiles = (ow_b - ow_a) / ur;
             ptrdiff_t ow = ow_a;
             if (ntiles > 0)   /* the row's full tiles: one strip */
-                FN(fc_tile_any)(xr + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow,
-                                ws_c, ws_kw, ws_kh, nkh, KW, cc, bias, orow + ow * O, O, tail, relu,
-                                first, ur, nv, ntiles, ur * xs_p, (ptrdiff_t)ur * O);
+                FC_TILES(xr + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, wrow, KW, orow + ow * O,
+                         O, ur, ntiles, ur * xs_p, (ptrdiff_t)ur * O);
             ow += ntiles * ur;
             if (ow < ow_b)
-                FN(fc_tile_any)(xr + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, xs_kh, xs_kw, wrow,
-                                ws_c, ws_kw, ws_kh, nkh, KW, cc, bias, orow + ow * O, O, tail, relu,
-                                first, (int)(ow_b - ow), nv, 1, 0, 0);
+                FC_TILES(xr + ((ptrdiff_t)ow * a->SW - a->pl) * C, xs_p, wrow, KW, orow + ow * O,
+                         O, (int)(ow_b - ow), 1, 0, 0);
         }
         oh = oh_end;
     }
 }
+#undef FC_TILES
 
 /* One work item of the general kind: output rows [oh0, oh0 + RG) of image n, output
  * channel block b of group g.  With input-channel chunks of CC < Cg, each chunk of
@@ -352,7 +374,8 @@ static FC_ATTR void FN(fc_row_general)(const fc_conv_args *a, ptrdiff_t item)
 static inline __attribute__((always_inline)) FC_ATTR void FN(fc_dw_tile)(
     const FC_T *xp, ptrdiff_t xs_p, ptrdiff_t xs_kh, ptrdiff_t xs_kw,
     const FC_T *wp, ptrdiff_t ws_kw, ptrdiff_t ws_kh, int nkh, int nkw,
-    const FC_T *bias, FC_T *op, ptrdiff_t os_p, int tail, int relu, const int ur, const int nv)
+    const FC_T *bias, FC_T *op, ptrdiff_t os_p, int tail, int relu, int stream, const int ur,
+    const int nv)
 {
     FCV acc[FC_URMAX][FC_NVMAX];
     if (ur < 1 || ur > FC_URMAX || nv < 1 || nv > FC_NVMAX) return;
@@ -390,26 +413,28 @@ static inline __attribute__((always_inline)) FC_ATTR void FN(fc_dw_tile)(
     FC_STORE_TILE(acc, ur, nv);
 }
 
+/* nblk consecutive channel blocks (each nv vectors, the last vector `tail` lanes) of
+ * ur depthwise pixels, block j at xp, wp, bias and op + j * bs: one call per pixel
+ * tile for all the full blocks of the channels. */
 static __attribute__((noinline)) FC_ATTR void FN(fc_dw_tile_any)(
     const FC_T *xp, ptrdiff_t xs_p, ptrdiff_t xs_kh, ptrdiff_t xs_kw,
     const FC_T *wp, ptrdiff_t ws_kw, ptrdiff_t ws_kh, int nkh, int nkw,
-    const FC_T *bias, FC_T *op, ptrdiff_t os_p, int tail, int relu, int ur, int nv)
+    const FC_T *bias, FC_T *op, ptrdiff_t os_p, int tail, int relu, int stream, int ur, int nv,
+    ptrdiff_t nblk, ptrdiff_t bs)
 {
 #if defined(FC_LEVEL_GENERIC)
-    FN(fc_dw_tile)(xp, xs_p, xs_kh, xs_kw, wp, ws_kw, ws_kh, nkh, nkw, bias, op, os_p, tail,
-                   relu, ur, nv);
+    for (ptrdiff_t j = 0; j < nblk; j++)
+        FN(fc_dw_tile)(xp + j * bs, xs_p, xs_kh, xs_kw, wp + j * bs, ws_kw, ws_kh, nkh, nkw,
+                       bias == NULL ? NULL : bias + j * bs, op + j * bs, os_p, tail, relu,
+                       stream, ur, nv);
 #else
-    /* the 3x3 windows of 1 and 3 input channels with constant trip counts: the
-     * compiler unrolls their 9 or 27 steps (same reduction order as the loop) */
-#define FC_STRIP(U, NV, NKH, NKW, CG)                                                    \
-    for (ptrdiff_t t_ = 0; t_ < ntiles; t_++)                                            \
-        FN(fc_tile)(xp + t_ * xs_t, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, NKH, NKW,  \
-                    CG, bias, op + t_ * os_t, os_p, tail, relu, first, U, NV)
     switch (nv * 16 + ur) {
-#define FC_CASE(U, NV)                                                                    \
-    case (NV) * 16 + (U):                                                                 \
-        FN(fc_dw_tile)(xp, xs_p, xs_kh, xs_kw, wp, ws_kw, ws_kh, nkh, nkw, bias, op, os_p, \
-                       tail, relu, U, NV);                                                \
+#define FC_CASE(U, NV)                                                                     \
+    case (NV) * 16 + (U):                                                                  \
+        for (ptrdiff_t j_ = 0; j_ < nblk; j_++)                                            \
+            FN(fc_dw_tile)(xp + j_ * bs, xs_p, xs_kh, xs_kw, wp + j_ * bs, ws_kw, ws_kh, nkh, \
+                           nkw, bias == NULL ? NULL : bias + j_ * bs, op + j_ * bs, os_p,   \
+                           tail, relu, stream, U, NV);                                      \
         break;
         FC_DW_CASES
 #undef FC_CASE
@@ -425,7 +450,8 @@ static __attribute__((noinline)) FC_ATTR void FN(fc_dw_tile_any)(
 static inline __attribute__((always_inline)) FC_ATTR void FN(fc_dwm_tile)(
     const FC_T *xp, ptrdiff_t xs_p, ptrdiff_t xs_kh, ptrdiff_t xs_kw,
     const FC_T *wp, ptrdiff_t ws_kw, ptrdiff_t ws_kh, int nkh, int nkw, const int *idx,
-    const FC_T *bias, FC_T *op, ptrdiff_t os_p, int tail, int relu, const int ur, const int nv)
+    const FC_T *bias, FC_T *op, ptrdiff_t os_p, int tail, int relu, int stream, const int ur,
+    const int nv)
 {
     FCV acc[FC_URMAX][FC_NVMAX];
     FCI iv[FC_NVMAX];
@@ -451,23 +477,18 @@ static inline __attribute__((always_inline)) FC_ATTR void FN(fc_dwm_tile)(
 static __attribute__((noinline)) FC_ATTR void FN(fc_dwm_tile_any)(
     const FC_T *xp, ptrdiff_t xs_p, ptrdiff_t xs_kh, ptrdiff_t xs_kw,
     const FC_T *wp, ptrdiff_t ws_kw, ptrdiff_t ws_kh, int nkh, int nkw, const int *idx,
-    const FC_T *bias, FC_T *op, ptrdiff_t os_p, int tail, int relu, int ur, int nv)
+    const FC_T *bias, FC_T *op, ptrdiff_t os_p, int tail, int relu, int stream, int ur,
+    int nv)
 {
 #if defined(FC_LEVEL_GENERIC)
     FN(fc_dwm_tile)(xp, xs_p, xs_kh, xs_kw, wp, ws_kw, ws_kh, nkh, nkw, idx, bias, op, os_p,
-                    tail, relu, ur, nv);
+                    tail, relu, stream, ur, nv);
 #else
-    /* the 3x3 windows of 1 and 3 input channels with constant trip counts: the
-     * compiler unrolls their 9 or 27 steps (same reduction order as the loop) */
-#define FC_STRIP(U, NV, NKH, NKW, CG)                                                    \
-    for (ptrdiff_t t_ = 0; t_ < ntiles; t_++)                                            \
-        FN(fc_tile)(xp + t_ * xs_t, xs_p, xs_kh, xs_kw, wp, ws_c, ws_kw, ws_kh, NKH, NKW,  \
-                    CG, bias, op + t_ * os_t, os_p, tail, relu, first, U, NV)
     switch (nv * 16 + ur) {
 #define FC_CASE(U, NV)                                                                     \
     case (NV) * 16 + (U):                                                                  \
         FN(fc_dwm_tile)(xp, xs_p, xs_kh, xs_kw, wp, ws_kw, ws_kh, nkh, nkw, idx, bias, op,  \
-                        os_p, tail, relu, U, NV);                                          \
+                        os_p, tail, relu, stream, U, NV);                                  \
         break;
         FC_DW_CASES
 #undef FC_CASE
@@ -488,9 +509,16 @@ static inline __attribute__((always_inline)) FC_ATTR void FN(fc_dw_pixels)(
     const int OB = a->OB, M = a->Og, KW = a->KW;
     const ptrdiff_t xs_p = a->SW * C, xs_kh = a->DH * W * C, xs_kw = a->DW * C;
     const ptrdiff_t ws_kw = O, ws_kh = KW * O;
-    const int relu = a->relu;
+    const int relu = a->relu, stream = a->stream;
     int idx[FC_NVMAX * FCV_L];
-    for (ptrdiff_t o0 = 0; o0 < O; o0 += OB) {
+    ptrdiff_t o_start = 0;
+    if (M == 1 && O >= OB) {   /* every full block: one call */
+        o_start = (O / OB) * OB;
+        FN(fc_dw_tile_any)(xrow + xoff, xs_p, xs_kh, xs_kw, wrow + kw_lo * ws_kw, ws_kw, ws_kh,
+                           nkh, nkw, (const FC_T *)a->bias, orow + ow * O, O, FCV_L, relu,
+                           stream, ur, OB / FCV_L, O / OB, OB);
+    }
+    for (ptrdiff_t o0 = o_start; o0 < O; o0 += OB) {
         const int ob = (O - o0) < OB ? (int)(O - o0) : OB;
         const int nv = (ob + FCV_L - 1) / FCV_L;
         const int tail = ob - (nv - 1) * FCV_L;
@@ -501,12 +529,12 @@ static inline __attribute__((always_inline)) FC_ATTR void FN(fc_dw_pixels)(
         FC_T *op = orow + ow * O + o0;
         if (M == 1) {
             FN(fc_dw_tile_any)(xp, xs_p, xs_kh, xs_kw, wp, ws_kw, ws_kh, nkh, nkw, bias, op, O,
-                               tail, relu, ur, nv);
+                               tail, relu, stream, ur, nv, 1, 0);
         } else {
             for (int j = 0; j < nv * FCV_L; j++)
                 idx[j] = j < ob ? (int)((o0 + j) / M - c0) : 0;
             FN(fc_dwm_tile_any)(xp, xs_p, xs_kh, xs_kw, wp, ws_kw, ws_kh, nkh, nkw, idx, bias,
-                                op, O, tail, relu, ur, nv);
+                                op, O, tail, relu, stream, ur, nv);
         }
     }
 }
@@ -540,9 +568,9 @@ static FC_ATTR void FN(fc_row_depthwise)(const fc_conv_args *a, ptrdiff_t item)
         FN(fc_dw_pixels)(a, xrow, wrow, orow, xoff, ow, kw_lo, nkh, nkw, 1);
     }
     ptrdiff_t ow = ow_a;
-    for (; ow + 4 <= ow_b; ow += 4)
+    for (; ow + FC_DW_UR <= ow_b; ow += FC_DW_UR)
         FN(fc_dw_pixels)(a, xrow, wrow, orow, ((ptrdiff_t)ow * a->SW - a->pl) * C, ow, 0, nkh,
-                         KW, 4);
+                         KW, FC_DW_UR);
     if (ow < ow_b)
         FN(fc_dw_pixels)(a, xrow, wrow, orow, ((ptrdiff_t)ow * a->SW - a->pl) * C, ow, 0, nkh,
                          KW, (int)(ow_b - ow));
@@ -635,39 +663,32 @@ static void FN(fc_conv_item)(const fc_conv_args *a, ptrdiff_t item)
     if (a->kind == FC_KIND_WIDTH) FN(fc_row_width)(a, item);
     else if (a->kind == FC_KIND_DEPTHWISE) FN(fc_row_depthwise)(a, item);
     else FN(fc_row_general)(a, item);
+    if (a->stream) FCV_SFENCE();   /* streamed lines visible before the item counts as done */
 }
 
 #undef FN
 #undef FC_UNROLL
-#undef FC_ATTR
 #undef FC_NVMAX
+#undef FC_TILE_NV
 #undef FC_UR_FULL
+#undef FC_UR_SPEC
+#undef FC_SUB_NV
 #undef FC_URMAX
 #undef FC_TILE_CASES
+#undef FC_PLAIN_CASES
+#undef FC_PLAIN_NV
+#undef FC_DW_UR
 #undef FC_DW_CASES
-#undef FCV
-#undef FCV_L
-#undef FCV_MASK
-#undef FCV_ZERO
-#undef FCV_SET1
-#undef FCV_LOAD
-#undef FCV_LOADN
-#undef FCV_STORE
-#undef FCV_STOREN
-#undef FCV_FMA
-#undef FCV_ADD
-#undef FCV_RELU
-#undef FCI
-#undef FCI_LOAD
-#undef FCV_GATHER
+#undef FC_CASES3
 #undef FC_CASES4
 #undef FC_CASES6
 #undef FC_CASES8
 #undef FC_CASES12
 #undef FC_STORE_TILE
+#undef FC_OPAQUE
+#undef FC_SIMD_HEADER
 #undef FC_SUFFIX
 #undef FC_T
 #undef FC_DOUBLE
 #undef FC_LEVEL_GENERIC
-#undef FC_LEVEL_AVX2
-#undef FC_LEVEL_AVX512
+#include "fc_simd_undef.h"

@@ -151,7 +151,35 @@ SINGLE_CHANNEL_CASES = [
     _case(1, 10, 19, 2, 1, 3, 3, P=(1, 1, 1, 1)),                 # 2 -> 1
 ]
 
-ALL_CASES = TAIL_CASES + BORDER_CASES + BORDER_ROW_CASES + GROUP_CASES + SINGLE_CHANNEL_CASES
+# The register tiles of each ISA (fc_conv_direct.h): blocks of 8 vectors run as tiles of
+# 3 px x 4 vectors on AVX2 (4 x 3, 6 x 2, 12 x 1 when narrower), 6 x 4 on AVX-512, and
+# the depthwise tile of 6 (AVX2) or 4 (AVX-512) pixels.  Channel counts cover a block
+# split into two whole tiles (64), a whole tile and a one-vector rest (40), a block
+# and a tail block (100), 3 and 2 vectors with tails (24, 20, 13), one vector (8, 7),
+# for float64 too (vectors of 4 or 8); widths cover OW % 3, % 4, % 6 and % 12 over
+# their whole range; C_in 1 and 3 with 3x3 windows (the unrolled variants), padded
+# (border tiles down the rows) and not.
+TILE_CASES = [
+    _case(2, 5, W, C, O, 3, 3, P=P)
+    for W, (C, O) in zip(range(14, 26),
+                         [(1, 64), (3, 64), (1, 40), (3, 100), (3, 8), (1, 8), (3, 24),
+                          (1, 20), (2, 13), (3, 7), (1, 16), (5, 72)])
+    for P in [(0, 0, 0, 0), (1, 1, 1, 1)]
+] + [
+    _case(1, 7, 29, 3, 8, 3, 3, P=(1, 1, 1, 1)),                  # HD-RGB-like 3 -> 8
+    _case(2, 6, 8, 64, 64, 3, 3, P=(1, 1, 1, 1)),                 # resnet-like 64 -> 64
+    _case(1, 4, 11, 16, 136, 1, 1),                               # 1x1, 2 blocks, tail
+    _case(1, 5, 13, 4, 64, 3, 3, S=(2, 2), P=(1, 1, 1, 1)),       # stride 2, 64
+] + [
+    # depthwise tiles: whole 16-channel blocks (128), a block and a tail (20, 36),
+    # fewer channels than one vector (3), OW % 6 and % 4 over their range, borders
+    _case(1, 4, W, C, C, 3, 3, groups=C, P=P)
+    for W, C in zip(range(6, 18), [128, 20, 3, 36, 128, 8, 16, 5, 64, 24, 130, 12])
+    for P in [(0, 0, 0, 0), (1, 1, 1, 1)]
+]
+
+ALL_CASES = (TAIL_CASES + BORDER_CASES + BORDER_ROW_CASES + GROUP_CASES + SINGLE_CHANNEL_CASES
+             + TILE_CASES)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -257,3 +285,103 @@ def test_empty_reduction_leaves_bias(level):
     b[0] = -1.0
     got = _run(case, x, w, b, out, True, 2, level)
     np.testing.assert_array_equal(got, _reference_out(case, x, w, b, out, True))
+
+
+def _aligned_out(shape, dtype, offset_bytes=0):
+    """A NaN-filled C-contiguous array whose data starts ``offset_bytes`` past a 64-byte
+    boundary."""
+    itemsize = np.dtype(dtype).itemsize
+    nbytes = int(np.prod(shape)) * itemsize
+    raw = np.empty(nbytes + 128, np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset_bytes
+    out = raw[start:start + nbytes].view(dtype).reshape(shape)
+    out[...] = np.nan
+    return out
+
+
+STREAM_CASES = [
+    _case(2, 6, 17, 3, 64, 3, 3, P=(1, 1, 1, 1)),                 # unrolled 3x3, wide block
+    _case(1, 7, 29, 3, 8, 3, 3, P=(1, 1, 1, 1)),                  # unrolled 3x3, one vector
+    _case(2, 6, 11, 1, 16, 3, 3, P=(1, 1, 1, 1)),                 # unrolled 3x3, C_in 1
+    _case(2, 5, 15, 40, 40, 3, 3, groups=40, P=(1, 1, 1, 1)),     # depthwise, tail block
+    _case(1, 5, 9, 16, 136, 1, 1),                                # other windows: plain
+    _case(2, 6, 13, 100, 40, 3, 3, P=(1, 1, 1, 1)),               # (their own tiles)
+    _case(1, 9, 12, 3, 64, 7, 7, S=(2, 2), P=(3, 3, 3, 3)),       # stem-like 7x7
+    _case(1, 6, 7, 30, 64, 3, 3, P=(1, 1, 1, 1), chunked=True),   # chunks: never streamed
+]
+
+
+def _streamable(case):
+    """Whether the kernels may stream this case's output: depthwise, or the unrolled
+    3x3 windows of 1 or 3 input channels (fc_conv_direct_impl.h)."""
+    groups = case.get("groups", 1)
+    cg = case["C"] // groups
+    if groups == case["C"] and cg == 1 and groups > 1:
+        return True
+    return case["KH"] == 3 and case["KW"] == 3 and cg in (1, 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("offset", [0, 32, 8], ids=["aligned64", "aligned32", "misaligned"])
+@pytest.mark.parametrize("case", STREAM_CASES, ids=_case_id)
+def test_streaming_stores_match_plain_stores(case, offset, level, dtype):
+    """With the streaming threshold at 0 an output is streamed when all its vectors are
+    aligned, each element is written once (no channel chunks) and the window is one the
+    streaming tiles run, else stored plainly; either way bitwise the plain-store result,
+    which matches the reference."""
+    case = dict(case)
+    chunked = case.pop("chunked", False)
+    # channel chunks on or off whatever this machine's caches (they change the order)
+    tuning = dict(DIRECT_TUNING, chunk_bytes=4096 if chunked else 1 << 40)
+    rng = np.random.default_rng(9)
+    x, w, b, plain = _make(case, dtype, rng)
+    SH, SW = case.get("S", (1, 1))
+    DH, DW = case.get("D", (1, 1))
+    top, _, left, _ = case.get("P", (0, 0, 0, 0))
+    args = (SH, SW, DH, DW, top, left, case.get("groups", 1), True)
+    assert not conv2d_direct(x, w, b, plain, *args, 2, level,
+                             dict(tuning, stream_bytes=float("inf")))
+    vector_bytes = {0: 1, 1: 32, 2: 64}[level]
+    lanes = vector_bytes // np.dtype(dtype).itemsize
+    expected = (level > 0 and offset % vector_bytes == 0 and case["O"] % max(lanes, 1) == 0
+                and not chunked and _streamable(case))
+    for nt in (1, 2, 3):
+        out = _aligned_out(plain.shape, dtype, offset)
+        streamed = conv2d_direct(x, w, b, out, *args, nt, level, dict(tuning, stream_bytes=0))
+        assert streamed == expected
+        np.testing.assert_array_equal(out, plain)
+    ref = _reference_out(case, x, w, b, plain, True)
+    K = w.shape[0] * w.shape[1] * w.shape[2]
+    tol = (1e-5 if dtype == np.float32 else 1e-12) * math.sqrt(K)
+    np.testing.assert_allclose(plain, ref, rtol=tol, atol=tol)
+
+
+# Channel chunks of a 3x3 window of 3 input channels: a chunk of 2 channels leaves the
+# unrolled variants, but its block is still a wide one (64 float32 channels on AVX2 and
+# AVX-512), so it must run by the wide blocks' tiles, not the other windows' narrower
+# ones.  chunk_bytes holds the filters of exactly two input channels of one 64-channel
+# block at every SIMD level (portable C: its blocks are narrower, nothing is chunked).
+CHUNKED_WIDE_CASES = [
+    _case(2, 6, 17, 3, 64, 3, 3, P=(1, 1, 1, 1)),
+    _case(1, 7, 10, 3, 40, 3, 3),
+    _case(1, 5, 14, 3, 130, 3, 3, P=(1, 1, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("case", CHUNKED_WIDE_CASES, ids=_case_id)
+def test_chunked_wide_blocks_match_reference(case, level, dtype):
+    itemsize = np.dtype(dtype).itemsize
+    block = 64 if dtype == np.float32 else 32
+    tap_bytes = 9 * block * itemsize
+    tuning = dict(DIRECT_TUNING, chunk_bytes=2 * tap_bytes + tap_bytes // 2)
+    rng = np.random.default_rng(11)
+    x, w, b, out = _make(case, dtype, rng)
+    top, _, left, _ = case.get("P", (0, 0, 0, 0))
+    got = conv2d_direct(x, w, b, out, 1, 1, 1, 1, top, left, 1, False, 2, level, tuning)
+    assert not got   # chunks: never streamed
+    ref = _reference_out(case, x, w, b, out, False)
+    tol = (1e-5 if dtype == np.float32 else 1e-12) * math.sqrt(27)
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)

@@ -64,7 +64,8 @@ DIRECT_TUNING = {"block_major_bytes": _tuning.DIRECT_BLOCK_MAJOR_BYTES,
                  "chunk_min_pixels": _tuning.DIRECT_CHUNK_MIN_PIXELS,
                  "border_rows": _tuning.DIRECT_BORDER_ROWS,
                  "interrupt_work": _tuning.INTERRUPT_WORK,
-                 "single_thread_work": _tuning.DIRECT_SINGLE_THREAD_WORK}
+                 "single_thread_work": _tuning.DIRECT_SINGLE_THREAD_WORK,
+                 "stream_bytes": _tuning.DIRECT_STREAM_BYTES}
 
 SIMD_ENV_VAR = "FASTCONV_SIMD"
 #: level names, lowest first; the index is the FC_SIMD_* value of fc_cpu.h
