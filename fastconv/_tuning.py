@@ -204,8 +204,10 @@ STREAM_BYTES = L3_BYTES // 2
 #: ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``).  The runtime's default (300000, some
 #: milliseconds) lets a thread waiting at the end of a parallel region, or idle after one,
 #: burn the core that the thread it waits for -- or the caller itself -- needs on a busy
-#: machine; a short spin still catches back-to-back regions on a quiet one.
-OPENMP_SPIN_COUNT = 1000
+#: machine.  Too short a spin costs a quiet machine instead: a thread asleep between two
+#: calls from Python must be woken, which made 2-thread calls of 0.1-0.5 ms up to twice as
+#: slow at 1000 (spinning a tenth of the default kept them as fast as the default).
+OPENMP_SPIN_COUNT = 30000
 
 # --------------------------------------------------------------- filter gradients (both backends)
 #: filter taps per output channel (KH*KW*C_in) up to which a dense (``groups == 1``)

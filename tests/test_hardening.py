@@ -570,3 +570,25 @@ def test_denormal_policy_is_the_same_in_every_backend(backend, dtype, rng):
             assert np.any((ref != 0) & (np.abs(ref) < np.finfo(dtype).smallest_normal))
             assert np.array_equal(fastconv.conv2d(xs, ws, 1, "SAME", backend=backend,
                                                   algorithm=algorithm), ref), algorithm
+
+
+@pytest.mark.parametrize("user_env, expected", [
+    ({}, "tuned"),                              # fastconv shortens the idle spin
+    ({"GOMP_SPINCOUNT": "7"}, "7"),             # the user's setting wins
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, None),     # so does a wait policy
+], ids=["unset", "user_spincount", "user_wait_policy"])
+def test_openmp_idle_spin_is_set_before_the_runtime_loads(user_env, expected):
+    """Idle OpenMP threads spin OPENMP_SPIN_COUNT before sleeping unless the user chose."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env.update(user_env)
+    code = """
+        import os, numpy as np, fastconv
+        from fastconv import _tuning
+        fastconv.relu(np.ones(10, np.float32), backend="cython")
+        print(os.environ.get("GOMP_SPINCOUNT"), _tuning.OPENMP_SPIN_COUNT)
+    """
+    full = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=TIMEOUT, env=env)
+    assert full.returncode == 0, full.stderr
+    got, tuned = full.stdout.split()
+    assert got == (tuned if expected == "tuned" else str(expected))
