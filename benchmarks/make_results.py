@@ -495,7 +495,7 @@ def main(argv=None):
     if readme is None and os.path.abspath(ours.output) == os.path.abspath(DEFAULT_OUTPUT):
         readme = os.path.join(HERE, os.pardir, "README.md")
     if readme and write_readme_summary(readme, readme_summary(docs, command, targets)):
-        print(f"updated the results summary in {ours.readme}")
+        print(f"updated the results summary in {readme}")
     return status
 
 
