@@ -140,5 +140,8 @@ def test_unavailable_row_reasons_reach_the_table(block_imports):
     from fastconv.bench.peers.onnx_runtime import OnnxRuntimeEngine
     res = runner.run([suite.CASES["tiny_relu"]], [OnnxRuntimeEngine()], 1, repeat=1,
                      min_time=0, peak_size=0, progress=False)
-    assert "onnxruntime is not installed" in res["unavailable"]["onnxruntime"]
-    assert "onnxruntime: onnxruntime is not installed" in report.format_run(res, "tiny")
+    # the engine imports onnx (to build its model) before onnxruntime, so without the
+    # oracles extra the reason names onnx
+    reason = res["unavailable"]["onnxruntime"]
+    assert reason.startswith(("onnxruntime is not installed", "onnx is not installed"))
+    assert f"onnxruntime: {reason.split(' (')[0]}" in report.format_run(res, "tiny")
