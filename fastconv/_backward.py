@@ -44,6 +44,7 @@ back to the pixel it was read from.
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import math
 import threading
 
@@ -382,19 +383,31 @@ def _filter_grad_one_channel(x, dy, ksize, strides, dilations, pads, n_threads):
 
 
 # ============================================================================ input gradient
-def input_grad_method(strides, groups):
+def input_grad_method(w_shape, groups, strides=(1, 1), work=None):
     """Which input-gradient algorithm the composition runs: 'conv' or 'col2im'.
 
-    Stride 1: ``'conv'``, a forward convolution of ``dy`` with the rotated
-    filters on the backend's fast kernel (no unfolding, no scatter).  Stride
-    > 1 with ``groups == 1``: ``'col2im'``, one GEMM ``dy @ w^T`` per piece and
-    the scatter-add of the result, which does no work on the zeros a
-    convolution of the zero-inserted ``dy`` would multiply.  Strided grouped
-    and depthwise convolutions: ``'conv'`` again (their per-group GEMMs are
-    too small to pay off).  Both give the same sums up to rounding, and each
-    is bitwise identical for any ``num_threads``.
+    ``'col2im'``, one GEMM ``dy @ w^T`` per piece and the scatter-add of the
+    result, when ``groups == 1``, the window has more than one tap and there
+    are at least :data:`fastconv._tuning.INPUT_GRAD_COL2IM_OUTPUTS_PER_TAP`
+    output channels per filter tap (``KH*KW*C_in``): the GEMM reduces over the
+    many output channels and its result is small, where a convolution would
+    have only ``C_in`` output channels.  ``'conv'`` otherwise: forward
+    convolutions of ``dy`` with the rotated filters on the backend's fast
+    kernel, one per output phase (:func:`_input_grad_conv`).  Both give the
+    same sums up to rounding, and each is bitwise identical for any
+    ``num_threads``.  A strided dense gradient of fewer than
+    :data:`fastconv._tuning.INPUT_GRAD_SMALL_WORK` multiply-adds (``work``) is
+    ``'col2im'`` too: one GEMM and one fold cost less than a convolution call
+    per phase.
     """
-    return "conv" if tuple(strides) == (1, 1) or groups > 1 else "col2im"
+    KH, KW, Cg, O = w_shape
+    taps = KH * KW * Cg
+    if groups == 1 and KH * KW > 1 and O >= _tuning.INPUT_GRAD_COL2IM_OUTPUTS_PER_TAP * taps:
+        return "col2im"
+    if (groups == 1 and tuple(strides) != (1, 1) and work is not None
+            and work < _tuning.INPUT_GRAD_SMALL_WORK):
+        return "col2im"
+    return "conv"
 
 
 def rotated_filters(w, groups):
@@ -405,24 +418,204 @@ def rotated_filters(w, groups):
     return np.ascontiguousarray(wt).reshape(KH, KW, Og, groups * Cg)
 
 
+@functools.lru_cache(maxsize=1024)
+def phase_taps(K, S, D, pad, phase):
+    """The taps of one output phase of a transposed convolution, along one axis.
+
+    Input rows ``h = S*i + phase`` are reached by the taps ``k`` with
+    ``(k*D - phase - pad) % S == 0``, each from output row
+    ``i - (k*D - phase - pad) // S``.  These taps are ``k0, k0 + S/g, ...``
+    (``g = gcd(S, D)``) and their output rows ``D/g`` apart: a dense stride-1
+    correlation with dilation ``D/g``.  Returns ``(k0, step, count, lead, dil)``:
+    ``count`` taps from ``k0`` every ``step`` (0 taps: the phase's gradient is
+    0), and that correlation's leading padding ``lead`` and dilation ``dil``.
+    """
+    g = math.gcd(S, D)
+    step, dil = S // g, D // g
+    k0 = next((k for k in range(min(step, K)) if (k * D - phase - pad) % S == 0), None)
+    if k0 is None:
+        return 0, step, 0, 0, dil
+    count = (K - 1 - k0) // step + 1
+    lead = (k0 * D - phase - pad) // S + (count - 1) * dil
+    return k0, step, count, lead, dil
+
+
+def _phase_buffer(size, dtype):
+    """A flat scratch array of at least ``size`` elements, kept per Python thread."""
+    buf = getattr(_scratch, "phase", None)
+    if buf is None or buf.dtype != dtype or buf.size < size:
+        buf = _scratch.phase = np.empty(size, dtype=dtype)
+    return buf
+
+
+def _block_taps(K, S, D, pad, B):
+    """Per output phase ``p`` in ``[0, B)`` (``B`` a multiple of ``S``): its taps ``(k, m)``.
+
+    Input row ``h = B*i + p`` receives tap ``k`` from output row ``(B/S)*i - m``
+    when ``m = (k*D - p - pad) / S`` is an integer.
+    """
+    return [[(k, (k * D - p - pad) // S) for k in range(K) if (k * D - p - pad) % S == 0]
+            for p in range(B)]
+
+
+@functools.lru_cache(maxsize=256)
+def stacked_block(C, ksize, strides, dilations, pads, groups, lanes):
+    """The output block ``(BH, BW)`` whose phases one stacked convolution computes, or None.
+
+    The forward kernels of a backend whose ``conv_channel_lanes`` is ``lanes``
+    vectorize across output channels: with few channels per input pixel (a
+    first layer's ``C_in``), the per-phase convolutions of
+    :func:`_input_grad_conv` fill part of each vector.  A block of ``BH x BW``
+    input pixels (multiples of the strides) is instead computed as one pixel of
+    a convolution of ``dy`` with stride ``(BH/SH, BW/SW)`` and ``BH*BW*C``
+    output channels, its window the union of the block's taps (zeros where a
+    pixel has none).  The block minimises the multiply-adds counted in whole
+    vectors per input pixel, over blocks of at most
+    :data:`fastconv._tuning.INPUT_GRAD_STACK_MAX_VECTORS` vectors; None when
+    none beats the per-phase convolutions by
+    :data:`fastconv._tuning.INPUT_GRAD_STACK_GAIN`, when ``groups > 1`` or
+    when ``lanes`` is 1.  It depends on the shapes and ``lanes`` only.
+    """
+    if groups != 1 or lanes <= 1:
+        return None
+    limit = lanes * _tuning.INPUT_GRAD_STACK_MAX_VECTORS
+    (KH, KW), (SH, SW), (DH, DW), (top, left) = ksize, strides, dilations, pads
+
+    def vectors(ch):
+        return -(-ch // lanes) * lanes
+
+    def window(taps):
+        ms = [m for phase in taps for _, m in phase]
+        return max(ms) - min(ms) + 1 if ms else 0
+
+    rows = _block_taps(KH, SH, DH, top, SH)
+    cols = _block_taps(KW, SW, DW, left, SW)
+    base = sum(len(r) for r in rows) * sum(len(c) for c in cols) * vectors(C) / (SH * SW)
+    best, choice = base / _tuning.INPUT_GRAD_STACK_GAIN, None
+    for BH in range(SH, limit // (SW * C) + 1, SH):
+        for BW in range(SW, limit // (BH * C) + 1, SW):
+            if BH * BW > 1:
+                cost = (window(_block_taps(KH, SH, DH, top, BH)) *
+                        window(_block_taps(KW, SW, DW, left, BW)) *
+                        vectors(BH * BW * C) / (BH * BW))
+                if cost < best:
+                    best, choice = cost, (BH, BW)
+    return choice
+
+
 def _input_grad_conv(dy, w, out, strides, dilations, pads, groups, module, n_threads):
-    """``out = dL/dx`` as a stride-1 convolution of the zero-inserted ``dy``."""
+    """``out = dL/dx`` as stride-1 forward convolutions of ``dy``, one per output phase.
+
+    The input pixels ``(SH*i + ph, SW*j + pw)`` of one phase ``(ph, pw)`` receive
+    the gradient through the taps :func:`phase_taps` picks, with the filters
+    rotated by 180 degrees and their channels swapped (:func:`rotated_filters`):
+    a dense convolution of ``dy`` on the backend's fast kernel, written into the
+    phase's pixels of ``out`` (directly when the strides are 1).  No work is
+    spent on the zeros that inserting ``SH - 1`` rows and ``SW - 1`` columns
+    between the pixels of ``dy`` would add.  With few channels, blocks of
+    phases run as one convolution instead (:func:`stacked_block`) when the
+    work is at least :data:`fastconv._tuning.INPUT_GRAD_SMALL_WORK`, unless
+    ``dy`` holds a non-finite value (a stacked window's zero taps would turn it
+    into NaN in the other phases' pixels).
+    """
     N, OH, OW, O = dy.shape
+    _, H, W, C = out.shape
     KH, KW = w.shape[:2]
     (SH, SW), (DH, DW), (top, left) = strides, dilations, pads
-    if (SH, SW) != (1, 1):
-        z = np.zeros((N, (OH - 1) * SH + 1, (OW - 1) * SW + 1, O), dtype=dy.dtype)
-        z[:, ::SH, ::SW] = dy
-        dy = z
-    # the transposed convolution reads dy from row h - ((KH-1)*DH - top); a negative
-    # padding means the first rows of dy are never read: drop them
-    ptop, pleft = (KH - 1) * DH - top, (KW - 1) * DW - left
-    dy = dy[:, max(-ptop, 0):, max(-pleft, 0):]
-    if dy.shape[1] == 0 or dy.shape[2] == 0:
+    lanes = _driver(module, "conv_channel_lanes")
+    block = None
+    if lanes is not None and _input_grad_work(dy, w) >= _tuning.INPUT_GRAD_SMALL_WORK:
+        block = stacked_block(C, (KH, KW), strides, dilations, pads, groups,
+                               lanes(out.dtype, O))
+    if block is not None and math.isfinite(float(np.add.reduce(dy, axis=None))):
+        _stacked_conv(dy, w, out, block, strides, dilations, pads, module, n_threads)
+        return
+    if (SH, SW) == (1, 1):
+        _phase_conv(dy, w, out, (0, 1, KH, (KH - 1) * DH - top, DH),
+                    (0, 1, KW, (KW - 1) * DW - left, DW), groups, module, n_threads)
+        return
+    for ph in range(min(SH, H)):
+        rows = phase_taps(KH, SH, DH, top, ph)
+        for pw in range(min(SW, W)):
+            cols = phase_taps(KW, SW, DW, left, pw)
+            target = out[:, ph::SH, pw::SW]
+            _phase_conv(dy, w, target, rows, cols, groups, module, n_threads)
+
+
+@functools.lru_cache(maxsize=256)
+def _stack_plan(ksize, block, strides, dilations, pads):
+    """Where each tap goes in a stacked convolution's filters (:func:`_stacked_conv`).
+
+    Returns ``(lh, lw, uh, uw, index)``: the window ``uh x uw`` and its leading
+    padding ``lh, lw``; ``index`` the arrays ``(u, v, ph, pw, kh, kw)`` of the
+    taps, tap ``(kh, kw)`` at window position ``(u, v)`` for block pixel ``(ph, pw)``.
+    """
+    (KH, KW), (BH, BW), (SH, SW), (DH, DW), (top, left) = ksize, block, strides, dilations, pads
+    rows = _block_taps(KH, SH, DH, top, BH)
+    cols = _block_taps(KW, SW, DW, left, BW)
+    mh = [m for phase in rows for _, m in phase]
+    mw = [m for phase in cols for _, m in phase]
+    lh, lw = max(mh), max(mw)
+    entries = [(lh - m1, lw - m2, ph, pw, kh, kw)
+               for ph, taps_h in enumerate(rows) for kh, m1 in taps_h
+               for pw, taps_w in enumerate(cols) for kw, m2 in taps_w]
+    index = tuple(np.array(column, dtype=np.intp) for column in zip(*entries))
+    return lh, lw, lh - min(mh) + 1, lw - min(mw) + 1, index
+
+
+def _stacked_conv(dy, w, out, block, strides, dilations, pads, module, n_threads):
+    """``out = dL/dx`` by one convolution per ``block`` of input pixels (:func:`stacked_block`).
+
+    Block pixel ``(ph, pw)`` of block ``(i, j)`` is input pixel ``(BH*i + ph,
+    BW*j + pw)``, the channels ``(ph*BW + pw)*C ...`` of output pixel ``(i, j)``
+    of a convolution of ``dy`` with strides ``(BH/SH, BW/SW)``.
+    """
+    N, H, W, C = out.shape
+    KH, KW, _, O = w.shape
+    BH, BW = block
+    SH, SW = strides
+    lh, lw, uh, uw, (u, v, ph, pw, kh, kw) = _stack_plan((KH, KW), block, strides, dilations,
+                                                          pads)
+    wst = np.zeros((uh, uw, O, BH, BW, C), dtype=w.dtype)
+    wst[u, v, :, ph, pw, :] = w.transpose(0, 1, 3, 2)[kh, kw]
+    wst = wst.reshape(uh, uw, O, BH * BW * C)
+    Hs, Ws = -(-H // BH), -(-W // BW)
+    d = dy[:, max(-lh, 0):, max(-lw, 0):]
+    if d.shape[1] == 0 or d.shape[2] == 0:
         out[...] = 0
         return
-    module.conv2d(np.ascontiguousarray(dy), rotated_filters(w, groups), None, out, (1, 1),
-                  (DH, DW), (max(ptop, 0), max(pleft, 0)), groups, False, n_threads, "auto")
+    size = N * Hs * Ws * BH * BW * C
+    res = _phase_buffer(size, out.dtype)[:size].reshape(N, Hs, Ws, BH * BW * C)
+    module.conv2d(np.ascontiguousarray(d), wst, None, res, (BH // SH, BW // SW), (1, 1),
+                  (max(lh, 0), max(lw, 0)), 1, False, n_threads, "auto")
+    res = res.reshape(N, Hs, Ws, BH, BW, C).transpose(0, 1, 3, 2, 4, 5)
+    if (Hs * BH, Ws * BW) == (H, W):
+        out.reshape(N, Hs, BH, Ws, BW, C)[...] = res
+        return
+    for ph in range(min(BH, H)):
+        for pw in range(min(BW, W)):
+            part = out[:, ph::BH, pw::BW]
+            part[...] = res[:, :part.shape[1], ph, :part.shape[2], pw]
+
+
+def _phase_conv(dy, w, target, rows, cols, groups, module, n_threads):
+    """Fill ``target`` (one phase's pixels of ``dL/dx``) by a forward convolution of ``dy``."""
+    (kh0, sh, jh, top, dh), (kw0, sw, jw, left, dw) = rows, cols
+    # a negative padding means the first rows of dy are never read: drop them
+    dy = dy[:, max(-top, 0):, max(-left, 0):]
+    if jh == 0 or jw == 0 or dy.shape[1] == 0 or dy.shape[2] == 0:
+        target[...] = 0
+        return
+    if (kh0, sh, jh, kw0, sw, jw) != (0, 1, w.shape[0], 0, 1, w.shape[1]):
+        w = w[kh0::sh][:jh, kw0::sw][:, :jw]
+    wt = rotated_filters(w, groups)
+    out = target
+    if not target.flags.c_contiguous:
+        out = _phase_buffer(target.size, target.dtype)[:target.size].reshape(target.shape)
+    module.conv2d(np.ascontiguousarray(dy), wt, None, out, (1, 1), (dh, dw),
+                  (max(top, 0), max(left, 0)), groups, False, n_threads, "auto")
+    if out is not target:
+        target[...] = out
 
 
 def _input_grad_col2im(dy, w, out, strides, dilations, pads, groups, module, n_threads):
@@ -459,13 +652,18 @@ def _input_grad_col2im(dy, w, out, strides, dilations, pads, groups, module, n_t
                        fold_threads)
 
 
+def _input_grad_work(dy, w):
+    """Multiply-adds of an input gradient: ``N*OH*OW * KH*KW*C_in/groups * C_out``."""
+    return dy.size * w.shape[0] * w.shape[1] * w.shape[2]
+
+
 def input_grad(dy, w, out, strides, dilations, pads, groups, module, n_threads, method=None):
     """Fill ``out`` (N, H, W, C) with ``dL/dx``: the backend's driver, else the composition."""
     own = _driver(module, "conv2d_backward_input")
     if method is None and own is not None:
         own(dy, w, out, strides, dilations, pads, groups, n_threads)
         return
-    method = method or input_grad_method(strides, groups)
+    method = method or input_grad_method(w.shape, groups, strides, _input_grad_work(dy, w))
     run = _input_grad_conv if method == "conv" else _input_grad_col2im
     run(dy, w, out, strides, dilations, pads, groups, module, n_threads)
 

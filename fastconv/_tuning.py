@@ -217,6 +217,21 @@ OPENMP_SPIN_COUNT = 30000
 #: served better by BLAS.  Depthwise filter gradients (``groups == C_in == C_out``)
 #: always run natively.
 FILTER_GRAD_DENSE_MAX_TAPS = 64
+#: SIMD vectors of output channels (``conv_channel_lanes`` of the backend) at most in a
+#: stacked input-gradient convolution, whose channels are a block of input pixels times
+#: C_in (:func:`fastconv._backward.stacked_block`)
+INPUT_GRAD_STACK_MAX_VECTORS = 2
+#: how many times fewer vector multiply-adds a stacked input gradient must count than the
+#: per-phase convolutions to run instead of them
+INPUT_GRAD_STACK_GAIN = 1.25
+#: output channels per filter tap (``C_out >= this * KH*KW*C_in / groups``, with more than
+#: one tap) from which the input gradient is ``col2im(dy @ w^T)``: its GEMM's inner
+#: dimension is C_out and its result small, where a convolution would have few outputs
+INPUT_GRAD_COL2IM_OUTPUTS_PER_TAP = 2
+#: multiply-adds below which an input gradient does not stack pixels into channels and a
+#: strided dense one runs ``col2im(dy @ w^T)`` (one GEMM, one fold) instead of a
+#: convolution per phase: the calls' fixed costs outweigh their savings
+INPUT_GRAD_SMALL_WORK = 1 << 20
 #: multiply-adds per piece of output rows of a native filter gradient: the rows are
 #: cut into pieces of this much work (fixed by the shapes, never by the thread count),
 #: each piece's partial sums are kept, and the pieces are added in order.
@@ -252,3 +267,8 @@ NUMBA_WORKSPACE_KEEP_BYTES = 32 << 20
 #: block up to this size are reused (no page faults per block), larger ones are allocated
 #: per call.
 DASK_SCRATCH_MAX_BYTES = 64 << 20
+#: fastconv.dask: a fused conv -> ReLU -> pool block whose convolution output (per image)
+#: exceeds twice this many bytes runs in bands of output rows of about this much
+#: convolution output each, so that the intermediate stays in cache (and never needs a
+#: work array of the whole block's size) while the calls per band stay few.
+DASK_BAND_BYTES = 4 << 20

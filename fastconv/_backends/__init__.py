@@ -39,6 +39,11 @@ that lacks one gets the generic composition of its primitives above (or, for
 ``relu_backward(value, dy, out, num_threads)``
     flat arrays: ``out = dy`` where ``value > 0``, else +0 (a NaN ``value``
     gives 0); ``out`` may be ``dy`` or ``value``.
+``conv_channel_lanes(dtype, in_channels)``
+    output channels of ``dtype`` that the backend's ``conv2d`` computes per
+    vector when the input has ``in_channels`` channels (1 when it vectorizes
+    across pixels instead); the input gradient stacks blocks of pixels into
+    the channels of one convolution by it (absent: never).
 ``max_pool2d_backward(dy, flat_index, out, num_threads, images=1)``
     flat arrays: ``out`` = zeros, then ``dy[i]`` added at ``flat_index[i]``;
     ``dy`` and ``out`` are ``images`` equal blocks (one per image) and block

@@ -197,6 +197,17 @@ def conv2d(x, w, bias, out, strides, dilations, pads, groups, relu, num_threads,
                                    interrupt_work=_tuning.INTERRUPT_WORK)
 
 
+def conv_channel_lanes(dtype, in_channels):
+    """Output channels of ``dtype`` per SIMD vector of the direct kernel at :func:`simd_level`.
+
+    The direct kernel vectorizes across output channels (whatever
+    ``in_channels``), so a convolution with fewer fills part of each vector;
+    the input gradient counts its work by it
+    (:func:`fastconv._backward.stacked_block`).
+    """
+    return (1, 32, 64)[simd_level()] // np.dtype(dtype).itemsize if simd_level() else 1
+
+
 def relu(x, out, num_threads):
     """Driver: ``out = max(x, 0)``; ``out`` may be ``x``; NaN stays NaN."""
     _relu.relu(x.reshape(-1), out.reshape(-1), num_threads, simd_level(), _tuning.RELU_CHUNK,

@@ -233,6 +233,20 @@ def choose_algorithm(x_shape, w_shape, out_shape, strides, dilations, groups):
     return "im2col"
 
 
+def conv_channel_lanes(dtype, in_channels):
+    """Output channels of ``dtype`` that one vector (or GEMM micro-tile column block) serves.
+
+    The planar kernel (``in_channels <= NUMBA_PLANAR_MAX_CHANNELS``) vectorizes
+    across pixels: 1, a convolution with few output channels wastes nothing.
+    Otherwise the GEMM of the im2col kernel (or the row kernel, across output
+    channels) fills 256-bit blocks of output channels.  The input gradient
+    counts its work by it (:func:`fastconv._backward.stacked_block`).
+    """
+    if in_channels <= _tuning.NUMBA_PLANAR_MAX_CHANNELS:
+        return 1
+    return 32 // np.dtype(dtype).itemsize
+
+
 def _im2col_tile(P, K, itemsize):
     """Output pixels per im2col tile: from the problem size only (never the thread count)."""
     tile = _tuning.IM2COL_TILE_BYTES // max(1, K * itemsize)
