@@ -69,6 +69,16 @@ CASES = [
          data_format="NCHW"),
     Conv("nchw-groups-explicit", 1, 6, 7, 4, 3, 3, 6, groups=2, data_format="NCHW",
          padding=[[0, 0], [0, 0], [1, 2], [2, 1]]),
+    Conv("dilation2-stride3-same", 1, 11, 10, 2, 3, 3, 4, strides=3, dilations=2,
+         padding="SAME"),
+    Conv("k7-s2-same-rgb", 2, 13, 12, 3, 7, 7, 8, strides=2, padding="SAME"),
+    Conv("kernel-1x1-s2", 2, 7, 6, 4, 1, 1, 5, strides=2),
+    Conv("s2x3-d3x2-explicit", 1, 12, 13, 3, 3, 2, 4, strides=[2, 3], dilations=[3, 2],
+         padding=[[0, 0], [2, 1], [0, 3], [0, 0]]),
+    Conv("stride4-k2-empty-phases", 1, 10, 11, 2, 2, 2, 3, strides=4, padding="SAME"),
+    Conv("c1-o20-many-outputs-per-tap", 2, 9, 9, 1, 3, 3, 20),
+    Conv("depthwise-s3-k2x3-dil2", 1, 11, 12, 4, 2, 3, 4, strides=3, dilations=[2, 1],
+         groups=4),
 ]
 IDS = [c.id for c in CASES]
 
@@ -179,6 +189,92 @@ def test_both_input_gradient_compositions_match_reference(backend, case, method,
     dw = _backward.filters_grad(xn, dyn, (case.KH, case.KW), s, d, p, case.groups, module, 2,
                                 composed=True)
     assert_close(dw, jw, np.float64, case.scale() * np.sqrt(dy.size))
+
+
+# ----------------------------------------------------------------------------- input gradient by phases
+def _blocks(case, s):
+    """Blocks of input pixels to stack for a case: the strides' and two larger ones."""
+    SH, SW = s
+    return [(SH, SW), (2 * SH, SW), (SH, 3 * SW)] if (SH, SW) != (1, 1) else [(1, 2), (3, 2)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_input_gradient_by_phases_and_by_stacked_blocks_matches_reference(backend, case, rng,
+                                                                          monkeypatch):
+    """The per-phase convolutions and every stacked block, on each backend's conv2d."""
+    monkeypatch.setattr(_tuning, "INPUT_GRAD_SMALL_WORK", 0)
+    x, w = case.data(rng, np.float64)
+    dy = _grad_out(case, rng, x, w, np.float64)
+    xn, w, dyn, s, d, p = _nhwc_problem(case, x, w, dy)
+    module = _backends.resolve(backend)[1]
+    jx, _, _ = _judge(case, x, w, dy)
+    dx = np.full_like(xn, np.nan)
+    with monkeypatch.context() as m:
+        m.setattr(_backward, "stacked_block", lambda *args: None)
+        _backward.input_grad(dyn, w, dx, s, d, p, case.groups, module, 2, method="conv")
+    assert_close(dx, jx, np.float64, case.scale())
+    if case.groups == 1:
+        for block in _blocks(case, s):
+            dx = np.full_like(xn, np.nan)
+            _backward._stacked_conv(dyn, w, dx, block, s, d, p, module, 2)
+            assert_close(dx, jx, np.float64, case.scale())
+
+
+def test_input_gradient_rules():
+    """Which shapes stack, which run col2im (the benchmark suite's first layers among them)."""
+    block, method = _backward.stacked_block, _backward.input_grad_method
+    assert block(3, (7, 7), (2, 2), (1, 1), (2, 2), 1, 8) == (2, 2)     # 7x7 stem on RGB
+    assert block(3, (3, 3), (1, 1), (1, 1), (1, 1), 1, 8) is not None   # 3x3 on RGB
+    assert block(128, (3, 3), (2, 2), (1, 1), (0, 0), 1, 8) is None     # wide: per phase
+    assert block(3, (7, 7), (2, 2), (1, 1), (2, 2), 1, 1) is None       # pixel-vectorized
+    assert block(1, (3, 3), (2, 2), (1, 1), (1, 1), 2, 8) is None       # grouped
+    assert method((3, 3, 1, 64), 1) == "col2im"       # C_in 1, 64 outputs: 7 per tap
+    assert method((3, 3, 3, 16), 1) == "conv"
+    assert method((1, 1, 256, 512), 1) == "conv"      # a 1x1 input gradient is one GEMM
+    assert method((3, 3, 128, 128), 1, (2, 2), 10 ** 9) == "conv"
+    assert method((3, 3, 8, 8), 1, (2, 2), 1000) == "col2im"
+    assert method((3, 3, 1, 8), 8, (2, 2), 1000) == "conv"
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("case", [c for c in CASES if c.groups == 1 and c.C <= 3],
+                         ids=lambda c: c.id)
+def test_stacked_input_gradient_keeps_non_finite_values_in_their_pixels(fast_backend, case,
+                                                                         rng, monkeypatch):
+    """A stacked window's zero taps must not spread an inf or NaN of dy to other pixels."""
+    monkeypatch.setattr(_tuning, "INPUT_GRAD_SMALL_WORK", 0)
+    x, w = case.data(rng, np.float64)
+    dy = _grad_out(case, rng, x, w, np.float64)
+    s = _nhwc_problem(case, x, w, dy)[3]
+    monkeypatch.setattr(_backward, "stacked_block", lambda *args: _blocks(case, s)[1])
+    view = _nchw_to_nhwc(dy, case)          # a view: writes go to dy
+    N, OH, OW, O = view.shape
+    view[0, OH // 2, OW // 2, 0] = np.inf
+    view[N - 1, (OH - 1) // 2, OW - 1, O - 1] = np.nan
+    dx = case.backward(x, w, dy, backend=fast_backend, need=("input",))[0]
+    jx, _, _ = _judge(case, x, w, dy)
+    dx = _nchw_to_nhwc(dx, case)
+    np.testing.assert_array_equal(np.isnan(dx), np.isnan(jx))
+    np.testing.assert_array_equal(np.isinf(dx), np.isinf(jx))
+    finite = np.isfinite(jx)
+    assert_close(dx[finite], jx[finite], np.float64, case.scale())
+
+
+def test_input_gradients_by_phases_are_bitwise_identical_for_any_thread_count(backend, rng,
+                                                                              monkeypatch):
+    monkeypatch.setattr(_tuning, "INPUT_GRAD_SMALL_WORK", 0)
+    cases = [Conv("stacked-rgb-k7-s2", 2, 29, 27, 3, 7, 7, 16, strides=2, padding="SAME"),
+             Conv("stacked-rgb-k3", 2, 25, 23, 3, 3, 3, 16, padding="SAME"),
+             Conv("phases-c24-s2", 2, 21, 19, 24, 3, 3, 24, strides=2, padding="SAME"),
+             Conv("phases-dw-s2", 2, 21, 19, 24, 3, 3, 24, strides=2, groups=24)]
+    for dtype in DTYPES:
+        for case in cases:
+            x, w = case.data(rng, dtype)
+            dy = _grad_out(case, rng, x, w, dtype)
+            runs = [case.backward(x, w, dy, backend=backend, num_threads=n, need=("input",))[0]
+                    for n in (1, 2, 3)]
+            for other in runs[1:]:
+                np.testing.assert_array_equal(runs[0], other)
 
 
 def test_pieces_cover_the_output_once():
