@@ -205,7 +205,8 @@ def conv_channel_lanes(dtype, in_channels):
     the input gradient counts its work by it
     (:func:`fastconv._backward.stacked_block`).
     """
-    return (1, 32, 64)[simd_level()] // np.dtype(dtype).itemsize if simd_level() else 1
+    level = simd_level()
+    return (32, 64)[level - 1] // np.dtype(dtype).itemsize if level else 1
 
 
 def relu(x, out, num_threads):
