@@ -10,12 +10,20 @@ Three comparisons, each the median of ``--repeat`` runs after one warm-up:
 * ``image``: a ``1 x SIZE x SIZE x 3`` float32 image through SAME 3x3
   convolution (8 output channels, bias) -> ReLU -> SAME 2x2 max pooling.
   On the cluster (``--workers`` worker processes of one thread each, chunks
-  ``--chunk`` x ``--chunk``) it is the chained ``fd.max_pool2d(fd.relu(
-  fd.conv2d(...)))``, which fastconv.dask fuses into one windowed map; in
+  ``--chunk`` x ``--chunk``, default 2048: 16 blocks of 48 MiB) it is the
+  chained ``fd.max_pool2d(fd.relu(fd.conv2d(...)))``, which fastconv.dask
+  fuses into one windowed map; in
   memory it is ``fastconv.conv2d(..., activation="relu")`` then
   ``fastconv.max_pool2d`` with ``num_threads`` = the cluster's total
   threads.  Goal: the cluster within 1.3x of in memory.  The unfused chain
-  (``fuse=False``) is timed too, to show what the fusion saves.
+  (``fuse=False``) is timed too, to show what the fusion saves.  Why 2048:
+  every task costs the scheduler and the workers about a millisecond of
+  CPU (recorded below as the cost of an empty task), and a fused block
+  brings a second, small task (the copy of its first rows and columns for
+  its neighbours) and that copy's transfer when the neighbour lives on the
+  other worker; with 1024 x 1024 x 3 float32 chunks (12 MiB, Dask's guide
+  asks for ~100 MiB) that is 127 tasks whose overhead takes the 2 cores
+  from the ~15 ms blocks, with 2048 it is 31 tasks for ~60 ms blocks.
 * ``dask-image``: one channel (``SIZE x SIZE``), a 3x3 kernel, zero
   padding, on the same cluster and chunks: ``dask_image.ndfilters.convolve``
   (``mode="constant"``) against ``fastconv.dask.conv2d`` with the flipped
@@ -27,8 +35,11 @@ Three comparisons, each the median of ``--repeat`` runs after one warm-up:
   in memory (``num_threads`` = total threads), the same ``--batch-size``.
   Goal: within 1.3x.
 
-The cluster's inputs are persisted on the workers before timing (sending
-them is not timed), and every timed run computes fresh keys
+The cluster's inputs are made on the workers (a chunked
+``dask.array.random`` array computed and persisted there, as an image read
+from a chunked store would be): nothing is sent from the client, and the
+in-memory run gets the same values gathered once.  Every timed run computes
+fresh keys
 (``dask.graph_manipulation.clone``) and waits for them on the workers
 (nothing is gathered).  For each comparison the document also records what
 explains a gap: the number of tasks and the scheduler's cost of that many
@@ -65,7 +76,7 @@ def _parser():
     p.add_argument("--parts", default=",".join(PARTS),
                    help=f"comma-separated subset of {', '.join(PARTS)}")
     p.add_argument("--size", type=int, default=8192, help="image side (default 8192)")
-    p.add_argument("--chunk", type=int, default=1024, help="image chunk side (default 1024)")
+    p.add_argument("--chunk", type=int, default=2048, help="image chunk side (default 2048)")
     p.add_argument("--images", type=int, default=20000, help="predict: batch (default 20000)")
     p.add_argument("--images-chunk", type=int, default=2000,
                    help="predict: images per chunk (default 2000)")

@@ -268,7 +268,7 @@ NUMBA_WORKSPACE_KEEP_BYTES = 32 << 20
 #: per call.
 DASK_SCRATCH_MAX_BYTES = 64 << 20
 #: fastconv.dask: a fused conv -> ReLU -> pool block whose convolution output (per image)
-#: exceeds twice this many bytes runs in bands of output rows of about this much
-#: convolution output each, so that the intermediate stays in cache (and never needs a
-#: work array of the whole block's size) while the calls per band stay few.
+#: would not fit the reused work array (``DASK_SCRATCH_MAX_BYTES``) runs in bands of
+#: output rows of about this much convolution output each: no fresh block-sized array
+#: whose pages fault in, an intermediate that stays in cache, few calls per block.
 DASK_BAND_BYTES = 4 << 20

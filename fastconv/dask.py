@@ -61,7 +61,11 @@ output, live only during the task: each worker thread keeps one buffer for
 each and reuses it for the next block (at most ``_SCRATCH_MAX_BYTES``
 each; larger ones are allocated per task).  Fresh memory would cost page
 faults on every block, all the more on a worker, whose environment sets
-``MALLOC_TRIM_THRESHOLD_`` and so maps every large array afresh.
+``MALLOC_TRIM_THRESHOLD_`` and so maps every large array afresh.  A fused
+block whose convolution output would exceed that cap runs in bands of
+rows instead (about ``_tuning.DASK_BAND_BYTES`` of convolution output
+each), split by the same owner rule as the blocks, so big chunks never
+need a block-sized intermediate.
 
 Chained calls fuse
 ------------------
@@ -660,14 +664,105 @@ def _fused_axis_plan(chunks, size, conv, pool):
     return chunks, tuple(n for n, _ in infos), [blk for _, blk in infos], depth
 
 
+#: Convolution output bytes (per image) of one band of a fused block (see
+#: ``_tuning.DASK_BAND_BYTES``); a module attribute so that tests can lower it.
+_BAND_BYTES = _tuning.DASK_BAND_BYTES
+
+
+def _bands(size, conv, pool, row_bytes, row_pixels, algorithm):
+    """Bands of a fused block's rows: ``[(start, stop, conv_pads, pool_pads, o0, o1)]``.
+
+    The block's window (``size`` input rows; ``conv`` and ``pool`` as in
+    :func:`_fused_axis_plan`, with the block's own explicit paddings) is
+    split with the owner rule that splits the image into blocks, into bands
+    of about :data:`_BAND_BYTES` of convolution output (``row_bytes`` per
+    convolution row of ``row_pixels`` pixels): band ``k`` convolves input
+    rows ``[start, stop)`` of the window with ``conv_pads`` rows of zeros
+    above and below, pools that with ``pool_pads`` and gives pooled rows
+    ``[o0, o1)`` of the block, each computed from the same values as
+    without bands.  None when the block's whole convolution output fits
+    the reusable work array (:func:`_scratch`; then one call each is
+    cheaper than several), or when with ``algorithm="auto"`` a band would
+    have so few output pixels that the rules (which count them) could pick
+    another kernel than for the whole block.
+    """
+    EKc, Sc, _, _, OHc = conv
+    Sp = pool[1]
+    if OHc * row_bytes + _tuning.OUTPUT_ALIGN_BYTES <= _SCRATCH_MAX_BYTES:
+        return None
+    step = max(1, _BAND_BYTES // (row_bytes * Sp)) * Sp * Sc   # input rows per band
+    if size < 2 * step:
+        return None
+    chunks = [step] * (size // step - 1)
+    chunks.append(size - sum(chunks))            # the remainder joins the last band
+    chunks, out_chunks, blocks, _ = _fused_axis_plan(tuple(chunks), size, conv, pool)
+    most = max(p for p, _ in _tuning.AUTO_IM2COL_RULES)
+    bands, c0, o0 = [], 0, 0
+    for c, n, (l0, l1, (cp0, cp1), pool_pads) in zip(chunks, out_chunks, blocks):
+        rows = (l1 - l0 + cp0 + cp1 - EKc) // Sc + 1
+        if algorithm == "auto" and rows * row_pixels <= most:
+            return None
+        bands.append((c0 + l0, c0 + l1, (cp0, cp1), pool_pads, o0, o0 + n))
+        c0, o0 = c0 + c, o0 + n
+    return bands if len(bands) > 1 else None
+
+
+def _banded(x, conv_pads, pool_pads, *, filters, strides, dilations, groups, bias,
+            activation, ksize, pool_strides, backend, num_threads, algorithm, conv_plan,
+            pool_plan):
+    """The fused block of NHWC window ``x`` band by band (see :func:`_bands`), or None.
+
+    None means one band: the caller runs the block whole.  ``conv_plan`` is
+    ``(EK, S)`` of the convolution along H, ``pool_plan`` ``((PKH, PKW),
+    (PSH, PSW))`` of the pooling.  Each band's convolution output is this
+    thread's ``"conv"`` work array; the pool writes straight into the
+    block's output.
+    """
+    (top, bottom), (left, right) = conv_pads[1], conv_pads[2]
+    (ptop, pbottom), (pleft, pright) = pool_pads
+    _, OHc, OWc, O = fastconv.output_shape((1,) + x.shape[1:], filters.shape, strides,
+                                            conv_pads, "NHWC", dilations)
+    (PKH, PKW), (PSH, PSW) = pool_plan
+    pwin = resolve_window(OHc, OWc, PKH, PKW, PSH, PSW, 1, 1,
+                          _explicit(ptop, pbottom, pleft, pright, "NHWC"), "NHWC")
+    EKc, Sc = conv_plan
+    bands = _bands(x.shape[1], (EKc, Sc, top, bottom, OHc), (PKH, PSH, ptop, pbottom, pwin.OH),
+                   OWc * O * x.dtype.itemsize, OWc, algorithm)
+    if bands is None:
+        return None
+    out = np.empty((x.shape[0], pwin.OH, pwin.OW, O), dtype=x.dtype)
+    for n in range(x.shape[0]):
+        for start, stop, (cp0, cp1), (pp0, pp1), o0, o1 in bands:
+            xb = x[n:n + 1, start:stop]
+            rows = (stop - start + cp0 + cp1 - EKc) // Sc + 1
+            y = _scratch("conv", (1, rows, OWc, O), x.dtype)
+            fastconv.conv2d(xb, filters, strides, _explicit(cp0, cp1, left, right, "NHWC"),
+                            "NHWC", dilations, groups=groups, bias=bias,
+                            activation=activation, out=y, backend=backend,
+                            num_threads=num_threads, algorithm=algorithm)
+            fastconv.max_pool2d(y, ksize, pool_strides,
+                                _explicit(pp0, pp1, pleft, pright, "NHWC"), "NHWC",
+                                out=out[n:n + 1, o0:o1], backend=backend,
+                                num_threads=num_threads)
+    return out
+
+
 def _fused_block(parts, block_id=None, *, layout, rows, cols, filters, strides, dilations,
                  groups, bias, activation, ksize, pool_strides, backend, num_threads,
-                 algorithm):
+                 algorithm, conv_plan=None, pool_plan=None):
     h_ax, w_ax, _ = _layout_axes(layout)
     r0, r1, (top, bottom), (ptop, pbottom) = rows[block_id[h_ax]]
     q0, q1, (left, right), (pleft, pright) = cols[block_id[w_ax]]
     x = _window(parts, h_ax, w_ax, (r0, r1), (q0, q1))
     conv_pads = _explicit(top, bottom, left, right, layout)
+    if layout == "NHWC" and conv_plan is not None:
+        out = _banded(x, conv_pads, ((ptop, pbottom), (pleft, pright)), filters=filters,
+                      strides=strides, dilations=dilations, groups=groups, bias=bias,
+                      activation=activation, ksize=ksize, pool_strides=pool_strides,
+                      backend=backend, num_threads=num_threads, algorithm=algorithm,
+                      conv_plan=conv_plan, pool_plan=pool_plan)
+        if out is not None:
+            return out
     y = None  # NCHW: fastconv transposes the output itself; a fresh one then
     if layout == "NHWC":  # the convolution's output lives only until the pool has read it
         y = _scratch("conv", fastconv.output_shape(x.shape, filters.shape, strides, conv_pads,
@@ -780,7 +875,8 @@ def _conv_pool(conv, ksize, pool_strides, pool_padding, conv_probe=None):
         strides=strides, dilations=dilations, groups=conv.groups,
         bias=None if b is None else b.astype(dtype, copy=False), activation=conv.activation,
         ksize=ksize, pool_strides=pool_strides, backend=backend,
-        num_threads=conv.num_threads, algorithm=conv.algorithm)
+        num_threads=conv.num_threads, algorithm=conv.algorithm,
+        conv_plan=((KH - 1) * DH + 1, SH), pool_plan=((PKH, PKW), (PSH, PSW)))
 
 
 # --------------------------------------------------------------------------- predict

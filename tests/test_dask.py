@@ -426,6 +426,91 @@ def test_fused_blocks_on_one_thread_keep_their_results(monkeypatch, scheduler, c
     assert (np.abs(got - fastconv.max_pool2d(conv, 2, padding="SAME")) <= bound).all()
 
 
+@dataclasses.dataclass(frozen=True)
+class BandCase:
+    id: str
+    kernel: tuple
+    strides: object
+    padding: object
+    dilations: object
+    ksize: object
+    pool_strides: object
+    pool_padding: object
+    band_bytes: int          # convolution output bytes per band (a row is 5 channels)
+
+
+BANDS = [
+    BandCase("same-3x3-pool2", (3, 3), 1, "SAME", 1, 2, None, "VALID", 1),
+    BandCase("strided-explicit-pool3s2-same", (5, 3), 2, [[0, 0], [3, 1], [0, 4], [0, 0]], 1,
+             3, 2, "SAME", 400),
+    BandCase("dilated-valid-overlapping-pool", (3, 3), 1, "VALID", 2, 3, 1, "SAME", 1500),
+    BandCase("1x1-stride3-pool-2x3", (1, 1), 3, "SAME", 1, (2, 3), (3, 1), "VALID", 1),
+    BandCase("non-square-all-strided", (4, 2), (3, 1), "SAME", (1, 2), (3, 2), (2, 1), "SAME",
+             700),
+]
+
+
+@pytest.mark.parametrize("case", BANDS, ids=lambda c: c.id)
+def test_fused_blocks_in_bands_give_the_whole_blocks_bits(monkeypatch, case):
+    """A fused block whose convolution output exceeds the work-array cap runs in bands of rows.
+
+    With the cap at 0 every block is cut into bands of ``band_bytes`` of
+    convolution output (more convolution calls than blocks); with the
+    default cap each block runs whole.  The direct kernel computes every
+    pixel the same way, so both give the same bits, and they equal the
+    in-memory chain within the summation-order bound.  Two images (one band
+    loop each), uneven chunks, the last band taking the remainder.
+    """
+    x = _rng(34).standard_normal((2, 61, 47, 3)).astype(np.float32)
+    w = _rng(35).standard_normal(case.kernel + (3, 5)).astype(np.float32)
+    b = _rng(36).standard_normal(5).astype(np.float32)
+    xd = da.from_array(x, chunks=((1, 1), (20, 2, 27, 12), (23, 24), (3,)))
+
+    def run():
+        lazy = fd.conv_relu_pool(xd, w, case.ksize, case.pool_strides, case.strides,
+                                 case.padding, case.pool_padding, dilations=case.dilations,
+                                 bias=b, algorithm="direct")
+        calls.clear()
+        return lazy.compute(scheduler="synchronous"), len(calls), lazy.numblocks
+
+    calls = []
+    conv2d = fastconv.conv2d
+    monkeypatch.setattr(fastconv, "conv2d", lambda *a, **k: calls.append(1) or conv2d(*a, **k))
+    whole, whole_calls, numblocks = run()
+    monkeypatch.setattr(fd, "_SCRATCH_MAX_BYTES", 0)
+    monkeypatch.setattr(fd, "_BAND_BYTES", case.band_bytes)
+    banded, banded_calls, _ = run()
+    assert whole_calls == np.prod(numblocks) < banded_calls
+    np.testing.assert_array_equal(banded, whole)
+    ref = fastconv.max_pool2d(conv2d(x, w, case.strides, case.padding, dilations=case.dilations,
+                                     bias=b, activation="relu"),
+                              case.ksize, case.pool_strides, case.pool_padding)
+    bound = fastconv.max_pool2d(_conv_bound(x, w, strides=case.strides, padding=case.padding,
+                                            data_format="NHWC", dilations=case.dilations,
+                                            groups=1, bias=b, dtype=np.float32),
+                                case.ksize, case.pool_strides, case.pool_padding)
+    assert banded.shape == ref.shape and (np.abs(banded - ref) <= bound).all()
+
+
+def test_bands_keep_auto_kernel_choice(monkeypatch):
+    """With ``algorithm="auto"`` a block is not cut into bands of too few output pixels.
+
+    The "auto" rules count output pixels, so a band must keep more than any
+    rule's limit to get the kernel the whole block gets.  Bands here are of
+    one pooled row asked for (two to six convolution rows once merged for
+    the 3-row halo) out of 4000.
+    """
+    most = max(p for p, _ in fastconv._tuning.AUTO_IM2COL_RULES)
+    conv, pool = (3, 1, 1, 1, 4000), (2, 2, 0, 0, 2000)
+    monkeypatch.setattr(fd, "_SCRATCH_MAX_BYTES", 0)
+    for pixels, auto_bands in [(most + 1, True), (most // 8, False)]:
+        row = pixels * 8 * 4                           # 8 float32 channels per pixel
+        monkeypatch.setattr(fd, "_BAND_BYTES", 2 * row)
+        assert len(fd._bands(4000, conv, pool, row, pixels, "direct")) > 500
+        bands = fd._bands(4000, conv, pool, row, pixels, "auto")
+        assert (bands is not None and len(bands) > 500) if auto_bands else bands is None
+
+
 def test_conv_relu_pool_errors_at_build_time():
     with pytest.raises(ValueError, match=r"x\.rechunk\(\{3: -1\}\)"):
         fd.conv_relu_pool(_X.rechunk({3: 2}), _W, 2)
