@@ -28,12 +28,16 @@ it provides a gradient driver itself, as the NumPy reference does):
   of output rows fixed by the shapes (:func:`native_filter_grad_pieces`) and
   summed in piece order -- again bitwise identical for any ``num_threads``.
 * **Input gradient** -- either ``col2im(dy @ w^T)`` (the adjoint of the
-  unfolding) or, equivalently, a *forward* convolution, on the backend's fast
-  kernel, of ``dy`` with zeros inserted between its pixels (stride > 1) and
-  padded by ``(KH - 1) * DH - top`` rows, with the filters rotated by 180
-  degrees and their in/out channels swapped (Dumoulin and Visin, "A guide to
-  convolution arithmetic for deep learning", 2016, section 4).
-  :func:`input_grad_method` says which one runs.
+  unfolding) or, equivalently, *forward* convolutions, on the backend's fast
+  kernel, of ``dy`` with the filters rotated by 180 degrees and their in/out
+  channels swapped (Dumoulin and Visin, "A guide to convolution arithmetic
+  for deep learning", 2016, section 4).  With strides > 1 that convolution
+  would read ``dy`` with zeros inserted between its pixels; instead each
+  output phase (the input pixels ``(SH*i + ph, SW*j + pw)``) is its own dense
+  stride-1 convolution with the taps that reach it (:func:`phase_taps`), the
+  sub-pixel decomposition, and when the input has few channels, blocks of
+  pixels are stacked into the channels of one convolution
+  (:func:`stacked_block`).  :func:`input_grad_method` says which runs.
 * **Bias gradient** -- a sum over ``N, OH, OW``.
 
 Max pooling routes each output's gradient to the input position its window
