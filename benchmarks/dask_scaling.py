@@ -440,7 +440,8 @@ def markdown(doc):
              f"in memory: fastconv with `num_threads={W}` (the same total). Dask "
              f"{meta['versions']['dask']}, distributed {meta['versions']['distributed']}, "
              f"dask-image {meta['versions']['dask-image'] or 'not installed'}. Inputs "
-             f"persisted on the workers before timing; each figure is the median of "
+             f"made and persisted on the workers before timing (never sent from the "
+             f"client); each figure is the median of "
              f"{meta['repeat']} runs after a warm-up, in seconds.", "",
              "| comparison | A s | B s | ratio | goal | |", "|---|---|---|---|---|---|"]
     if "image" in parts:
