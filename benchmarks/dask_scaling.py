@@ -23,7 +23,10 @@ Three comparisons, each the median of ``--repeat`` runs after one warm-up:
   its neighbours) and that copy's transfer when the neighbour lives on the
   other worker; with 1024 x 1024 x 3 float32 chunks (12 MiB, Dask's guide
   asks for ~100 MiB) that is 127 tasks whose overhead takes the 2 cores
-  from the ~15 ms blocks, with 2048 it is 31 tasks for ~60 ms blocks.
+  from the ~15 ms blocks, and the scheduler balances the workers by moving
+  whole input blocks between them; with 2048 it is 31 tasks for ~60 ms
+  blocks and only the small copies move.  ``--chunk 1024`` times the
+  smaller chunks.
 * ``dask-image``: one channel (``SIZE x SIZE``), a 3x3 kernel, zero
   padding, on the same cluster and chunks: ``dask_image.ndfilters.convolve``
   (``mode="constant"``) against ``fastconv.dask.conv2d`` with the flipped
