@@ -12,7 +12,8 @@ this package, built from ``src_cython/``:
     ReLU, NHWC max pooling and im2col, vectorized with C intrinsics.
 ``_backward``
     col2im, max pooling with the argmax, and the pool backward (scatter-add
-    per image): the optional backward drivers (absent when not built).
+    per image, or fused with the argmax row by row): the optional backward
+    drivers (absent when not built).
 ``_backward_conv``
     native filter gradients (depthwise, and dense with few input channels).
 
@@ -279,6 +280,18 @@ def _max_pool2d_backward(dy, flat_index, out, num_threads, images=1):
     _bw.max_pool2d_backward(dy, flat_index, out, images, num_threads, _copy_interrupt_work())
 
 
+def _max_pool2d_grad(x, dy, out, ksize, strides, dilations, pads, num_threads):
+    """Driver: ``out`` = the max pool's input gradient, the argmax found and used row by row.
+
+    One task per image (below ``POOL_SINGLE_THREAD_WORK`` compares one thread works).
+    """
+    if dy.size * ksize[0] * ksize[1] < _tuning.POOL_SINGLE_THREAD_WORK:
+        num_threads = 1
+    _bw.max_pool2d_grad(x, dy, out, ksize[0], ksize[1], strides[0], strides[1], dilations[0],
+                        dilations[1], pads[0], pads[1], num_threads, simd_level(),
+                        _tuning.INTERRUPT_WORK)
+
+
 def _conv2d_filter_grad_native(kind, x, dy, out, strides, dilations, pads, piece_rows, pieces,
                                num_threads):
     """Driver: ``out`` (KH, KW, Cg, O) = the filter gradient of ``kind`` (``'depthwise'``, ``'dense'``).
@@ -311,6 +324,8 @@ if _bw is not None:
     col2im = _col2im
     max_pool2d_argmax = _max_pool2d_argmax
     max_pool2d_backward = _max_pool2d_backward
+    if hasattr(_bw, "max_pool2d_grad"):   # a build before the fused pool backward lacks it
+        max_pool2d_grad = _max_pool2d_grad
 
 
 def _blas_info():
