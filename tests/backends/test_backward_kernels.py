@@ -175,12 +175,13 @@ def test_cython_fused_pool_backward_matches_reference_bitwise(monkeypatch, rng, 
     if driver.SIMD_LEVELS.index(level) > driver.SIMD_LEVELS.index(driver.cpu_simd_level()):
         pytest.skip(f"CPU lacks {level} (best: {driver.cpu_simd_level()})")
     monkeypatch.setenv(driver.SIMD_ENV_VAR, level)
+    monkeypatch.setattr(fastconv._tuning, "POOL_SINGLE_THREAD_WORK", 0)   # threads even here
     win = _window(shape, ksize, strides, dilations, padding)
     pads = (win.pad_top, win.pad_left)
     x = _tied(rng, shape, dtype)
     dy = rng.standard_normal((shape[0], win.OH, win.OW, shape[3])).astype(dtype)
     expected = _pool_grad_expected(x, dy, ksize, strides, dilations, pads)
-    for threads in (1, 2, 3):
+    for threads in (1, 2, 3, 4):   # 3 and 4: more threads than images
         got = np.full(x.shape, np.nan, dtype)
         driver.max_pool2d_grad(x, dy, got, ksize, strides, dilations, pads, threads)
         np.testing.assert_array_equal(got, expected)

@@ -284,9 +284,20 @@ def _max_pool2d_grad(x, dy, out, ksize, strides, dilations, pads, num_threads):
     """Driver: ``out`` = the max pool's input gradient, the argmax found and used row by row.
 
     One task per image (below ``POOL_SINGLE_THREAD_WORK`` compares one thread works).
+    With fewer images than threads, the argmax rows run in parallel first
+    (:func:`_max_pool2d_argmax`), then the scatter: the same bits.
     """
     if dy.size * ksize[0] * ksize[1] < _tuning.POOL_SINGLE_THREAD_WORK:
         num_threads = 1
+    N = x.shape[0]
+    if 1 <= N < num_threads:
+        pooled = np.empty(dy.shape, dtype=dy.dtype)
+        idx = np.empty(dy.shape, dtype=np.int64)
+        _max_pool2d_argmax(x, pooled, idx, ksize, strides, dilations, pads, num_threads)
+        idx += (np.arange(N, dtype=np.int64) * (x.size // N)).reshape(N, 1, 1, 1)
+        _max_pool2d_backward(dy.reshape(-1), idx.reshape(-1), out.reshape(-1), num_threads,
+                             images=N)
+        return
     _bw.max_pool2d_grad(x, dy, out, ksize[0], ksize[1], strides[0], strides[1], dilations[0],
                         dilations[1], pads[0], pads[1], num_threads, simd_level(),
                         _tuning.INTERRUPT_WORK)
