@@ -1105,6 +1105,12 @@ def max_pool2d_backward(grad_output, input, ksize, strides, padding, data_format
     n_threads = resolve_num_threads(num_threads)
     _, module = _backends.resolve(backend)
     size = H * W * C
+    fused = _driver(module, "max_pool2d_grad")
+    if argmax is None and fused is not None:
+        dx = np.empty(nhwc, dtype=x.dtype)
+        fused(_to_nhwc(x, data_format), _to_nhwc(dy, data_format), dx, ksize, strides,
+              dilations, (win.pad_top, win.pad_left), n_threads)
+        return _from_nhwc(dx, data_format)
     if argmax is None:
         _, idx = _argmax_nhwc(_to_nhwc(x, data_format), nhwc, ksize, strides, dilations, win,
                               module, n_threads)

@@ -11,9 +11,11 @@ the chunks only group whole tasks, so they never change a result.
 """
 from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 from libc.string cimport memset
+
+import numpy as np
 
 from fastconv_c cimport (fc_col2im_row_f32, fc_col2im_row_f64, fc_maxpool_argmax_row_f32,
                          fc_maxpool_argmax_row_f64, fc_maxpool_scatter_f32,
@@ -213,3 +215,88 @@ cdef inline Py_ssize_t _scatter_image(const floating *dy, const int64_t *index, 
     else:
         return fc_maxpool_scatter_f64(dy, index, out + n * per_out, n * per_dy + i0,
                                       n * per_dy + i1, n * per_out, per_out)
+
+
+def max_pool2d_grad(const floating[:, :, :, ::1] x,    # IN  (N, H, W, C)
+                    const floating[:, :, :, ::1] dy,   # IN  (N, OH, OW, C)
+                    floating[:, :, :, ::1] out,        # OUT (N, H, W, C)
+                    int KH, int KW, int SH, int SW, int DH, int DW, int pad_top,
+                    int pad_left, int num_threads, int simd_level=0,
+                    double interrupt_work=0):
+    """The max pool backward in one pass: ``out = 0``, then each window's ``dy`` added at its
+    first maximum (the argmax of :func:`max_pool2d_argmax`), without storing the argmax.
+
+    One task per image: its block of ``out`` is zeroed, then for each output row the
+    row's argmax goes to a per-thread scratch row and the row's ``dy`` is added at it, in
+    index order, while the image's gradient is in cache -- the same additions in the
+    same order as :func:`max_pool2d_argmax` followed by :func:`max_pool2d_backward`, so
+    the same bits, for any ``num_threads``.  Images run in pieces of about
+    ``interrupt_work`` compares, between which a pending signal is raised.
+    """
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t OH = dy.shape[1], OW = dy.shape[2]
+    if (out.shape[0] != N or out.shape[1] != H or out.shape[2] != W or out.shape[3] != C or
+            dy.shape[0] != N or dy.shape[3] != C):
+        raise ValueError("x, dy and out must be (N, H, W, C), (N, OH, OW, C), (N, H, W, C).")
+    cdef Py_ssize_t image = H * W * C
+    if N == 0 or image == 0:
+        return
+    cdef floating *po = &out[0, 0, 0, 0]
+    if OH == 0 or OW == 0:
+        memset(po, 0, N * image * sizeof(floating))
+        return
+    num_threads = _team(num_threads, N)
+    cdef Py_ssize_t row = OW * C
+    y_rows = np.empty(num_threads * row, dtype=np.float32 if floating is float else np.float64)
+    i_rows = np.empty(num_threads * row, dtype=np.int64)
+    cdef floating[::1] ys = y_rows
+    cdef int64_t[::1] js = i_rows
+    cdef floating *py = &ys[0]
+    cdef int64_t *pj = &js[0]
+    cdef const floating *px = &x[0, 0, 0, 0]
+    cdef const floating *pd = &dy[0, 0, 0, 0]
+    cdef double work = <double> OH * row * min(<Py_ssize_t> KH, H) * min(<Py_ssize_t> KW, W) \
+        + image
+    cdef Py_ssize_t step = N, n0 = 0, n1, n
+    if interrupt_work > 0 and work > 0:
+        step = max(<Py_ssize_t> (interrupt_work / work), 1)
+    while n0 < N:
+        n1 = min(n0 + step, N)
+        if num_threads <= 1 or n1 - n0 <= 1:
+            with nogil:
+                for n in range(n0, n1):
+                    _pool_grad_image(px, pd, po, py, pj, n, H, W, C, OH, OW, KH, KW, SH, SW,
+                                     DH, DW, pad_top, pad_left, simd_level)
+        else:
+            for n in prange(n0, n1, nogil=True, num_threads=num_threads, schedule="dynamic"):
+                _pool_grad_image(px, pd, po, py + threadid() * row, pj + threadid() * row, n,
+                                 H, W, C, OH, OW, KH, KW, SH, SW, DH, DW, pad_top, pad_left,
+                                 simd_level)
+        n0 = n1
+        if n0 < N:
+            PyErr_CheckSignals()
+
+
+cdef inline void _pool_grad_image(const floating *x, const floating *dy, floating *out,
+                                  floating *y_row, int64_t *i_row, Py_ssize_t n, Py_ssize_t H,
+                                  Py_ssize_t W, Py_ssize_t C, Py_ssize_t OH, Py_ssize_t OW,
+                                  int KH, int KW, int SH, int SW, int DH, int DW, int top,
+                                  int left, int simd) noexcept nogil:
+    cdef Py_ssize_t image = H * W * C, row = OW * C, oh, i
+    cdef int64_t j
+    cdef const floating *xi = x + n * image
+    cdef floating *oi = out + n * image
+    cdef const floating *d
+    memset(oi, 0, image * sizeof(floating))
+    for oh in range(OH):
+        if floating is float:
+            fc_maxpool_argmax_row_f32(xi, y_row, i_row, H, W, C, KH, KW, SH, SW, DH, DW, top,
+                                      left, OW, oh, simd)
+        else:
+            fc_maxpool_argmax_row_f64(xi, y_row, i_row, H, W, C, KH, KW, SH, SW, DH, DW, top,
+                                      left, OW, oh, simd)
+        d = dy + (n * OH + oh) * row
+        for i in range(row):
+            j = i_row[i]
+            if j >= 0:
+                oi[j] += d[i]

@@ -39,6 +39,11 @@ that lacks one gets the generic composition of its primitives above (or, for
 ``relu_backward(value, dy, out, num_threads)``
     flat arrays: ``out = dy`` where ``value > 0``, else +0 (a NaN ``value``
     gives 0); ``out`` may be ``dy`` or ``value``.
+``max_pool2d_grad(x, dy, out, ksize, strides, dilations, pads, num_threads)``
+    ``out`` (N, H, W, C) = the max pool's input gradient for ``dy`` (N, OH,
+    OW, C): zeros, then each window's ``dy`` added at its first maximum (the
+    argmax of ``max_pool2d_argmax``), in window order, without storing the
+    argmax; absent: ``max_pool2d_argmax`` then ``max_pool2d_backward``.
 ``conv_channel_lanes(dtype, in_channels)``
     output channels of ``dtype`` that the backend's ``conv2d`` computes per
     vector when the input has ``in_channels`` channels (1 when it vectorizes

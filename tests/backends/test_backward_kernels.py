@@ -148,6 +148,66 @@ def test_pool_backward_matches_reference_bitwise(fast_backend, rng, dtype, shape
         np.testing.assert_array_equal(got, expected)
 
 
+def _pool_grad_expected(x, dy, ksize, strides, dilations, pads):
+    """The reference's argmax, then its scatter-add (one image per block)."""
+    N = x.shape[0]
+    out = np.empty(dy.shape, x.dtype)
+    idx = np.empty(dy.shape, np.int64)
+    reference.max_pool2d_argmax(x, out, idx, ksize, strides, dilations, pads, 1)
+    size = x[0].size
+    flat = (idx + (np.arange(N) * size).reshape(N, 1, 1, 1)).reshape(-1)
+    expected = np.empty(x.size, x.dtype)
+    reference.max_pool2d_backward(dy.reshape(-1), flat, expected, 1)
+    return expected.reshape(x.shape)
+
+
+@pytest.mark.parametrize("level", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, ksize, strides, dilations, padding", GEOMETRIES)
+def test_cython_fused_pool_backward_matches_reference_bitwise(monkeypatch, rng, dtype, level,
+                                                               shape, ksize, strides,
+                                                               dilations, padding):
+    """max_pool2d_grad (the argmax found row by row, never stored) at every SIMD level,
+    thread count and piece size: the reference's argmax and scatter, bit for bit."""
+    if "cython" not in fastconv.available_backends():
+        pytest.skip("the cython backend is not built")
+    from fastconv._backends.cython import _backward as bw, driver
+    if driver.SIMD_LEVELS.index(level) > driver.SIMD_LEVELS.index(driver.cpu_simd_level()):
+        pytest.skip(f"CPU lacks {level} (best: {driver.cpu_simd_level()})")
+    monkeypatch.setenv(driver.SIMD_ENV_VAR, level)
+    monkeypatch.setattr(fastconv._tuning, "POOL_SINGLE_THREAD_WORK", 0)   # threads even here
+    win = _window(shape, ksize, strides, dilations, padding)
+    pads = (win.pad_top, win.pad_left)
+    x = _tied(rng, shape, dtype)
+    dy = rng.standard_normal((shape[0], win.OH, win.OW, shape[3])).astype(dtype)
+    expected = _pool_grad_expected(x, dy, ksize, strides, dilations, pads)
+    for threads in (1, 2, 3, 4):   # 3 and 4: more threads than images
+        got = np.full(x.shape, np.nan, dtype)
+        driver.max_pool2d_grad(x, dy, got, ksize, strides, dilations, pads, threads)
+        np.testing.assert_array_equal(got, expected)
+    for work in (1, 50, 10 ** 9):   # one image per piece, a few, all
+        got = np.full(x.shape, np.nan, dtype)
+        bw.max_pool2d_grad(x, dy, got, *ksize, *strides, *dilations, *pads, 2,
+                           driver.simd_level(), work)
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_cython_fused_pool_backward_serves_the_public_op(monkeypatch, rng):
+    """Without argmax, the public pool backward runs the fused driver (spied)."""
+    if "cython" not in fastconv.available_backends():
+        pytest.skip("the cython backend is not built")
+    from fastconv._backends.cython import driver
+    calls = []
+    real = driver.max_pool2d_grad
+    monkeypatch.setattr(driver, "max_pool2d_grad", lambda *a: calls.append(1) or real(*a))
+    x = _tied(rng, (2, 6, 6, 3), np.float64)
+    dy = rng.standard_normal((2, 3, 3, 3))
+    got = fastconv.max_pool2d_backward(dy, x, 2, 2, "VALID", backend="cython")
+    assert calls
+    np.testing.assert_array_equal(got, _pool_grad_expected(x, dy, (2, 2), (2, 2), (1, 1),
+                                                           (0, 0)))
+
+
 def test_pool_backward_rejects_indices_outside_their_image(fast_backend):
     dy = np.ones(4)
     flat = np.array([0, 1, 2, 3], np.int64)        # image 1's entries point into image 0

@@ -12,7 +12,8 @@ this package, built from ``src_cython/``:
     ReLU, NHWC max pooling and im2col, vectorized with C intrinsics.
 ``_backward``
     col2im, max pooling with the argmax, and the pool backward (scatter-add
-    per image): the optional backward drivers (absent when not built).
+    per image, or fused with the argmax row by row): the optional backward
+    drivers (absent when not built).
 ``_backward_conv``
     native filter gradients (depthwise, and dense with few input channels).
 
@@ -279,6 +280,29 @@ def _max_pool2d_backward(dy, flat_index, out, num_threads, images=1):
     _bw.max_pool2d_backward(dy, flat_index, out, images, num_threads, _copy_interrupt_work())
 
 
+def _max_pool2d_grad(x, dy, out, ksize, strides, dilations, pads, num_threads):
+    """Driver: ``out`` = the max pool's input gradient, the argmax found and used row by row.
+
+    One task per image (below ``POOL_SINGLE_THREAD_WORK`` compares one thread works).
+    With fewer images than threads, the argmax rows run in parallel first
+    (:func:`_max_pool2d_argmax`), then the scatter: the same bits.
+    """
+    if dy.size * ksize[0] * ksize[1] < _tuning.POOL_SINGLE_THREAD_WORK:
+        num_threads = 1
+    N = x.shape[0]
+    if 1 <= N < num_threads:
+        pooled = np.empty(dy.shape, dtype=dy.dtype)
+        idx = np.empty(dy.shape, dtype=np.int64)
+        _max_pool2d_argmax(x, pooled, idx, ksize, strides, dilations, pads, num_threads)
+        idx += (np.arange(N, dtype=np.int64) * (x.size // N)).reshape(N, 1, 1, 1)
+        _max_pool2d_backward(dy.reshape(-1), idx.reshape(-1), out.reshape(-1), num_threads,
+                             images=N)
+        return
+    _bw.max_pool2d_grad(x, dy, out, ksize[0], ksize[1], strides[0], strides[1], dilations[0],
+                        dilations[1], pads[0], pads[1], num_threads, simd_level(),
+                        _tuning.INTERRUPT_WORK)
+
+
 def _conv2d_filter_grad_native(kind, x, dy, out, strides, dilations, pads, piece_rows, pieces,
                                num_threads):
     """Driver: ``out`` (KH, KW, Cg, O) = the filter gradient of ``kind`` (``'depthwise'``, ``'dense'``).
@@ -311,6 +335,8 @@ if _bw is not None:
     col2im = _col2im
     max_pool2d_argmax = _max_pool2d_argmax
     max_pool2d_backward = _max_pool2d_backward
+    if hasattr(_bw, "max_pool2d_grad"):   # a build before the fused pool backward lacks it
+        max_pool2d_grad = _max_pool2d_grad
 
 
 def _blas_info():
