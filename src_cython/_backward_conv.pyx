@@ -50,7 +50,10 @@ cdef Py_ssize_t REDUCE_BLOCK = 4096
 
 
 def channel_block(int simd_level, bint is_double):
-    """Output channels per work item at this SIMD level and dtype."""
+    """Output channels per depthwise work item at this SIMD level and dtype.
+
+    A dense item holds at most two vectors of output channels (``fc_grad_tile_plan``).
+    """
     return FC_GRAD_NV * fc_grad_lanes(simd_level, is_double)
 
 
