@@ -11,8 +11,8 @@ across channels) and dense with few input channels (``groups == 1``, vectors
 across output channels).  Three layers: :func:`conv2d_filter_grad` (holds the
 GIL: shapes, the kernel pointer for the SIMD level, chunks between which a
 pending signal is raised as ``KeyboardInterrupt``), the OpenMP loop over work
-items (one piece of output rows and one block of output channels each, writing
-that piece's partial sums), and the ``noexcept nogil`` C item kernels.  The
+items (one piece of output rows and one block of output channels each -- and for
+the dense kind one group of taps -- writing that piece's partial sums), and the ``noexcept nogil`` C item kernels.  The
 pieces are fixed by ``piece_rows`` (chosen from the shapes) and summed in
 piece order, so the result is bitwise identical for any ``num_threads``.
 """
@@ -36,6 +36,7 @@ cdef extern from "fc_conv_grad.h" nogil:
         Py_ssize_t rows, piece_rows, blocks
     ctypedef void (*fc_grad_fn)(const fc_grad_args *a, Py_ssize_t item) noexcept nogil
     int fc_grad_lanes(int level, int is_double)
+    Py_ssize_t fc_grad_items_per_piece(const fc_grad_args *a, int kind, int lanes)
     fc_grad_fn fc_grad_pick(int kind, int is_double, int level)
     void fc_grad_reduce_f32(const float *part, float *out, Py_ssize_t pieces, Py_ssize_t size,
                             Py_ssize_t e0, Py_ssize_t e1)
@@ -49,7 +50,10 @@ cdef Py_ssize_t REDUCE_BLOCK = 4096
 
 
 def channel_block(int simd_level, bint is_double):
-    """Output channels per work item at this SIMD level and dtype."""
+    """Output channels per depthwise work item at this SIMD level and dtype.
+
+    A dense item holds at most two vectors of output channels (``fc_grad_tile_plan``).
+    """
     return FC_GRAD_NV * fc_grad_lanes(simd_level, is_double)
 
 
@@ -131,15 +135,16 @@ def conv2d_filter_grad(kind, const floating[:, :, :, ::1] x,      # IN  (N, H, W
     a.H, a.W, a.C, a.OH, a.OW, a.O = H, W, C, OH, OW, O
     a.KH, a.KW, a.SH, a.SW, a.DH, a.DW, a.top, a.left = KH, KW, SH, SW, DH, DW, top, left
     a.rows, a.piece_rows = rows, piece_rows
-    cdef Py_ssize_t block = FC_GRAD_NV * fc_grad_lanes(simd_level, floating is double)
-    a.blocks = (O + block - 1) // block
+    cdef int lanes = fc_grad_lanes(simd_level, floating is double)
+    cdef Py_ssize_t block = FC_GRAD_NV * lanes
+    a.blocks = fc_grad_items_per_piece(&a, k, lanes)
     cdef fc_grad_fn fn = fc_grad_pick(k, floating is double, simd_level)
     cdef Py_ssize_t items = pieces * a.blocks, i0, i1, step
     if num_threads > items:
         num_threads = <int> items
     if num_threads < 1:
         num_threads = 1
-    # multiply-adds per item: a piece's rows times one block's share of a row
+    # multiply-adds per item: at most a piece's rows times one block's share of a row
     step = fc_rows_per_chunk(items, <double> piece_rows * OW * KH * KW * Cg * min(block, O),
                              interrupt_work, num_threads)
     i0 = 0

@@ -604,7 +604,23 @@ NATIVE_CASES = [
          padding=[[0, 0], [0, 0], [2, 0], [1, 3]]),
     Conv("dense-c1-o1-n1-same", 1, 9, 8, 1, 3, 3, 1, padding="SAME"),
     Conv("dense-c3-o19-k1x3-s1x2", 2, 6, 11, 3, 1, 3, 19, strides=[1, 2]),
+    # the register-tiled dense kernel: blocks of two vectors and a last block of one
+    # (odd vector counts), partial last vectors, tap groups of every size, border rows
+    # and columns on both sides, strides and dilations
+    Conv("dense-c2-o64-same", 2, 9, 12, 2, 3, 3, 64, padding="SAME"),
+    Conv("dense-c3-o40-dil2-same", 2, 13, 11, 3, 3, 3, 40, dilations=2, padding="SAME"),
+    Conv("dense-c1-o9-k5-s2-explicit", 2, 14, 13, 1, 5, 5, 9, strides=2,
+         padding=[[0, 0], [4, 1], [2, 3], [0, 0]]),
+    Conv("dense-c1-o8-k8-s3-same", 1, 20, 23, 1, 8, 8, 8, strides=3, padding="SAME"),
+    Conv("dense-c2-o3-k1", 3, 5, 6, 2, 1, 1, 3),
+    Conv("dense-c3-o23-k2x4-s2x1-dil1x2-nchw", 2, 11, 16, 3, 2, 4, 23, strides=[1, 1, 2, 1],
+         dilations=[1, 1, 1, 2], padding="SAME", data_format="NCHW"),
+    Conv("dense-c1-o64-k3-wide-rows", 1, 6, 70, 1, 3, 3, 64, padding="SAME"),
 ]
+#: the ids of the cases whose filter gradients are also checked at every thread count
+THREAD_CASES = ("dw-c13-same", "dw-c70-dil2-valid", "dense-c1-o64-valid",
+                "dense-c1-o37-k7-s2-same", "dense-c3-o40-dil2-same",
+                "dense-c1-o9-k5-s2-explicit", "dense-c3-o23-k2x4-s2x1-dil1x2-nchw")
 
 
 def test_native_cases_take_the_native_path():
@@ -663,7 +679,7 @@ def test_native_filter_gradients_are_bitwise_identical_for_any_thread_count(back
     monkeypatch.setattr(fastconv._tuning, "FILTER_GRAD_PIECE_WORK", 2000)
     monkeypatch.setattr(fastconv._tuning, "FILTER_GRAD_SINGLE_THREAD_WORK", 0)
     for dtype in DTYPES:
-        for case in (NATIVE_CASES[0], NATIVE_CASES[2], NATIVE_CASES[7], NATIVE_CASES[9]):
+        for case in [c for c in NATIVE_CASES if c.id in THREAD_CASES]:
             x, w = case.data(rng, dtype)
             dy = _grad_out(case, rng, x, w, dtype)
             runs = [case.backward(x, w, dy, backend=backend, num_threads=n,
@@ -672,6 +688,25 @@ def test_native_filter_gradients_are_bitwise_identical_for_any_thread_count(back
                 for a, b in zip(runs[0], other):
                     if a is not None:
                         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("level", ["generic", "avx2", "avx512"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_native_filter_gradients_at_every_simd_level(monkeypatch, rng, level, dtype):
+    """Each compiled variant of the native kernels against the reference."""
+    if "cython" not in fastconv.available_backends():
+        pytest.skip("the cython backend is not built")
+    from fastconv._backends.cython import driver
+    if driver.SIMD_LEVELS.index(level) > driver.SIMD_LEVELS.index(driver.cpu_simd_level()):
+        pytest.skip(f"CPU lacks {level} (best: {driver.cpu_simd_level()})")
+    monkeypatch.setenv(driver.SIMD_ENV_VAR, level)
+    monkeypatch.setattr(fastconv._tuning, "FILTER_GRAD_PIECE_WORK", 700)
+    for case in [c for c in NATIVE_CASES if c.id in THREAD_CASES]:
+        x, w = case.data(rng, dtype)
+        dy = _grad_out(case, rng, x, w, dtype)
+        dw = case.backward(x, w, dy, backend="cython", need=("filters",), num_threads=2)[1]
+        jw = _judge(case, x, w, dy)[1]
+        assert_close(dw, jw, dtype, case.scale() * np.sqrt(dy.size / case.O))
 
 
 # ----------------------------------------------------------------------------- tf/torch names

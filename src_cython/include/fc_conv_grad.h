@@ -11,7 +11,10 @@
  *                      (contiguous in NHWC), two sets of FC_GRAD_NV accumulators (even and
  *                      odd output columns) per tap.
  *   FC_GRAD_DENSE      groups == 1 and few input channels: vectors run across the output
- *                      channels of dy, each input value broadcast; same accumulators.
+ *                      channels of dy, each input value broadcast; the accumulators of a
+ *                      group of taps for a block of channels stay in registers over the
+ *                      whole piece (fc_grad_tile_plan), so each dy vector is loaded once
+ *                      per group.
  *
  * The output rows (n, oh) are cut into pieces of a fixed number of rows (chosen from
  * the shapes only); an item is one piece and one block of FC_GRAD_NV vectors of output
@@ -54,6 +57,54 @@ typedef struct {
 } fc_grad_args;
 
 typedef void (*fc_grad_fn)(const fc_grad_args *a, ptrdiff_t item);
+
+/* Dense items: blocks of two vectors of output channels (a last block of one vector
+ * when their count is odd), each with the taps KH*KW*C cut into groups of at most
+ * FC_GRAD_TILE_G2 (two-vector blocks) or FC_GRAD_TILE_G1 (one-vector blocks) taps, so
+ * that the accumulators (group size times vectors) stay in 16 registers. */
+#define FC_GRAD_TILE_G2 6
+#define FC_GRAD_TILE_G1 12
+typedef struct {
+    ptrdiff_t taps, nb2, n2, n1, per_piece;   /* n2, n1: tap groups per block */
+    int g2, g1;                               /* taps per group */
+} fc_grad_tiling;
+
+/* Taps per group for blocks of `ov` vectors: the fewest estimated cycles per output
+ * position over all groups (each group at least the latency of its accumulator chains,
+ * plus a fixed cost per pass), ties to the larger group. */
+static inline int fc_grad_group(ptrdiff_t taps, int ov, int gmax) {
+    int best = 1;
+    ptrdiff_t best_cost = -1;
+    for (int g = gmax; g >= 1; g--) {
+        const ptrdiff_t groups = (taps + g - 1) / g;
+        const ptrdiff_t fma = (ptrdiff_t)ov * g;           /* half cycles per position */
+        const ptrdiff_t cost = groups * ((fma > 8 ? fma : 8) + 2);
+        if (best_cost < 0 || cost < best_cost) { best = g; best_cost = cost; }
+    }
+    return best;
+}
+
+static inline void fc_grad_tile_plan(const fc_grad_args *a, int lanes, fc_grad_tiling *tl) {
+    const ptrdiff_t nvec = (a->O + lanes - 1) / lanes;
+    tl->taps = (ptrdiff_t)a->KH * a->KW * a->C;
+    tl->nb2 = nvec / 2;
+    tl->g2 = fc_grad_group(tl->taps, 2, FC_GRAD_TILE_G2);
+    tl->g1 = fc_grad_group(tl->taps, 1, FC_GRAD_TILE_G1);
+    tl->n2 = (tl->taps + tl->g2 - 1) / tl->g2;
+    tl->n1 = (tl->taps + tl->g1 - 1) / tl->g1;
+    tl->per_piece = tl->nb2 * tl->n2 + (nvec % 2) * tl->n1;
+}
+
+/* Work items per piece of kind `kind` (FC_GRAD_DENSE: fc_grad_tile_plan's). */
+static inline ptrdiff_t fc_grad_items_per_piece(const fc_grad_args *a, int kind, int lanes) {
+    if (kind == FC_GRAD_DENSE) {
+        fc_grad_tiling tl;
+        fc_grad_tile_plan(a, lanes, &tl);
+        return tl.per_piece;
+    }
+    const ptrdiff_t block = (ptrdiff_t)FC_GRAD_NV * lanes;
+    return (a->O + block - 1) / block;
+}
 
 /* Output columns [*lo, *hi) whose tap kw lies inside the input row. */
 static inline void fc_grad_cols(const fc_grad_args *a, int kw, ptrdiff_t *lo, ptrdiff_t *hi) {
