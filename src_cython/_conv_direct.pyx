@@ -284,14 +284,22 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     # the unrolled 3x3 windows of 1 or 3 input channels only (the other windows' tiles
     # store plainly, see fc_conv_direct_impl.h).  Mode 1: out vector-aligned; mode 2:
     # only half-vector aligned (NumPy's large arrays start 16 bytes past a page), each
-    # vector streamed as two halves.
+    # vector streamed as two halves.  The general kernel writes each tile's pixels in
+    # order, so its lines are completed one after the other whatever the alignment;
+    # the depthwise kernel writes one 64-byte channel block of every pixel of a tile
+    # before the next block, which completes whole lines only when out is cache-line
+    # aligned (otherwise every line is left half-written in the write-combining buffers
+    # until the next block: slower than plain stores), so it streams only then.
     a.stream = 0
     if (level > 0 and a.CC == Cg and O % lanes == 0
             and (a.kind == FC_KIND_DEPTHWISE
                  or (a.kind == FC_KIND_GENERAL and KH == 3 and KW == 3
                      and (Cg == 1 or Cg == 3)))
             and <double>N * OH * OW * O * sizeof(floating) >= stream_bytes):
-        if (<uintptr_t>a.out) % (lanes * sizeof(floating)) == 0:
+        if a.kind == FC_KIND_DEPTHWISE:
+            if (<uintptr_t>a.out) % 64 == 0:
+                a.stream = 1
+        elif (<uintptr_t>a.out) % (lanes * sizeof(floating)) == 0:
             a.stream = 1
         elif (<uintptr_t>a.out) % (lanes * sizeof(floating) // 2) == 0:
             a.stream = 2
