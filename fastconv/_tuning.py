@@ -126,9 +126,10 @@ DIRECT_CHUNK_MIN_PIXELS = 48
 DIRECT_BORDER_ROWS = 6
 
 #: output bytes from which the direct kernels write with non-temporal (streaming) stores,
-#: when the output is vector-aligned: streaming skips the read-for-ownership of every
-#: line, but the output then comes back from memory, not from the last-level cache, when
-#: the next operation reads it.  A quarter of the shared L3: an output that large, with
+#: when the output is aligned to half a SIMD vector or more (a caller's ``np.empty``
+#: ``out=``, 16 bytes past a page, streams as half vectors): streaming skips the
+#: read-for-ownership of every line, but the output then comes back from memory, not
+#: from the last-level cache, when the next operation reads it.  A quarter of the shared L3: an output that large, with
 #: the input it is computed from, would take most of what the cache keeps for this core.
 DIRECT_STREAM_BYTES = L3_BYTES // 4
 

@@ -172,8 +172,9 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
         ``block_major_bytes``, ``chunk_bytes``, ``chunk_min_pixels``,
         ``border_rows``, ``interrupt_work``, ``single_thread_work`` and
         ``stream_bytes`` (see :mod:`fastconv._tuning`): how work items are cut,
-        in which order filter blocks are walked, and from which output size a
-        vector-aligned ``out`` is written with non-temporal stores.  They never change the
+        in which order filter blocks are walked, and from which output size an
+        ``out`` aligned to half a vector or more is written with non-temporal
+        stores.  They never change the
         result for a given machine and never depend on the thread count.
 
     Returns
@@ -278,16 +279,30 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
         a.bias = <const void *>&bias[0]
     a.out = <void *>&out[0, 0, 0, 0]
     # non-temporal stores for outputs too large to stay in cache, when every full vector
-    # of the output is aligned (a vector-aligned out, whole vectors per pixel) and each
+    # of the output is aligned (an aligned out, whole vectors per pixel) and each
     # element is written once (no channel chunks re-reading partial sums); depthwise and
     # the unrolled 3x3 windows of 1 or 3 input channels only (the other windows' tiles
-    # store plainly, see fc_conv_direct_impl.h)
-    a.stream = (level > 0 and a.CC == Cg and O % lanes == 0
-                and (a.kind == FC_KIND_DEPTHWISE
-                     or (a.kind == FC_KIND_GENERAL and KH == 3 and KW == 3
-                         and (Cg == 1 or Cg == 3)))
-                and <double>N * OH * OW * O * sizeof(floating) >= stream_bytes
-                and (<uintptr_t>a.out) % (lanes * sizeof(floating)) == 0)
+    # store plainly, see fc_conv_direct_impl.h).  Mode 1: out vector-aligned; mode 2:
+    # only half-vector aligned (NumPy's large arrays start 16 bytes past a page), each
+    # vector streamed as two halves.  The general kernel writes each tile's pixels in
+    # order, so its lines are completed one after the other whatever the alignment;
+    # the depthwise kernel writes one 64-byte channel block of every pixel of a tile
+    # before the next block, which completes whole lines only when out is cache-line
+    # aligned (otherwise every line is left half-written in the write-combining buffers
+    # until the next block: slower than plain stores), so it streams only then.
+    a.stream = 0
+    if (level > 0 and a.CC == Cg and O % lanes == 0
+            and (a.kind == FC_KIND_DEPTHWISE
+                 or (a.kind == FC_KIND_GENERAL and KH == 3 and KW == 3
+                     and (Cg == 1 or Cg == 3)))
+            and <double>N * OH * OW * O * sizeof(floating) >= stream_bytes):
+        if a.kind == FC_KIND_DEPTHWISE:
+            if (<uintptr_t>a.out) % 64 == 0:
+                a.stream = 1
+        elif (<uintptr_t>a.out) % (lanes * sizeof(floating)) == 0:
+            a.stream = 1
+        elif (<uintptr_t>a.out) % (lanes * sizeof(floating) // 2) == 0:
+            a.stream = 2
     # one thread, no parallel region, for calls of little work (same result)
     cdef Py_ssize_t n_items = fc_conv_direct_items(&a)
     cdef double work = <double>N * OH * OW * O * KH * KW * Cg

@@ -29,7 +29,8 @@
  *                     row loads, as OpenCV's filter2D does.
  *
  * Outputs too large for the cache (fc_conv_args.stream, set by the caller when every
- * full output vector is aligned) are written with non-temporal stores and a fence at
+ * full output vector is aligned, or half-vector aligned: then each vector is streamed
+ * as two halves) are written with non-temporal stores and a fence at
  * the end of each work item: by the depthwise kernel and by the general kernel's
  * unrolled 3x3 windows of 1 or 3 input channels (every other window stores plainly).
  *
@@ -82,7 +83,8 @@ typedef struct {
     int RG;            /* general kind: output rows per work item */
     int CC;            /* general kind: input channels per chunk (Cg: no chunking) */
     int stream;        /* 1: full output vectors are stored non-temporally (the caller
-                          checks that every one is vector-aligned) */
+                          checks that every one is vector-aligned); 2: the same as two
+                          half-vector streams each (every one half-vector-aligned) */
 } fc_conv_args;
 
 /* Sizes and offsets are 64-bit on every 64-bit platform: an axis of 2**31 or more

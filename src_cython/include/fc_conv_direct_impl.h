@@ -50,8 +50,10 @@
 #endif
 
 /* Bias, ReLU and store of one tile of ur pixels x nv vectors (last vector: tail lanes);
- * full vectors are streamed (non-temporal) when `stream` is set, which the caller does
- * only when every full vector of the output is FCV_BYTES-aligned. */
+ * full vectors are streamed (non-temporal) when `stream` is set: 1 when every full
+ * vector of the output is FCV_BYTES-aligned, 2 (two half-vector streams each) when
+ * they are only FCV_BYTES / 2-aligned, as NumPy's own large arrays are (16 bytes past
+ * a page), so that a caller's out= of np.empty streams too. */
 #define FC_STORE_TILE(acc, ur, nv)                                                        \
     do {                                                                                  \
         FCV bv_[FC_NVMAX];                                                                \
@@ -69,7 +71,8 @@
                 FCV r_ = FCV_ADD(acc[p_][v_], bv_[v_]);                                   \
                 if (relu) r_ = FCV_RELU(r_);                                              \
                 if (v_ == (nv) - 1 && tl_ != FCV_L) FCV_STOREN(o_ + v_ * FCV_L, r_, tl_);   \
-                else if (stream) FCV_STREAM(o_ + v_ * FCV_L, r_);                         \
+                else if (stream == 1) FCV_STREAM(o_ + v_ * FCV_L, r_);                    \
+                else if (stream) FCV_STREAM_HALF(o_ + v_ * FCV_L, r_);                    \
                 else FCV_STORE(o_ + v_ * FCV_L, r_);                                      \
             }                                                                             \
         }                                                                                 \
@@ -250,7 +253,7 @@ static FC_ATTR void FN(fc_rows_general_part)(const fc_conv_args *a, ptrdiff_t n,
     /* wide: by fc_tile_any (blocks of more than FC_PLAIN_NV vectors, and the unrolled
      * windows); the rest by fc_tile_any_plain, with plain stores */
     const int wide = spec || nv > FC_PLAIN_NV;
-    const int stream = wide && a->stream;
+    const int stream = wide ? a->stream : 0;   /* 0, 1 or 2 (see FC_STORE_TILE) */
 
     const FC_T *w = (const FC_T *)a->w;
     ptrdiff_t ws_c;

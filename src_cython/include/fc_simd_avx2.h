@@ -17,6 +17,11 @@
 #define FCV_STORE(p, v) _mm256_storeu_pd((p), (v))
 #define FCV_STOREN(p, v, n) _mm256_maskstore_pd((p), FCV_MASK(n), (v))
 #define FCV_STREAM(p, v) _mm256_stream_pd((p), (v))
+#define FCV_STREAM_HALF(p, v)                                                           \
+    do {                                                                                \
+        _mm_stream_pd((p), _mm256_castpd256_pd128(v));                                  \
+        _mm_stream_pd((p) + 2, _mm256_extractf128_pd((v), 1));                          \
+    } while (0)
 #define FCV_FMA(a, b, c) _mm256_fmadd_pd((a), (b), (c))
 #define FCV_ADD(a, b) _mm256_add_pd((a), (b))
 #define FCV_MAX(a, b) _mm256_max_pd((a), (b))
@@ -35,6 +40,11 @@
 #define FCV_STORE(p, v) _mm256_storeu_ps((p), (v))
 #define FCV_STOREN(p, v, n) _mm256_maskstore_ps((p), FCV_MASK(n), (v))
 #define FCV_STREAM(p, v) _mm256_stream_ps((p), (v))
+#define FCV_STREAM_HALF(p, v)                                                           \
+    do {                                                                                \
+        _mm_stream_ps((p), _mm256_castps256_ps128(v));                                  \
+        _mm_stream_ps((p) + 4, _mm256_extractf128_ps((v), 1));                          \
+    } while (0)
 #define FCV_FMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
 #define FCV_ADD(a, b) _mm256_add_ps((a), (b))
 #define FCV_MAX(a, b) _mm256_max_ps((a), (b))

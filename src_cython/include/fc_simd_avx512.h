@@ -14,6 +14,8 @@
  *                                           masked load reads zero past n and never
  *                                           touches memory past n
  *   FCV_STREAM(p, v)         non-temporal store of a full vector, p FCV_BYTES-aligned
+ *   FCV_STREAM_HALF(p, v)    the same as two non-temporal half-vector stores, p only
+ *                            FCV_BYTES / 2-aligned (v evaluated twice: a variable)
  *   FCV_SFENCE()             orders the streaming stores before later stores
  *   FCV_FMA(a, b, c)         a * b + c, one rounding
  *   FCV_ADD(a, b), FCV_MAX(a, b)
@@ -36,6 +38,11 @@
 #define FCV_STORE(p, v) _mm512_storeu_pd((p), (v))
 #define FCV_STOREN(p, v, n) _mm512_mask_storeu_pd((p), FCV_MASK(n), (v))
 #define FCV_STREAM(p, v) _mm512_stream_pd((p), (v))
+#define FCV_STREAM_HALF(p, v)                                                           \
+    do {                                                                                \
+        _mm256_stream_pd((p), _mm512_castpd512_pd256(v));                               \
+        _mm256_stream_pd((p) + 4, _mm512_extractf64x4_pd((v), 1));                      \
+    } while (0)
 #define FCV_FMA(a, b, c) _mm512_fmadd_pd((a), (b), (c))
 #define FCV_ADD(a, b) _mm512_add_pd((a), (b))
 #define FCV_MAX(a, b) _mm512_max_pd((a), (b))
@@ -54,6 +61,11 @@
 #define FCV_STORE(p, v) _mm512_storeu_ps((p), (v))
 #define FCV_STOREN(p, v, n) _mm512_mask_storeu_ps((p), FCV_MASK(n), (v))
 #define FCV_STREAM(p, v) _mm512_stream_ps((p), (v))
+#define FCV_STREAM_HALF(p, v)                                                           \
+    do {                                                                                \
+        _mm256_stream_ps((p), _mm512_castps512_ps256(v));                               \
+        _mm256_stream_ps((p) + 8, _mm512_extractf32x8_ps((v), 1));                      \
+    } while (0)
 #define FCV_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c))
 #define FCV_ADD(a, b) _mm512_add_ps((a), (b))
 #define FCV_MAX(a, b) _mm512_max_ps((a), (b))

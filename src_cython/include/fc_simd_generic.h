@@ -15,6 +15,7 @@
 #define FCV_STORE(p, v) (*(p) = (v))
 #define FCV_STOREN(p, v, n) ((void)(n), *(p) = (v))
 #define FCV_STREAM(p, v) (*(p) = (v))
+#define FCV_STREAM_HALF(p, v) (*(p) = (v))
 #define FCV_FMA(a, b, c) ((a) * (b) + (c))
 #define FCV_ADD(a, b) ((a) + (b))
 #define FCV_MAX(a, b) ((a) > (b) ? (a) : (b))   /* b when either is NaN, as x86 max */

@@ -12,6 +12,7 @@
 #undef FCV_STORE
 #undef FCV_STOREN
 #undef FCV_STREAM
+#undef FCV_STREAM_HALF
 #undef FCV_SFENCE
 #undef FCV_FMA
 #undef FCV_ADD
