@@ -211,8 +211,9 @@ OPENMP_SPIN_COUNT = 30000
 
 # --------------------------------------------------------------- fastconv's thread pool
 #: how long an idle worker of the compiled backend's thread pool spins (pause-loop
-#: iterations, as :data:`OPENMP_SPIN_COUNT`) before it sleeps, and how long a calling
-#: thread that ran out of tasks spins for the last ones before it sleeps.  The pool's call
+#: iterations, as :data:`OPENMP_SPIN_COUNT`) before it sleeps; a calling thread that ran
+#: out of tasks spins a sixteenth of it for the last ones (small tasks) and then sleeps, so
+#: that a worker sharing its core is not kept from finishing them.  The pool's call
 #: never waits for a worker that has not started, so the spin only decides how fast an
 #: idle worker joins the next call (a sleeping one must be woken) against how long it
 #: burns a core another process may need; the same trade-off and value as OpenMP's.

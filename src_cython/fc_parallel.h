@@ -46,6 +46,8 @@ typedef int (*fc_task_fn)(void *ctx, int64_t task, int slot);
 
 #define FC_PAR_MAX_WORKERS 255
 #define FC_PAR_MAX_TASKS ((int64_t)0x7fffffff)
+/* a caller out of tasks spins this fraction of the workers' idle spin */
+#define FC_PAR_CALLER_SPIN_DIVISOR 16
 
 typedef struct {
     pthread_mutex_t call_lock;        /* held by the one call using the workers */
@@ -271,9 +273,11 @@ static int fc_parallel_run(fc_task_fn fn, void *ctx, int64_t n_tasks, int num_th
         pthread_mutex_unlock(&fc_pool.lock);
     }
 
-    /* the caller works too, then waits only for tasks claimed by workers */
+    /* the caller works too, then waits only for tasks claimed by workers: a short spin
+     * (the last tasks are small), then asleep, so that a worker sharing the caller's core
+     * is not kept from finishing */
     fc_pool_work(job, fn, ctx, n_tasks, 0);
-    long limit = atomic_load_explicit(&fc_pool.spin, memory_order_relaxed);
+    long limit = atomic_load_explicit(&fc_pool.spin, memory_order_relaxed) / FC_PAR_CALLER_SPIN_DIVISOR;
     for (long i = 0; i < limit; i++) {
         if (atomic_load_explicit(&fc_pool.done, memory_order_acquire) >= n_tasks)
             break;

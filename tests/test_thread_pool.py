@@ -34,6 +34,8 @@ def pool_everywhere(monkeypatch):
     monkeypatch.setattr(_tuning, "RELU_CHUNK", 1000)
     monkeypatch.setattr(_tuning, "POOL_SINGLE_THREAD_WORK", 0)
     monkeypatch.setattr(_tuning, "POOL_CHUNK_WORK", 0)
+    monkeypatch.setattr(_tuning, "IM2COL_SINGLE_THREAD_ELEMENTS", 0)
+    monkeypatch.setattr(_tuning, "POOL_BACKWARD_SINGLE_THREAD_ELEMENTS", 0)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,70 @@ def test_relu_same_bits_for_one_to_four_threads(pool_everywhere, dtype, rng):
     for threads in (2, 3, 4):
         got = fastconv.relu(x, backend="cython", num_threads=threads)
         np.testing.assert_array_equal(_bits(got), _bits(first))
+
+
+@dataclass(frozen=True)
+class WindowRun:
+    """One window geometry of the backward kernels: NHWC input, window, strides, pads."""
+    id: str
+    N: int
+    H: int
+    W: int
+    C: int
+    ksize: tuple
+    strides: tuple
+    pads: tuple
+
+    def out_hw(self):
+        return tuple((size + 2 * pad - k) // s + 1 for size, pad, k, s
+                     in zip((self.H, self.W), self.pads, self.ksize, self.strides))
+
+
+WINDOW_RUNS = [
+    WindowRun("k3_s1_pad1", 2, 13, 11, 5, (3, 3), (1, 1), (1, 1)),
+    WindowRun("k2_s2_c17", 3, 10, 12, 17, (2, 2), (2, 2), (0, 0)),
+    WindowRun("k3x2_s2x1_one_row", 1, 3, 20, 8, (3, 2), (2, 1), (0, 1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("run", params(WINDOW_RUNS))
+def test_backward_window_kernels_same_bits_for_one_to_four_threads(pool_everywhere, run,
+                                                                   dtype, rng):
+    """col2im, the max-pool argmax and the max-pool backward scatter on the pool."""
+    from fastconv._backends import reference
+    OH, OW = run.out_hw()
+    geo = (run.ksize, run.strides, (1, 1), run.pads)
+    cols = rng.standard_normal((run.N, OH, OW) + run.ksize + (run.C,)).astype(dtype)
+    x = rng.standard_normal((run.N, run.H, run.W, run.C)).astype(dtype)
+    want_fold = np.zeros_like(x)
+    reference.col2im(cols, want_fold, *geo, 1)
+    want_pool = np.empty((run.N, OH, OW, run.C), dtype)
+    want_index = np.empty(want_pool.shape, np.int64)
+    reference.max_pool2d_argmax(x, want_pool, want_index, *geo, 1)
+    dy = rng.standard_normal(want_pool.size).astype(dtype)
+    offsets = (np.arange(run.N, dtype=np.int64) * (run.H * run.W * run.C)).repeat(
+        OH * OW * run.C)
+    flat = want_index.reshape(-1) + offsets
+    want_scatter = np.empty(x.size, dtype)
+    reference.max_pool2d_backward(dy, flat, want_scatter, 1)
+    for threads in (1, 2, 3, 4):
+        fold = np.zeros_like(x)
+        cython_driver._col2im(cols, fold, *geo, threads)
+        assert_close(fold, want_fold, dtype)
+        if threads == 1:
+            first_fold = fold
+        np.testing.assert_array_equal(_bits(fold), _bits(first_fold))
+        pool, index = np.empty_like(want_pool), np.empty_like(want_index)
+        cython_driver._max_pool2d_argmax(x, pool, index, *geo, threads)
+        np.testing.assert_array_equal(pool, want_pool)
+        np.testing.assert_array_equal(index, want_index)
+        scatter = np.full(x.size, np.nan, dtype)
+        cython_driver._max_pool2d_backward(dy, flat, scatter, threads, images=run.N)
+        assert_close(scatter, want_scatter, dtype)
+        if threads == 1:
+            first_scatter = scatter
+        np.testing.assert_array_equal(_bits(scatter), _bits(first_scatter))
 
 
 def test_calls_from_several_python_threads_equal_serial(pool_everywhere, rng):
