@@ -12,7 +12,8 @@ across output channels).  Three layers: :func:`conv2d_filter_grad` (holds the
 GIL: shapes, the kernel pointer for the SIMD level, chunks between which a
 pending signal is raised as ``KeyboardInterrupt``), the loop over work
 items on fastconv's thread pool (one piece of output rows and one block of
-output channels each, writing that piece's partial sums), and the ``noexcept nogil`` C item kernels.  The
+output channels each, writing that piece's partial sums), and the
+``noexcept nogil`` C item kernels.  The
 pieces are fixed by ``piece_rows`` (chosen from the shapes) and summed in
 piece order, so the result is bitwise identical for any ``num_threads``.
 """

@@ -125,7 +125,8 @@ static inline void fc_pool_work(uint64_t job, fc_task_fn fn, void *ctx, int64_t 
             if (fn(ctx, t, slot))
                 atomic_store_explicit(&fc_pool.stop, 1, memory_order_relaxed);
         }
-        int64_t d = atomic_fetch_add(&fc_pool.done, 1) + 1;   /* seq_cst: pairs with caller_waiting */
+        /* seq_cst: pairs with the caller's store to caller_waiting */
+        int64_t d = atomic_fetch_add(&fc_pool.done, 1) + 1;
         if (d == n && atomic_load(&fc_pool.caller_waiting)) {
             pthread_mutex_lock(&fc_pool.lock);
             pthread_cond_broadcast(&fc_pool.done_cv);
@@ -277,7 +278,8 @@ static int fc_parallel_run(fc_task_fn fn, void *ctx, int64_t n_tasks, int num_th
      * (the last tasks are small), then asleep, so that a worker sharing the caller's core
      * is not kept from finishing */
     fc_pool_work(job, fn, ctx, n_tasks, 0);
-    long limit = atomic_load_explicit(&fc_pool.spin, memory_order_relaxed) / FC_PAR_CALLER_SPIN_DIVISOR;
+    long limit = atomic_load_explicit(&fc_pool.spin, memory_order_relaxed)
+                 / FC_PAR_CALLER_SPIN_DIVISOR;
     for (long i = 0; i < limit; i++) {
         if (atomic_load_explicit(&fc_pool.done, memory_order_acquire) >= n_tasks)
             break;
