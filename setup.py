@@ -92,10 +92,12 @@ extensions = [
         f"{PACKAGE}.{pyx.stem}",
         [str(pyx.relative_to(HERE))],
         include_dirs=[np.get_include(), str(INCLUDE.relative_to(HERE))],
-        depends=DEPENDS,
+        depends=DEPENDS + ([str((SRC / "fc_parallel.h").relative_to(HERE))]
+                           if pyx.stem == "_parallel" else []),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=COMPILE_ARGS,
-        extra_link_args=LINK_ARGS,
+        # the thread pool (fc_parallel.h) uses POSIX threads
+        extra_compile_args=COMPILE_ARGS + (["-pthread"] if pyx.stem == "_parallel" else []),
+        extra_link_args=LINK_ARGS + (["-pthread"] if pyx.stem == "_parallel" else []),
     )
     for pyx in sorted(SRC.glob("*.pyx"))
 ]

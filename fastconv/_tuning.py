@@ -210,6 +210,16 @@ STREAM_BYTES = L3_BYTES // 2
 #: slow at 1000 (spinning a tenth of the default kept them as fast as the default).
 OPENMP_SPIN_COUNT = 30000
 
+# --------------------------------------------------------------- fastconv's thread pool
+#: how long an idle worker of the compiled backend's thread pool spins (pause-loop
+#: iterations, as :data:`OPENMP_SPIN_COUNT`) before it sleeps; a calling thread that ran
+#: out of tasks spins a sixteenth of it for the last ones (small tasks) and then sleeps, so
+#: that a worker sharing its core is not kept from finishing them.  The pool's call
+#: never waits for a worker that has not started, so the spin only decides how fast an
+#: idle worker joins the next call (a sleeping one must be woken) against how long it
+#: burns a core another process may need; the same trade-off and value as OpenMP's.
+POOL_SPIN_COUNT = OPENMP_SPIN_COUNT
+
 # --------------------------------------------------------------- filter gradients (both backends)
 #: filter taps per output channel (KH*KW*C_in) up to which a dense (``groups == 1``)
 #: filter gradient runs the native kernel (vectors across output channels, each input

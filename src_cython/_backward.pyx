@@ -10,9 +10,10 @@ between which a pending signal (Ctrl-C) is raised as ``KeyboardInterrupt``;
 the chunks only group whole tasks, so they never change a result.
 """
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython cimport floating
-from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
+from libc.stdlib cimport calloc, free
 from libc.string cimport memset
 
 import numpy as np
@@ -20,6 +21,61 @@ import numpy as np
 from fastconv_c cimport (fc_col2im_row_f32, fc_col2im_row_f64, fc_maxpool_argmax_row_f32,
                          fc_maxpool_argmax_row_f64, fc_maxpool_scatter_f32,
                          fc_maxpool_scatter_f64, fc_rows_per_chunk)
+from fc_parallel cimport RUN_CAPSULE_NAME, fc_run_fn
+
+from . import _parallel
+
+#: the process's thread pool (fc_parallel.h): tasks on the caller and persistent workers
+cdef fc_run_fn _parallel_run = <fc_run_fn> PyCapsule_GetPointer(_parallel.RUN, RUN_CAPSULE_NAME)
+
+#: rows per task of the row kernels (col2im, argmax)
+cdef Py_ssize_t ROWS_PER_TASK = 4
+
+
+ctypedef struct _rows_ctx:
+    const void *src
+    void *dst
+    int64_t *index
+    Py_ssize_t start, stop, H, W, C, OH, OW
+    int KH, KW, SH, SW, DH, DW, pad_top, pad_left, simd_level, is_double
+
+
+cdef int _col2im_task(void *p, int64_t task, int slot) noexcept nogil:
+    """Input rows ``[start + 4 * task, ...)`` of a col2im call (a task of the pool)."""
+    cdef _rows_ctx *c = <_rows_ctx *> p
+    cdef Py_ssize_t r, first = c.start + task * ROWS_PER_TASK
+    cdef Py_ssize_t last = min(first + ROWS_PER_TASK, c.stop)
+    for r in range(first, last):
+        if c.is_double:
+            fc_col2im_row_f64(<const double *> c.src, <double *> c.dst, c.H, c.W, c.C, c.KH,
+                              c.KW, c.SH, c.SW, c.DH, c.DW, c.pad_top, c.pad_left, c.OH,
+                              c.OW, r // c.H, r % c.H)
+        else:
+            fc_col2im_row_f32(<const float *> c.src, <float *> c.dst, c.H, c.W, c.C, c.KH,
+                              c.KW, c.SH, c.SW, c.DH, c.DW, c.pad_top, c.pad_left, c.OH,
+                              c.OW, r // c.H, r % c.H)
+    return 0
+
+
+cdef int _argmax_task(void *p, int64_t task, int slot) noexcept nogil:
+    """Output rows ``[start + 4 * task, ...)`` of a max_pool2d_argmax call."""
+    cdef _rows_ctx *c = <_rows_ctx *> p
+    cdef Py_ssize_t r, n, first = c.start + task * ROWS_PER_TASK
+    cdef Py_ssize_t last = min(first + ROWS_PER_TASK, c.stop)
+    cdef Py_ssize_t plane = c.H * c.W * c.C, row = c.OW * c.C
+    for r in range(first, last):
+        n = r // c.OH
+        if c.is_double:
+            fc_maxpool_argmax_row_f64(<const double *> c.src + n * plane,
+                                      <double *> c.dst + r * row, c.index + r * row, c.H,
+                                      c.W, c.C, c.KH, c.KW, c.SH, c.SW, c.DH, c.DW, c.pad_top,
+                                      c.pad_left, c.OW, r % c.OH, c.simd_level)
+        else:
+            fc_maxpool_argmax_row_f32(<const float *> c.src + n * plane,
+                                      <float *> c.dst + r * row, c.index + r * row, c.H,
+                                      c.W, c.C, c.KH, c.KW, c.SH, c.SW, c.DH, c.DW, c.pad_top,
+                                      c.pad_left, c.OW, r % c.OH, c.simd_level)
+    return 0
 
 
 cdef inline int _team(int num_threads, Py_ssize_t tasks) noexcept nogil:
@@ -43,7 +99,7 @@ def col2im(const floating[:, :, :, :, :, ::1] cols,   # IN  (N, OH, OW, KH, KW, 
     if cols.shape[0] != N or cols.shape[5] != C:
         raise ValueError(f"cols has shape {[cols.shape[i] for i in range(6)]}; expected (N, OH, OW, KH, "
                          f"KW, C) with N={N}, C={C} of out.")
-    cdef Py_ssize_t rows = N * H, r, start, stop, step
+    cdef Py_ssize_t rows = N * H, start, stop, step
     if rows == 0 or W == 0 or C == 0 or OH == 0 or OW == 0 or KH == 0 or KW == 0:
         return
     cdef const floating *pc = &cols[0, 0, 0, 0, 0, 0]
@@ -52,17 +108,19 @@ def col2im(const floating[:, :, :, :, :, ::1] cols,   # IN  (N, OH, OW, KH, KW, 
     # an input row gathers its share of the window entries (about cols.size / rows)
     step = fc_rows_per_chunk(rows, <double> N * OH * OW * KH * KW * C / rows, interrupt_work,
                              num_threads)
+    cdef _rows_ctx c
+    c.src, c.dst, c.index, c.is_double = <const void *> pc, <void *> po, NULL, \
+        floating is double
+    c.H, c.W, c.C, c.OH, c.OW, c.KH, c.KW = H, W, C, OH, OW, KH, KW
+    c.SH, c.SW, c.DH, c.DW, c.pad_top, c.pad_left, c.simd_level = SH, SW, DH, DW, pad_top, \
+        pad_left, 0
     start = 0
     while start < rows:
         stop = min(start + step, rows)
-        for r in prange(start, stop, nogil=True, num_threads=num_threads, schedule="dynamic",
-                        chunksize=4):
-            if floating is float:
-                fc_col2im_row_f32(pc, po, H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left,
-                                  OH, OW, r // H, r % H)
-            else:
-                fc_col2im_row_f64(pc, po, H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left,
-                                  OH, OW, r // H, r % H)
+        c.start, c.stop = start, stop
+        with nogil:
+            _parallel_run(_col2im_task, &c, (stop - start + ROWS_PER_TASK - 1) // ROWS_PER_TASK,
+                          num_threads)
         start = stop
         if start < rows:
             PyErr_CheckSignals()
@@ -90,7 +148,7 @@ def max_pool2d_argmax(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
             argmax.shape[3] != out.shape[3]):
         raise ValueError(f"argmax has shape {[argmax.shape[i] for i in range(4)]}; expected out's "
                          f"shape {[out.shape[i] for i in range(4)]}.")
-    cdef Py_ssize_t rows = N * OH, r, n, start, stop, step
+    cdef Py_ssize_t rows = N * OH, start, stop, step
     if rows == 0 or OW == 0 or C == 0:
         return
     cdef const floating *px = &x[0, 0, 0, 0]
@@ -100,20 +158,19 @@ def max_pool2d_argmax(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
     # compares per output row: the window's taps that can lie inside the input
     step = fc_rows_per_chunk(rows, <double> OW * C * min(<Py_ssize_t> KH, H) *
                              min(<Py_ssize_t> KW, W), interrupt_work, num_threads)
+    cdef _rows_ctx c
+    c.src, c.dst, c.index, c.is_double = <const void *> px, <void *> py, pi, \
+        floating is double
+    c.H, c.W, c.C, c.OH, c.OW, c.KH, c.KW = H, W, C, OH, OW, KH, KW
+    c.SH, c.SW, c.DH, c.DW, c.pad_top, c.pad_left, c.simd_level = SH, SW, DH, DW, pad_top, \
+        pad_left, simd_level
     start = 0
     while start < rows:
         stop = min(start + step, rows)
-        for r in prange(start, stop, nogil=True, num_threads=num_threads, schedule="dynamic",
-                        chunksize=4):
-            n = r // OH
-            if floating is float:
-                fc_maxpool_argmax_row_f32(px + n * H * W * C, py + r * OW * C,
-                                          pi + r * OW * C, H, W, C, KH, KW, SH, SW, DH, DW,
-                                          pad_top, pad_left, OW, r % OH, simd_level)
-            else:
-                fc_maxpool_argmax_row_f64(px + n * H * W * C, py + r * OW * C,
-                                          pi + r * OW * C, H, W, C, KH, KW, SH, SW, DH, DW,
-                                          pad_top, pad_left, OW, r % OH, simd_level)
+        c.start, c.stop = start, stop
+        with nogil:
+            _parallel_run(_argmax_task, &c, (stop - start + ROWS_PER_TASK - 1) // ROWS_PER_TASK,
+                          num_threads)
         start = stop
         if start < rows:
             PyErr_CheckSignals()
@@ -128,7 +185,7 @@ def max_pool2d_backward(const floating[::1] dy, const int64_t[::1] flat_index,
     ``dy`` may only send to block ``n`` of ``out`` (one image each).  One task
     per image zeroes its block and then adds its entries, in index order, while
     the block is still in cache; the tasks are handed out dynamically over
-    ``num_threads`` OpenMP threads (one thread: no parallel region), and no two
+    ``num_threads`` threads of fastconv's pool (one thread: no pool), and no two
     threads write the same element.  The tasks run in pieces of about
     ``interrupt_work`` elements written and read (whole images, or for images
     larger than that, every image's entries cut at the same offsets), between
@@ -197,9 +254,43 @@ cdef Py_ssize_t _scatter_images(const floating *dy, const int64_t *index, floati
         for n in range(n0, n1):
             bad += _scatter_image(dy, index, out, n, i0, i1, per_dy, per_out)
         return bad
-    for n in prange(n0, n1, num_threads=num_threads, schedule="dynamic"):
-        bad += _scatter_image(dy, index, out, n, i0, i1, per_dy, per_out)
+    cdef _scatter_ctx c
+    c.dy, c.index, c.out, c.is_double = <const void *> dy, index, <void *> out, \
+        floating is double
+    c.n0, c.i0, c.i1, c.per_dy, c.per_out = n0, i0, i1, per_dy, per_out
+    if num_threads > n1 - n0:
+        num_threads = <int> (n1 - n0)
+    c.bad = <Py_ssize_t *> calloc(num_threads, sizeof(Py_ssize_t))   # per slot
+    if c.bad == NULL:   # no memory for the counts: one thread, which needs none
+        for n in range(n0, n1):
+            bad += _scatter_image(dy, index, out, n, i0, i1, per_dy, per_out)
+        return bad
+    _parallel_run(_scatter_task, &c, n1 - n0, num_threads)
+    for n in range(num_threads):
+        bad += c.bad[n]
+    free(c.bad)
     return bad
+
+
+ctypedef struct _scatter_ctx:
+    const void *dy
+    const int64_t *index
+    void *out
+    Py_ssize_t n0, i0, i1, per_dy, per_out
+    Py_ssize_t *bad      # [slot] skipped entries
+    int is_double
+
+
+cdef int _scatter_task(void *p, int64_t task, int slot) noexcept nogil:
+    """Image ``n0 + task`` of a ``_scatter_images`` call (a task of the pool)."""
+    cdef _scatter_ctx *c = <_scatter_ctx *> p
+    if c.is_double:
+        c.bad[slot] += _scatter_image(<const double *> c.dy, c.index, <double *> c.out,
+                                      c.n0 + task, c.i0, c.i1, c.per_dy, c.per_out)
+    else:
+        c.bad[slot] += _scatter_image(<const float *> c.dy, c.index, <float *> c.out,
+                                      c.n0 + task, c.i0, c.i1, c.per_dy, c.per_out)
+    return 0
 
 
 cdef inline Py_ssize_t _scatter_image(const floating *dy, const int64_t *index, floating *out,
@@ -258,6 +349,7 @@ def max_pool2d_grad(const floating[:, :, :, ::1] x,    # IN  (N, H, W, C)
     cdef double work = <double> OH * row * min(<Py_ssize_t> KH, H) * min(<Py_ssize_t> KW, W) \
         + image
     cdef Py_ssize_t step = N, n0 = 0, n1, n
+    cdef _pool_grad_ctx c
     if interrupt_work > 0 and work > 0:
         step = max(<Py_ssize_t> (interrupt_work / work), 1)
     while n0 < N:
@@ -268,13 +360,43 @@ def max_pool2d_grad(const floating[:, :, :, ::1] x,    # IN  (N, H, W, C)
                     _pool_grad_image(px, pd, po, py, pj, n, H, W, C, OH, OW, KH, KW, SH, SW,
                                      DH, DW, pad_top, pad_left, simd_level)
         else:
-            for n in prange(n0, n1, nogil=True, num_threads=num_threads, schedule="dynamic"):
-                _pool_grad_image(px, pd, po, py + threadid() * row, pj + threadid() * row, n,
-                                 H, W, C, OH, OW, KH, KW, SH, SW, DH, DW, pad_top, pad_left,
-                                 simd_level)
+            c.x, c.dy, c.out, c.y_rows, c.i_rows = px, pd, po, py, pj
+            c.is_double, c.n0, c.H, c.W, c.C, c.OH, c.OW = floating is double, n0, H, W, C, OH, OW
+            c.KH, c.KW, c.SH, c.SW, c.DH, c.DW = KH, KW, SH, SW, DH, DW
+            c.top, c.left, c.simd = pad_top, pad_left, simd_level
+            with nogil:
+                _parallel_run(_pool_grad_task, &c, n1 - n0, num_threads)
         n0 = n1
         if n0 < N:
             PyErr_CheckSignals()
+
+
+ctypedef struct _pool_grad_ctx:
+    const void *x
+    const void *dy
+    void *out
+    void *y_rows         # [slot] one output row of window maxima
+    int64_t *i_rows      # [slot] one output row of their indices
+    Py_ssize_t n0, H, W, C, OH, OW
+    int KH, KW, SH, SW, DH, DW, top, left, simd, is_double
+
+
+cdef int _pool_grad_task(void *p, int64_t task, int slot) noexcept nogil:
+    """Image ``n0 + task`` of a :func:`max_pool2d_grad` call (a task of the pool), with
+    slot ``slot``'s scratch rows."""
+    cdef _pool_grad_ctx *c = <_pool_grad_ctx *> p
+    cdef Py_ssize_t row = c.OW * c.C
+    if c.is_double:
+        _pool_grad_image(<const double *> c.x, <const double *> c.dy, <double *> c.out,
+                         <double *> c.y_rows + slot * row, c.i_rows + slot * row, c.n0 + task,
+                         c.H, c.W, c.C, c.OH, c.OW, c.KH, c.KW, c.SH, c.SW, c.DH, c.DW, c.top,
+                         c.left, c.simd)
+    else:
+        _pool_grad_image(<const float *> c.x, <const float *> c.dy, <float *> c.out,
+                         <float *> c.y_rows + slot * row, c.i_rows + slot * row, c.n0 + task,
+                         c.H, c.W, c.C, c.OH, c.OW, c.KH, c.KW, c.SH, c.SW, c.DH, c.DW, c.top,
+                         c.left, c.simd)
+    return 0
 
 
 cdef inline void _pool_grad_image(const floating *x, const floating *dy, floating *out,

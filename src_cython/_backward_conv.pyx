@@ -10,17 +10,25 @@ for two kinds (``fc_conv_grad.h``): depthwise (``groups == C == O``, vectors
 across channels) and dense with few input channels (``groups == 1``, vectors
 across output channels).  Three layers: :func:`conv2d_filter_grad` (holds the
 GIL: shapes, the kernel pointer for the SIMD level, chunks between which a
-pending signal is raised as ``KeyboardInterrupt``), the OpenMP loop over work
-items (one piece of output rows and one block of output channels each -- and for
-the dense kind one group of taps -- writing that piece's partial sums), and the ``noexcept nogil`` C item kernels.  The
+pending signal is raised as ``KeyboardInterrupt``), the loop over work
+items on fastconv's thread pool (one piece of output rows and one block of
+output channels each -- and for the dense kind one group of taps -- writing
+that piece's partial sums), and the ``noexcept nogil`` C item kernels.  The
 pieces are fixed by ``piece_rows`` (chosen from the shapes) and summed in
 piece order, so the result is bitwise identical for any ``num_threads``.
 """
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython cimport floating
-from cython.parallel cimport prange
+from libc.stdint cimport int64_t
 
 from fastconv_c cimport fc_rows_per_chunk
+from fc_parallel cimport RUN_CAPSULE_NAME, fc_run_fn
+
+from . import _parallel
+
+#: the process's thread pool (fc_parallel.h): tasks on the caller and persistent workers
+cdef fc_run_fn _parallel_run = <fc_run_fn> PyCapsule_GetPointer(_parallel.RUN, RUN_CAPSULE_NAME)
 
 
 cdef extern from "fc_conv_grad.h" nogil:
@@ -69,26 +77,56 @@ cdef void _items(const fc_grad_args *a, fc_grad_fn fn, Py_ssize_t i0, Py_ssize_t
         for i in range(i0, i1):
             fn(a, i)
         return
-    for i in prange(i0, i1, num_threads=num_threads, schedule="dynamic", chunksize=1):
-        fn(a, i)
+    cdef _items_ctx c
+    c.a, c.fn, c.i0 = a, fn, i0
+    _parallel_run(_items_task, &c, i1 - i0, num_threads)
+
+
+ctypedef struct _items_ctx:
+    const fc_grad_args *a
+    fc_grad_fn fn
+    Py_ssize_t i0
+
+
+cdef int _items_task(void *p, int64_t task, int slot) noexcept nogil:
+    """Item ``i0 + task`` of an ``_items`` call (a task of the pool)."""
+    cdef _items_ctx *c = <_items_ctx *> p
+    c.fn(c.a, c.i0 + task)
+    return 0
+
+
+ctypedef struct _reduce_ctx:
+    const void *part
+    void *out
+    Py_ssize_t pieces, size
+    int is_double
+
+
+cdef int _reduce_task(void *p, int64_t task, int slot) noexcept nogil:
+    """Block ``task`` of ``REDUCE_BLOCK`` output elements of a ``_reduce`` call."""
+    cdef _reduce_ctx *c = <_reduce_ctx *> p
+    cdef Py_ssize_t e0 = task * REDUCE_BLOCK
+    cdef Py_ssize_t e1 = min(e0 + REDUCE_BLOCK, c.size)
+    if c.is_double:
+        fc_grad_reduce_f64(<const double *> c.part, <double *> c.out, c.pieces, c.size, e0, e1)
+    else:
+        fc_grad_reduce_f32(<const float *> c.part, <float *> c.out, c.pieces, c.size, e0, e1)
+    return 0
 
 
 cdef void _reduce(const floating *part, floating *out, Py_ssize_t pieces, Py_ssize_t size,
                   int num_threads) noexcept nogil:
-    cdef Py_ssize_t b, blocks = (size + REDUCE_BLOCK - 1) // REDUCE_BLOCK
+    cdef Py_ssize_t blocks = (size + REDUCE_BLOCK - 1) // REDUCE_BLOCK
     if num_threads <= 1 or blocks <= 1:   # no parallel region for a small sum
         if floating is float:
             fc_grad_reduce_f32(part, out, pieces, size, 0, size)
         else:
             fc_grad_reduce_f64(part, out, pieces, size, 0, size)
         return
-    for b in prange(blocks, num_threads=num_threads, schedule="static"):
-        if floating is float:
-            fc_grad_reduce_f32(part, out, pieces, size, b * REDUCE_BLOCK,
-                               min((b + 1) * REDUCE_BLOCK, size))
-        else:
-            fc_grad_reduce_f64(part, out, pieces, size, b * REDUCE_BLOCK,
-                               min((b + 1) * REDUCE_BLOCK, size))
+    cdef _reduce_ctx c
+    c.part, c.out, c.pieces, c.size, c.is_double = <const void *> part, <void *> out, pieces, \
+        size, floating is double
+    _parallel_run(_reduce_task, &c, blocks, num_threads)
 
 
 def conv2d_filter_grad(kind, const floating[:, :, :, ::1] x,      # IN  (N, H, W, C)

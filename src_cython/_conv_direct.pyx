@@ -15,8 +15,8 @@ with zero outside the input, then ReLU when asked.  Three layers:
    ``fc_conv_args`` record;
 2. ``_run`` (``noexcept nogil``) splits the work items -- a few output rows
    of one image and one block of output channels (general kind), one output row
-   otherwise -- over OpenMP threads with a
-   static ``prange``, in chunks between which a pending signal is noticed;
+   otherwise -- into chunks run by fastconv's thread pool (``_parallel``),
+   between which a pending signal is noticed;
 3. the ``static inline`` C micro-kernels of ``fc_conv_direct.h``: a
    register-blocked tile of output pixels x output-channel vectors (the loop nest
    of oneDNN's AVX-512 direct convolution and of Zhang et al., ICML 2018), a
@@ -30,16 +30,23 @@ bitwise identical for every thread count.
 import numpy as np
 
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython cimport floating
-from cython.parallel cimport parallel, prange, threadid
 
-from libc.stdint cimport uintptr_t
+from libc.stdint cimport int64_t, uintptr_t
+
+from fc_parallel cimport RUN_CAPSULE_NAME, fc_run_fn
 
 from fastconv_c cimport (FC_KIND_DEPTHWISE, FC_KIND_GENERAL, FC_KIND_WIDTH, fc_conv_args,
                          fc_conv_block_channels, fc_conv_direct_items, fc_conv_direct_kernel,
                          fc_conv_dw_block_channels, fc_conv_item_fn, fc_conv_size_bytes,
-                         fc_conv_vector_lanes, fc_cpu_simd_level, fc_flag_get, fc_flag_set,
+                         fc_conv_vector_lanes, fc_cpu_simd_level,
                          fc_pack_filters)
+
+from . import _parallel
+
+#: the process's thread pool (fc_parallel.h): tasks on the caller and persistent workers
+cdef fc_run_fn _parallel_run = <fc_run_fn> PyCapsule_GetPointer(_parallel.RUN, RUN_CAPSULE_NAME)
 
 #: the largest kernel size, channel count per group, stride, dilation or padding the
 #: kernels take (they are C ints; every size and offset derived from them is 64-bit)
@@ -68,14 +75,46 @@ cdef int _signal_pending() noexcept with gil:
 cdef double MIN_CHUNK_WORK = 65536.0
 
 
+ctypedef struct _run_ctx:
+    const fc_conv_args *a
+    fc_conv_item_fn kernel
+    Py_ssize_t n_items, chunk
+    double item_work, interrupt_work, done
+
+
+cdef int _run_task(void *p, int64_t task, int slot) noexcept nogil:
+    """Task ``task`` of the pool: items ``[task * chunk, (task + 1) * chunk)``.
+
+    The calling thread (slot 0) looks at pending signals after each
+    ``interrupt_work`` multiply-adds it has run; 1 (stop the call) when a
+    handler raised.
+    """
+    cdef _run_ctx *c = <_run_ctx *> p
+    cdef Py_ssize_t i, first = task * c.chunk
+    cdef Py_ssize_t last = first + c.chunk
+    if last > c.n_items:
+        last = c.n_items
+    for i in range(first, last):
+        c.kernel(c.a, i)
+        if slot == 0:
+            c.done = c.done + c.item_work
+            if c.done >= c.interrupt_work:
+                c.done = 0.0
+                if _signal_pending():
+                    return 1
+    return 0
+
+
 cdef int _run(const fc_conv_args *a, int num_threads, double item_work,
               double interrupt_work) except -1 nogil:
-    """Run every work item of ``a`` on ``num_threads`` OpenMP threads.
+    """Run every work item of ``a`` on ``num_threads`` threads.
 
-    One parallel region with a dynamic schedule of small chunks of items (one
-    item, or as many as make ``MIN_CHUNK_WORK`` multiply-adds): a thread that
-    is slowed down (a busy core) holds the call back by one chunk at most, and
-    the team is entered once per call.  The calling thread (thread 0) takes the
+    Small chunks of items (one item, or as many as make ``MIN_CHUNK_WORK``
+    multiply-adds) are the tasks of fastconv's thread pool (``_parallel``):
+    the calling thread and up to ``num_threads - 1`` workers take them one
+    at a time, and the call returns once every chunk is done, so a thread
+    slowed down (a busy core) holds the call back by one chunk at most, and
+    one that has not woken up yet not at all.  The calling thread takes the
     GIL back after each ``interrupt_work`` multiply-adds it has run, to notice
     a pending signal: Ctrl-C then raises ``KeyboardInterrupt`` at once (the
     remaining items are skipped, ``out`` is left partly written).  Items are
@@ -84,10 +123,8 @@ cdef int _run(const fc_conv_args *a, int num_threads, double item_work,
     cdef Py_ssize_t i, n_items = fc_conv_direct_items(a)
     cdef fc_conv_item_fn kernel = fc_conv_direct_kernel(a)   # chosen once per call
     cdef int nt = num_threads if num_threads < n_items else <int>n_items
-    cdef int stop = 0
-    cdef int *pstop = &stop
     cdef double done = 0.0
-    cdef double *pdone = &done
+    cdef _run_ctx c
     # items per dynamic chunk: enough work to amortize taking one (a row of a 1-channel
     # image is a few thousand multiply-adds), but at least 4 chunks per thread
     cdef Py_ssize_t chunk = 1
@@ -106,17 +143,9 @@ cdef int _run(const fc_conv_args *a, int num_threads, double item_work,
                 with gil:
                     PyErr_CheckSignals()
         return 0
-    with parallel(num_threads=nt):
-        for i in prange(n_items, schedule="dynamic", chunksize=chunk):
-            if fc_flag_get(pstop) == 0:
-                kernel(a, i)
-                if threadid() == 0:
-                    pdone[0] = pdone[0] + item_work
-                    if pdone[0] >= interrupt_work:
-                        pdone[0] = 0.0
-                        if _signal_pending():
-                            fc_flag_set(pstop)
-    if stop:
+    c.a, c.kernel, c.n_items, c.chunk = a, kernel, n_items, chunk
+    c.item_work, c.interrupt_work, c.done = item_work, interrupt_work, 0.0
+    if _parallel_run(_run_task, &c, (n_items + chunk - 1) // chunk, nt):
         return -1
     return 0
 
@@ -164,7 +193,7 @@ def conv2d_direct(const floating[:, :, :, ::1] x,       # IN  (N, H, W, C)
     relu : bool
         Apply ``max(0, .)`` after the bias (NaN stays NaN).
     num_threads : int
-        OpenMP threads (values below 1 mean 1).
+        Threads (values below 1 mean 1).
     simd_level : int
         2 = AVX-512, 1 = AVX2 + FMA, 0 = portable C.  Levels above what this CPU
         supports are lowered to the CPU's level (never a SIGILL).

@@ -9,7 +9,7 @@ each output pixel's window is unfolded into a row (im2col; Chellapilla et al.,
 Materializing ``cols`` whole costs ``KH*KW`` times the input in memory
 traffic.  Instead the P output pixels are cut into tiles of ``tile_pixels``
 rows sized so that a tile's columns stay in the L2 cache (the size comes from
-:mod:`fastconv._tuning`, read from the machine); each OpenMP thread unfolds one
+:mod:`fastconv._tuning`, read from the machine); each thread of fastconv's pool unfolds one
 tile into its own buffer, multiplies it with SciPy's single-threaded BLAS
 (``scipy.linalg.cython_blas`` sgemm/dgemm) straight into the tile's rows of
 ``out``, then adds the bias and applies the ReLU while those rows are still
@@ -36,18 +36,24 @@ Tile boundaries depend only on the problem shape, never on the thread count,
 and every tile is one GEMM call of the same shape, so the result is bitwise
 identical for any ``num_threads``.
 
-Ctrl-C: the calling thread (OpenMP thread 0) takes the GIL back after each
+Ctrl-C: the calling thread (the pool's slot 0) takes the GIL back after each
 ``interrupt_work`` multiply-adds it has run, to look at pending signals; when
 a handler raised (``KeyboardInterrupt``), the remaining tasks are skipped and
 the exception propagates as soon as the running GEMMs return.
 """
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython cimport floating
-from cython.parallel cimport parallel, prange, threadid
-from libc.stdlib cimport free, malloc
+from libc.stdint cimport int64_t
+from libc.stdlib cimport calloc, free
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
-from fastconv_c cimport (fc_bias_relu_f32, fc_bias_relu_f64, fc_flag_get, fc_flag_set,
-                         fc_im2col_rows)
+from fastconv_c cimport fc_bias_relu_f32, fc_bias_relu_f64, fc_im2col_rows
+from fc_parallel cimport RUN_CAPSULE_NAME, fc_run_fn
+
+from . import _parallel
+
+#: the process's thread pool (fc_parallel.h): tasks on the caller and persistent workers
+cdef fc_run_fn _parallel_run = <fc_run_fn> PyCapsule_GetPointer(_parallel.RUN, RUN_CAPSULE_NAME)
 
 cdef extern from "stdlib.h" nogil:
     void *aligned_alloc(size_t alignment, size_t size)
@@ -165,7 +171,7 @@ def conv2d_im2col(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
         implied by OH, OW)
     groups : C and O are split into ``groups`` independent convolutions
     relu : apply ``max(., 0)`` after the bias (NaN stays NaN)
-    num_threads : OpenMP threads; tiles go to threads dynamically
+    num_threads : threads; tiles go to threads dynamically
     simd_level : FC_SIMD_* level for the fused bias/ReLU pass
     tuning : mapping of the tiling tunables (:func:`tile_pixels`)
     tile : pixels per tile; 0 means :func:`tile_pixels` (tests force others)
@@ -205,72 +211,112 @@ def conv2d_im2col(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
     cdef floating *po = &out[0, 0, 0, 0]
     cdef size_t buf_bytes = <size_t> tp * K * sizeof(floating)
     buf_bytes = (buf_bytes + 63) // 64 * 64
-    cdef int failed = 0
-    cdef int *failed_ptr = &failed
-    cdef int stop = 0
-    cdef int *pstop = &stop
-    cdef double done = 0.0
-    cdef double *pdone = &done
-    cdef floating *col = NULL
-    cdef Py_ssize_t *held = NULL   # per thread: which tile its buffer holds
-    cdef const floating *A
-    cdef Py_ssize_t task, t, p0, rows, o0, on
-    cdef int g
-    with nogil, parallel(num_threads=num_threads):
-        col = NULL
-        held = <Py_ssize_t *> malloc(sizeof(Py_ssize_t))
-        if held != NULL:
-            held[0] = -1
-        if not identity:
-            col = <floating *> aligned_alloc(64, buf_bytes)
-        # task = (pixel tile, channel block), tile-major so that a thread
-        # usually finds the tile it needs already unfolded in its buffer
-        for task in prange(n_tiles * n_ob, schedule="dynamic"):
-            if held == NULL or (not identity and col == NULL):
-                failed_ptr[0] = 1
-                continue
-            if fc_flag_get(pstop):
-                continue
-            t = task // n_ob
-            o0 = (task % n_ob) * ob
-            on = O - o0
-            if on > ob:
-                on = ob
-            p0 = t * tp
-            rows = P - p0
-            if rows > tp:
-                rows = tp
-            if identity:
-                A = px + p0 * C
-            else:
-                if held[0] != t:
-                    fc_im2col_rows(px, col, sizeof(floating), H, W, C, KH, KW, SH, SW, DH,
-                                   DW, pad_top, pad_left, OH, OW, groups, p0, p0 + rows, K)
-                    held[0] = t
-                A = col
-            if n_ob > 1:
-                _gemm_rowmajor(<int> rows, <int> on, K, A, K, pw + o0, O, po + p0 * O + o0, O)
-            else:
-                for g in range(groups):
-                    _gemm_rowmajor(<int> rows, Og, Kg, A + g * Kg, K, pw + g * Og, O,
-                                   po + p0 * O + g * Og, O)
-            if pb != NULL or relu:
-                if floating is float:
-                    fc_bias_relu_f32(po + p0 * O + o0, rows, on, O,
-                                     pb + o0 if pb != NULL else NULL, relu, simd_level)
-                else:
-                    fc_bias_relu_f64(po + p0 * O + o0, rows, on, O,
-                                     pb + o0 if pb != NULL else NULL, relu, simd_level)
-            if interrupt_work > 0 and threadid() == 0:
-                pdone[0] = pdone[0] + <double> rows * on * K
-                if pdone[0] >= interrupt_work:
-                    pdone[0] = 0.0
-                    if _signal_pending():
-                        fc_flag_set(pstop)
-        free(col)
-        free(held)
-    if stop:
-        _raise_pending()
-    if failed:
+    cdef _gemm_ctx c
+    c.px, c.pw, c.pb, c.po = <const void *> px, <const void *> pw, <const void *> pb, <void *> po
+    c.H, c.W, c.C, c.OH, c.OW, c.P, c.tp, c.ob, c.n_ob = H, W, C, OH, OW, P, tp, ob, n_ob
+    c.KH, c.KW, c.SH, c.SW, c.DH, c.DW, c.pad_top, c.pad_left = KH, KW, SH, SW, DH, DW, \
+        pad_top, pad_left
+    c.groups, c.O, c.Og, c.K, c.Kg = groups, O, Og, K, Kg
+    c.relu, c.simd_level, c.identity, c.is_double = relu, simd_level, identity, \
+        floating is double
+    c.buf_bytes, c.interrupt_work, c.done, c.failed = buf_bytes, interrupt_work, 0.0, 0
+    # per thread slot of the pool: its column buffer and the tile that buffer holds
+    c.col = <void **> calloc(num_threads, sizeof(void *))
+    c.held = <Py_ssize_t *> calloc(num_threads, sizeof(Py_ssize_t))
+    cdef int stop = 0, slot
+    if c.col == NULL or c.held == NULL:
+        c.failed = 1
+    else:
+        for slot in range(num_threads):
+            c.held[slot] = -1
+        with nogil:
+            stop = _parallel_run(_gemm_task, &c, n_tiles * n_ob, num_threads)
+        for slot in range(num_threads):
+            free(c.col[slot])
+    free(c.col)
+    free(c.held)
+    if c.failed:
         raise MemoryError(f"conv2d (im2col): could not allocate a {buf_bytes}-byte column "
                           f"buffer per thread.")
+    if stop:
+        _raise_pending()
+
+
+ctypedef struct _gemm_ctx:
+    const void *px
+    const void *pw
+    const void *pb
+    void *po
+    Py_ssize_t H, W, C, OH, OW, P, tp, ob, n_ob
+    int KH, KW, SH, SW, DH, DW, pad_top, pad_left, groups, O, Og, K, Kg
+    int relu, simd_level, identity, is_double
+    size_t buf_bytes
+    double interrupt_work, done
+    int failed                # a slot could not allocate its buffer (read after the call)
+    void **col                # [slot] column buffer, allocated by the slot's first task
+    Py_ssize_t *held          # [slot] the pixel tile that buffer holds (-1: none)
+
+
+cdef int _gemm_task(void *p, int64_t task, int slot) noexcept nogil:
+    """Task ``task`` = (pixel tile, channel block), tile-major so that a thread usually
+    finds the tile it needs already unfolded in its buffer.  The calling thread (slot 0)
+    looks at pending signals after each ``interrupt_work`` multiply-adds it has run;
+    returns 1 (stop the call) when a handler raised or a buffer could not be allocated."""
+    cdef _gemm_ctx *c = <_gemm_ctx *> p
+    if c.is_double:
+        return _gemm_tile(<const double *> c.px, <const double *> c.pw,
+                          <const double *> c.pb, <double *> c.po, c, task, slot)
+    return _gemm_tile(<const float *> c.px, <const float *> c.pw, <const float *> c.pb,
+                      <float *> c.po, c, task, slot)
+
+
+cdef inline int _gemm_tile(const floating *px, const floating *pw, const floating *pb,
+                           floating *po, _gemm_ctx *c, int64_t task, int slot) noexcept nogil:
+    cdef Py_ssize_t t = task // c.n_ob
+    cdef Py_ssize_t o0 = (task % c.n_ob) * c.ob
+    cdef Py_ssize_t on = c.O - o0
+    cdef Py_ssize_t p0 = t * c.tp
+    cdef Py_ssize_t rows = c.P - p0
+    cdef const floating *A
+    cdef floating *col
+    cdef int g, O = c.O, K = c.K
+    if on > c.ob:
+        on = c.ob
+    if rows > c.tp:
+        rows = c.tp
+    if c.identity:
+        A = px + p0 * c.C
+    else:
+        col = <floating *> c.col[slot]
+        if col == NULL:
+            col = <floating *> aligned_alloc(64, c.buf_bytes)
+            if col == NULL:
+                c.failed = 1
+                return 1
+            c.col[slot] = <void *> col
+        if c.held[slot] != t:
+            fc_im2col_rows(px, col, sizeof(floating), c.H, c.W, c.C, c.KH, c.KW, c.SH, c.SW,
+                           c.DH, c.DW, c.pad_top, c.pad_left, c.OH, c.OW, c.groups, p0,
+                           p0 + rows, K)
+            c.held[slot] = t
+        A = col
+    if c.n_ob > 1:
+        _gemm_rowmajor(<int> rows, <int> on, K, A, K, pw + o0, O, po + p0 * O + o0, O)
+    else:
+        for g in range(c.groups):
+            _gemm_rowmajor(<int> rows, c.Og, c.Kg, A + g * c.Kg, K, pw + g * c.Og, O,
+                           po + p0 * O + g * c.Og, O)
+    if pb != NULL or c.relu:
+        if floating is float:
+            fc_bias_relu_f32(po + p0 * O + o0, rows, on, O, pb + o0 if pb != NULL else NULL,
+                             c.relu, c.simd_level)
+        else:
+            fc_bias_relu_f64(po + p0 * O + o0, rows, on, O, pb + o0 if pb != NULL else NULL,
+                             c.relu, c.simd_level)
+    if c.interrupt_work > 0 and slot == 0:
+        c.done = c.done + <double> rows * on * K
+        if c.done >= c.interrupt_work:
+            c.done = 0.0
+            if _signal_pending():
+                return 1
+    return 0

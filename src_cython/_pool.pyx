@@ -9,10 +9,17 @@ whatever the thread count, so results are bitwise identical for any
 ``num_threads``.
 """
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython cimport floating
-from cython.parallel cimport prange
+from libc.stdint cimport int64_t
 
 from fastconv_c cimport fc_maxpool_row_f32, fc_maxpool_row_f64
+from fc_parallel cimport RUN_CAPSULE_NAME, fc_run_fn
+
+from . import _parallel
+
+#: the process's thread pool (fc_parallel.h): tasks on the caller and persistent workers
+cdef fc_run_fn _parallel_run = <fc_run_fn> PyCapsule_GetPointer(_parallel.RUN, RUN_CAPSULE_NAME)
 
 
 def max_pool2d(const floating[:, :, :, ::1] x,   # IN  (N, H, W, C)
@@ -69,7 +76,7 @@ cdef void _pool_rows(const floating *px, floating *py, Py_ssize_t start, Py_ssiz
                      Py_ssize_t H, Py_ssize_t W, Py_ssize_t C, int KH, int KW, int SH, int SW,
                      int DH, int DW, int pad_top, int pad_left, Py_ssize_t OH, Py_ssize_t OW,
                      int num_threads, int simd_level, Py_ssize_t chunk) noexcept nogil:
-    """Output rows ``[start, stop)`` (index ``n * OH + oh``), over OpenMP threads when
+    """Output rows ``[start, stop)`` (index ``n * OH + oh``), on fastconv's thread pool when
     ``num_threads > 1`` (tasks of ``chunk`` rows), else on the calling thread alone."""
     cdef Py_ssize_t r
     if num_threads <= 1:
@@ -77,10 +84,36 @@ cdef void _pool_rows(const floating *px, floating *py, Py_ssize_t start, Py_ssiz
             _pool_row(px, py, r, H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left, OH, OW,
                       simd_level)
         return
-    for r in prange(start, stop, num_threads=num_threads, schedule="dynamic",
-                    chunksize=chunk):
-        _pool_row(px, py, r, H, W, C, KH, KW, SH, SW, DH, DW, pad_top, pad_left, OH, OW,
-                  simd_level)
+    cdef _rows_ctx c
+    c.px, c.py, c.is_double = <const void *> px, <void *> py, floating is double
+    c.start, c.stop, c.chunk, c.H, c.W, c.C, c.OH, c.OW = start, stop, chunk, H, W, C, OH, OW
+    c.KH, c.KW, c.SH, c.SW, c.DH, c.DW = KH, KW, SH, SW, DH, DW
+    c.pad_top, c.pad_left, c.simd_level = pad_top, pad_left, simd_level
+    _parallel_run(_rows_task, &c, (stop - start + chunk - 1) // chunk, num_threads)
+
+
+ctypedef struct _rows_ctx:
+    const void *px
+    void *py
+    Py_ssize_t start, stop, chunk, H, W, C, OH, OW
+    int KH, KW, SH, SW, DH, DW, pad_top, pad_left, simd_level, is_double
+
+
+cdef int _rows_task(void *p, int64_t task, int slot) noexcept nogil:
+    """Rows ``[start + task * chunk, ...)`` of a ``_pool_rows`` call (a task of the pool)."""
+    cdef _rows_ctx *c = <_rows_ctx *> p
+    cdef Py_ssize_t r, first = c.start + task * c.chunk
+    cdef Py_ssize_t last = first + c.chunk
+    if last > c.stop:
+        last = c.stop
+    for r in range(first, last):
+        if c.is_double:
+            _pool_row(<const double *> c.px, <double *> c.py, r, c.H, c.W, c.C, c.KH, c.KW,
+                      c.SH, c.SW, c.DH, c.DW, c.pad_top, c.pad_left, c.OH, c.OW, c.simd_level)
+        else:
+            _pool_row(<const float *> c.px, <float *> c.py, r, c.H, c.W, c.C, c.KH, c.KW,
+                      c.SH, c.SW, c.DH, c.DW, c.pad_top, c.pad_left, c.OH, c.OW, c.simd_level)
+    return 0
 
 
 cdef inline void _pool_row(const floating *px, floating *py, Py_ssize_t r, Py_ssize_t H,

@@ -6,17 +6,24 @@ level (``FC_SIMD_*`` of ``fc_cpu.h``); the kernels are in ``fc_relu.h``,
 one body on fastconv's SIMD vocabulary compiled per level.  A small call runs
 on the calling thread without entering a parallel region; a larger one is cut
 into chunks of a fixed size (from the arguments, never from the thread count)
-handed out dynamically over OpenMP threads, so that a thread slowed by
+handed out dynamically to fastconv's thread pool, so that a thread slowed by
 another process on its core does not hold the others up.  A long call runs in
 pieces between which a pending signal (Ctrl-C) is noticed.  Every element is
 computed by the same code whatever the thread count, so results are bitwise
 identical for any ``num_threads``.
 """
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from cython cimport floating
-from cython.parallel cimport prange
+from libc.stdint cimport int64_t
 
 from fastconv_c cimport fc_relu_f32_nt, fc_relu_f64_nt, fc_relu_grad_f32, fc_relu_grad_f64
+from fc_parallel cimport RUN_CAPSULE_NAME, fc_run_fn
+
+from . import _parallel
+
+#: the process's thread pool (fc_parallel.h): tasks on the caller and persistent workers
+cdef fc_run_fn _parallel_run = <fc_run_fn> PyCapsule_GetPointer(_parallel.RUN, RUN_CAPSULE_NAME)
 
 
 def relu(const floating[::1] x,   # IN
@@ -28,8 +35,8 @@ def relu(const floating[::1] x,   # IN
     ``x`` and ``out`` are flat views of the same length; ``out`` may be the
     same buffer as ``x`` (in place).  Below ``single_thread_elements``
     elements the call runs on one thread with no parallel region; otherwise
-    chunks of ``chunk`` elements are spread over ``num_threads`` OpenMP
-    threads (dynamic schedule).  Pieces of about ``interrupt_elements``
+    chunks of ``chunk`` elements are spread over ``num_threads`` threads
+    (fastconv's thread pool, taken one at a time).  Pieces of about ``interrupt_elements``
     elements (whole chunks; 0: all at once) run one after the other, and a
     pending signal is noticed between them (``KeyboardInterrupt`` leaves
     ``out`` partly written).  Out of place, outputs of ``stream_bytes`` or
@@ -115,14 +122,37 @@ cdef void _run_range(const floating *pf, const floating *px, floating *py, Py_ss
                      Py_ssize_t stop, Py_ssize_t chunk, int num_threads, int simd_level,
                      int nt) noexcept nogil:
     """Elements ``[start, stop)``; ``start`` is a multiple of ``chunk``."""
-    cdef Py_ssize_t i, first, size, n_chunks
+    cdef Py_ssize_t n_chunks
     if num_threads <= 1:   # the calling thread alone: no parallel region
         _run_one(pf, px, py, start, stop - start, simd_level, nt)
         return
+    cdef _range_ctx c
+    c.pf, c.px, c.py = <const void *> pf, <const void *> px, <void *> py
+    c.start, c.stop, c.chunk = start, stop, chunk
+    c.simd_level, c.nt, c.is_double = simd_level, nt, floating is double
     n_chunks = (stop - start + chunk - 1) // chunk
-    for i in prange(n_chunks, num_threads=num_threads, schedule="dynamic"):
-        first = start + i * chunk
-        size = stop - first
-        if size > chunk:
-            size = chunk
-        _run_one(pf, px, py, first, size, simd_level, nt)
+    _parallel_run(_range_task, &c, n_chunks, num_threads)
+
+
+ctypedef struct _range_ctx:
+    const void *pf
+    const void *px
+    void *py
+    Py_ssize_t start, stop, chunk
+    int simd_level, nt, is_double
+
+
+cdef int _range_task(void *p, int64_t task, int slot) noexcept nogil:
+    """Chunk ``task`` of a ``_run_range`` call (a task of the thread pool)."""
+    cdef _range_ctx *c = <_range_ctx *> p
+    cdef Py_ssize_t first = c.start + task * c.chunk
+    cdef Py_ssize_t size = c.stop - first
+    if size > c.chunk:
+        size = c.chunk
+    if c.is_double:
+        _run_one(<const double *> c.pf, <const double *> c.px, <double *> c.py, first, size,
+                 c.simd_level, c.nt)
+    else:
+        _run_one(<const float *> c.pf, <const float *> c.px, <float *> c.py, first, size,
+                 c.simd_level, c.nt)
+    return 0

@@ -36,6 +36,9 @@ from ..._threads import (blas_controller, environ_value, shorten_openmp_spins,
 
 shorten_openmp_spins()   # before the compiled kernels load the OpenMP runtime
 from . import _build_info, _im2col, _im2col_gemm, _pool, _relu  # noqa: E402; ImportError: not built
+from . import _parallel  # noqa: E402
+
+_parallel.set_spin_count(_tuning.POOL_SPIN_COUNT)
 
 try:
     from . import _backward as _bw
